@@ -1,0 +1,1 @@
+"""memories-dagster: declarative data integration on Dagster."""

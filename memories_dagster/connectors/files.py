@@ -1,0 +1,181 @@
+"""File sources (csv, json, parquet, excel) and file outputs, local or on any fsspec URL.
+
+Reads go through DuckDB's scanners (parallel, streaming, typed) or, for Excel, pandas with
+openpyxl. Writes are staged in a temporary folder and committed only when complete, so a failed
+run leaves the previous output as it was.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import duckdb
+import fsspec
+import pandas as pd
+
+from memories_dagster.engine.duck import sql_string
+
+
+class ConnectorError(RuntimeError):
+    """A source or destination that cannot be read or written; the message names it."""
+
+
+_CSV_OPTION_NAMES = {"delimiter": "delim", "separator": "sep"}
+_FORMAT_SUFFIX = {"csv": ".csv", "json": ".json", "parquet": ".parquet"}
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is a URL served by an fsspec filesystem other than the local one."""
+    return "://" in path and not path.startswith("file://")
+
+
+def _use_filesystem(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    if is_remote(path):
+        protocol = path.split("://", 1)[0]
+        try:
+            con.register_filesystem(fsspec.filesystem(protocol))
+        except (ImportError, ValueError) as exc:
+            raise ConnectorError(f"cannot open {protocol}:// paths: {exc}") from None
+
+
+def _options_sql(options: dict[str, object]) -> str:
+    parts = []
+    for name, value in options.items():
+        name = _CSV_OPTION_NAMES.get(name, name)
+        if isinstance(value, bool):
+            rendered = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            rendered = repr(value)
+        else:
+            rendered = sql_string(str(value))
+        parts.append(f", {name} = {rendered}")
+    return "".join(parts)
+
+
+def scan_sql(source_type: str, path: str, options: dict[str, object]) -> str:
+    """The DuckDB table function that reads ``path`` as ``source_type``."""
+    extra = _options_sql(options)
+    if source_type == "csv":
+        return f"read_csv({sql_string(path)}, header = true, auto_detect = true{extra})"
+    if source_type == "json":
+        return f"read_json({sql_string(path)}, format = 'auto'{extra})"
+    if source_type == "parquet":
+        return f"read_parquet({sql_string(path)}, union_by_name = true{extra})"
+    raise ConnectorError(f"no file scanner for source_type '{source_type}'")
+
+
+def open_file_source(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    source_type: str,
+    path: str,
+    options: dict[str, object],
+    sheet: str | int | None = None,
+) -> str:
+    """Make view ``name`` over the file(s) at ``path``; return the view's name."""
+    if not is_remote(path) and not glob.glob(path):
+        raise ConnectorError(f"source '{name}': no file at {path}")
+    _use_filesystem(con, path)
+    try:
+        if source_type == "excel":
+            with fsspec.open(path, "rb") as handle:
+                frame = pd.read_excel(handle, sheet_name=sheet if sheet is not None else 0, **options)
+            con.register(f"{name}__excel", frame)
+            con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT * FROM "{name}__excel"')
+        else:
+            con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT * FROM {scan_sql(source_type, path, options)}')
+            con.execute(f'SELECT * FROM "{name}" LIMIT 0')
+    except FileNotFoundError:
+        raise ConnectorError(f"source '{name}': no file at {path}") from None
+    except (duckdb.Error, ValueError, KeyError, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConnectorError(f"source '{name}' ({source_type} at {path}) cannot be read: {first_line}") from None
+    return name
+
+
+def suffix_for(output_format: str, destination: str) -> str:
+    """File suffix of an output: the destination's own, else the format's."""
+    own = Path(destination).suffix
+    return own if own else _FORMAT_SUFFIX[output_format]
+
+
+def copy_options(output_format: str, destination: str) -> str:
+    """DuckDB COPY options for an output format (JSON arrays for .json, lines otherwise)."""
+    if output_format == "parquet":
+        return "FORMAT parquet, COMPRESSION zstd"
+    if output_format == "csv":
+        return "FORMAT csv, HEADER true"
+    as_array = "true" if suffix_for(output_format, destination) == ".json" else "false"
+    return f"FORMAT json, ARRAY {as_array}"
+
+
+class StagedOutput:
+    """A folder where an output is written in full before it replaces the previous one."""
+
+    def __init__(self, destination: str) -> None:
+        self.destination = destination
+        parent = None if is_remote(destination) else Path(destination).resolve().parent
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+        # Beside the destination so the final rename stays on one filesystem.
+        self.folder = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
+
+    def discard(self) -> None:
+        """Remove what was staged (after a failure, or after committing)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def commit_file(self, staged: Path, target: str) -> None:
+        """Put one staged file at ``target`` in a single step."""
+        if is_remote(target):
+            fs, remote = fsspec.core.url_to_fs(target)
+            fs.put_file(str(staged), remote)
+            return
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+
+    def commit_tree(self, staged_root: Path, target_root: str, replace_prefix: str | None) -> list[str]:
+        """Move staged files under ``target_root``.
+
+        With ``replace_prefix`` only files whose name starts with it are replaced (one partition
+        of a partitioned output); without, the whole folder is swapped for the staged one.
+        """
+        written = sorted(p for p in staged_root.rglob("*") if p.is_file())
+        relative = [p.relative_to(staged_root).as_posix() for p in written]
+        if is_remote(target_root):
+            fs, remote_root = fsspec.core.url_to_fs(target_root)
+            stale = _remote_files(fs, remote_root, replace_prefix)
+            for path, rel in zip(written, relative):
+                fs.put_file(str(path), f"{remote_root}/{rel}")
+            fresh = {f"{remote_root}/{rel}" for rel in relative}
+            for old in stale - fresh:
+                fs.rm_file(old)
+            return [f"{target_root}/{rel}" for rel in relative]
+        target = Path(target_root)
+        if replace_prefix is None:
+            backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            if target.exists():
+                os.replace(target, backup)
+            os.replace(staged_root, target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            for old in target.rglob(f"{replace_prefix}*") if target.exists() else []:
+                if old.is_file():
+                    old.unlink()
+            for path, rel in zip(written, relative):
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target / rel)
+        return [str(target / rel) for rel in relative]
+
+
+def _remote_files(fs: fsspec.AbstractFileSystem, root: str, prefix: str | None) -> set[str]:
+    if not fs.exists(root):
+        return set()
+    files = {f for f in fs.find(root)}
+    if prefix is None:
+        return files
+    return {f for f in files if f.rsplit("/", 1)[-1].startswith(prefix)}

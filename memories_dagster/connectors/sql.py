@@ -1,0 +1,167 @@
+"""SQL databases through SQLAlchemy: chunked reads into Parquet, transactional writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+from memories_dagster.connectors.files import ConnectorError
+from memories_dagster.engine.window import Window
+from memories_dagster.secrets import redact
+
+READ_CHUNK_ROWS = 100_000
+WRITE_CHUNK_ROWS = 5_000
+
+
+def database_url(url: str, username: str | None = None, password: str | None = None) -> URL:
+    """A SQLAlchemy URL with credentials given apart from it."""
+    try:
+        parsed = make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        raise ConnectorError(f"'{redact(url)}' is not a SQLAlchemy URL (e.g. postgresql://host/db)") from None
+    if username:
+        parsed = parsed.set(username=username)
+    if password:
+        parsed = parsed.set(password=password)
+    return parsed
+
+
+def create_engine(url: URL) -> sa.Engine:
+    """An engine that checks connections before use and fails fast when the server is down."""
+    args: dict[str, object] = {}
+    if url.get_backend_name() in ("postgresql", "mysql", "mariadb"):
+        args["connect_timeout"] = 10
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=args)
+
+
+def describe(url: URL) -> str:
+    """The URL as it may be shown: no password."""
+    return url.render_as_string(hide_password=True)
+
+
+def _fail(what: str, url: URL, exc: Exception) -> ConnectorError:
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return ConnectorError(redact(f"{what} ({describe(url)}): {detail}"))
+
+
+def window_bounds(url: URL, window: Window, column: str) -> tuple[str, object, object]:
+    """(column, low, high) of a window as the database compares them.
+
+    SQLite keeps dates as text, so its bounds are ISO strings; other databases get datetimes.
+    A dynamic window (a key, no time range) gives (column, key, None).
+    """
+    if not window.is_time:
+        return column, window.key, None
+    if url.get_backend_name() == "sqlite":
+        def text(moment: dt.datetime) -> str:
+            return moment.strftime("%Y-%m-%d" if moment.time() == dt.time() else "%Y-%m-%d %H:%M:%S")
+        return column, text(window.start), text(window.end)
+    return column, window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
+
+
+def read_query(
+    url: URL,
+    name: str,
+    query: str | None,
+    table: str | None,
+    params: dict[str, object],
+    window_filter: tuple[str, object, object] | None,
+    folder: Path,
+) -> tuple[list[Path], bool]:
+    """Run the source's query (or read its table) in chunks, one Parquet file per chunk.
+
+    ``params`` are bound where the query names them (``:partition_start``...). ``window_filter``
+    (column, low, high) wraps the query so only rows with low <= column < high are read (high
+    None: column = low), provided the query returns that column. Returns the files and whether
+    the filter applied.
+    """
+    engine = create_engine(url)
+    quote = engine.dialect.identifier_preparer.quote
+    sql = query or "SELECT * FROM " + ".".join(quote(p) for p in (table or "").split("."))
+    bound = {k: v for k, v in params.items() if f":{k}" in sql}
+    parts: list[Path] = []
+    filtered = False
+    try:
+        with engine.connect() as conn:
+            if window_filter:
+                probe = conn.execute(sa.text(f"SELECT * FROM ({sql}) AS probe WHERE 1 = 0"), bound)
+                column, low, high = window_filter
+                if column in probe.keys():
+                    filtered = True
+                    condition = f"{quote(column)} = :window_low"
+                    bound["window_low"] = low
+                    if high is not None:
+                        condition = f"{quote(column)} >= :window_low AND {quote(column)} < :window_high"
+                        bound["window_high"] = high
+                    sql = f"SELECT * FROM ({sql}) AS source_rows WHERE {condition}"
+            conn = conn.execution_options(stream_results=True)
+            chunks = pd.read_sql_query(sa.text(sql), conn, params=bound, chunksize=READ_CHUNK_ROWS)
+            for number, chunk in enumerate(chunks):
+                part = folder / f"part-{number:05d}.parquet"
+                pq.write_table(pa.Table.from_pandas(chunk, preserve_index=False), part)
+                parts.append(part)
+    except sa.exc.SQLAlchemyError as exc:
+        raise _fail(f"source '{name}': query failed", url, exc) from None
+    finally:
+        engine.dispose()
+    return parts, filtered
+
+
+def table_columns(url: URL, table: str) -> list[str] | None:
+    """Column names of ``table``, or None when it does not exist."""
+    engine = create_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        schema, _, name = table.rpartition(".")
+        if not inspector.has_table(name, schema=schema or None):
+            return None
+        return [c["name"] for c in inspector.get_columns(name, schema=schema or None)]
+    except sa.exc.SQLAlchemyError as exc:
+        raise _fail(f"cannot inspect table {table}", url, exc) from None
+    finally:
+        engine.dispose()
+
+
+def replace_rows(
+    url: URL,
+    table: str,
+    parquet_path: str,
+    delete_filter: tuple[str, object, object] | None,
+) -> int:
+    """In one transaction: delete the rows being replaced, then insert the Parquet file's rows.
+
+    ``delete_filter`` (column, low, high) limits the delete to one partition's rows; without it
+    every row of the table is replaced. Nothing changes if any step fails.
+    """
+    engine = create_engine(url)
+    schema, _, name = table.rpartition(".")
+    written = 0
+    try:
+        with engine.begin() as conn:
+            if sa.inspect(conn).has_table(name, schema=schema or None):
+                target = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=conn)
+                delete = target.delete()
+                if delete_filter:
+                    column, low, high = delete_filter
+                    col = target.c[column]
+                    delete = delete.where(col >= low, col < high) if high is not None else delete.where(col == low)
+                conn.execute(delete)
+            for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=WRITE_CHUNK_ROWS * 10):
+                frame = batch.to_pandas()
+                frame.to_sql(
+                    name, conn, schema=schema or None, if_exists="append", index=False,
+                    chunksize=WRITE_CHUNK_ROWS, method="multi",
+                )
+                written += len(frame)
+    except (sa.exc.SQLAlchemyError, KeyError) as exc:
+        raise _fail(f"writing table {table} failed; the table is unchanged", url, exc) from None
+    finally:
+        engine.dispose()
+    return written
+

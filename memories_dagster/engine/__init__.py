@@ -1,0 +1,1 @@
+"""Pure data work: read, integrate, check, write. Nothing here imports Dagster."""

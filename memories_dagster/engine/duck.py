@@ -1,0 +1,49 @@
+"""DuckDB connections set up the same way for every step."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import duckdb
+
+from memories_dagster.engine.expressions import quote_identifier
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that may spill to a temporary folder and uses every core."""
+    con = duckdb.connect(config={"threads": os.cpu_count() or 1})
+    con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/memories-duckdb'")
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def columns_of(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
+    """Column name -> DuckDB type of a table or view."""
+    rows = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+    return {row[0]: row[1] for row in rows}
+
+
+def count(con: duckdb.DuckDBPyConnection, relation: str, where: str = "TRUE") -> int:
+    """Rows of ``relation`` matching ``where``."""
+    return con.execute(f"SELECT count(*) FROM {relation} WHERE {where}").fetchone()[0]
+
+
+def copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: str) -> None:
+    """Write the result of ``query`` to one Parquet file."""
+    con.execute(f"COPY ({query}) TO {sql_string(path)} (FORMAT parquet, COMPRESSION zstd)")
+
+
+def record_json(columns: list[str]) -> str:
+    """SQL turning a row's ``columns`` into one JSON object text (for the quarantine)."""
+    if not columns:
+        return "'{}'"
+    return "to_json(struct_pack(" + ", ".join(f"{q(c)} := {q(c)}" for c in columns) + "))"
+
+
+def sql_string(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+q = quote_identifier

@@ -1,0 +1,95 @@
+"""Reading one declared source, for one partition window if any, into a Parquet file."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from memories_dagster.connectors import sql as sql_connector
+from memories_dagster.connectors.files import open_file_source
+from memories_dagster.engine.duck import columns_of, connect, copy_parquet, q, sql_string
+from memories_dagster.engine.tables import TableFile
+from memories_dagster.engine.window import Window, expand, has_template
+from memories_dagster.secrets import redact, resolve
+from memories_dagster.specs.integration import DataSource
+
+
+def extract(
+    source: DataSource,
+    location: str,
+    out_path: str,
+    window: Window | None = None,
+    window_column: str | None = None,
+) -> TableFile:
+    """Read ``source`` from ``location`` (its resolved connection string) into ``out_path``.
+
+    With a window, only the window's rows are read: a ``{partition_...}`` template in the path
+    or the query's bind parameters select them at the source, else rows are filtered on
+    ``window_column`` when the source has it. ``meta['window_filter']`` says which applied.
+    """
+    con = connect()
+    try:
+        if source.source_type == "sql":
+            with tempfile.TemporaryDirectory(prefix="memories-sql-") as folder:
+                relation, how = _read_sql(con, source, location, window, window_column, Path(folder))
+                result = _write(con, relation, None, out_path)
+        else:
+            path = expand(location, window)
+            view = open_file_source(con, source.key, source.source_type, path, source.options, source.sheet)
+            how = "path template" if window and has_template(location) else None
+            condition = None
+            if window and how is None and window_column and window_column in columns_of(con, q(view)):
+                condition, how = _window_condition(window, window_column), f"column {window_column}"
+            result = _write(con, q(view), condition, out_path)
+        result.meta.update(source=source.key, location=redact(location), window_filter=how)
+        return result
+    finally:
+        con.close()
+
+
+def _window_condition(window: Window, column: str) -> str:
+    if window.is_time:
+        value = f"TRY_CAST({q(column)} AS TIMESTAMP)"
+        return (
+            f"{value} >= TIMESTAMP {sql_string(window.start.strftime('%Y-%m-%d %H:%M:%S'))} AND "
+            f"{value} < TIMESTAMP {sql_string(window.end.strftime('%Y-%m-%d %H:%M:%S'))}"
+        )
+    return f"CAST({q(column)} AS VARCHAR) = {sql_string(window.key)}"
+
+
+def _write(con: duckdb.DuckDBPyConnection, relation: str, condition: str | None, out_path: str) -> TableFile:
+    copy_parquet(con, f"SELECT * FROM {relation} WHERE {condition or 'TRUE'}", out_path)
+    rows = pq.ParquetFile(out_path).metadata.num_rows
+    return TableFile(out_path, rows, columns_of(con, f"read_parquet({sql_string(out_path)})"))
+
+
+def _read_sql(
+    con: duckdb.DuckDBPyConnection,
+    source: DataSource,
+    location: str,
+    window: Window | None,
+    window_column: str | None,
+    folder: Path,
+) -> tuple[str, str | None]:
+    auth = source.authentication
+    where = f"source '{source.source_name}'"
+    url = sql_connector.database_url(
+        resolve(location, f"{where} connection_string"),
+        resolve(auth.username, f"{where} authentication.username") if auth and auth.username else None,
+        resolve(auth.password, f"{where} authentication.password") if auth and auth.password else None,
+    )
+    params = window.params() if window else {}
+    query = source.query
+    binds_window = bool(window and query and any(f":{name}" in query for name in params))
+    window_filter = None
+    if window and window_column and not binds_window:
+        window_filter = sql_connector.window_bounds(url, window, window_column)
+    parts, filtered = sql_connector.read_query(
+        url, source.source_name, query, source.table, params, window_filter, folder
+    )
+    how = "query parameters" if binds_window else (f"column {window_column}" if filtered else None)
+    files = ", ".join(sql_string(str(p)) for p in parts)
+    return f"read_parquet([{files}], union_by_name = true)", how

@@ -1,0 +1,57 @@
+"""Named formats of formatting rules (``lower``, ``date:%Y-%m-%d``, ``round:2`` ...) as SQL."""
+
+from __future__ import annotations
+
+from memories_dagster.engine.expressions import sql_literal
+
+
+class FormatError(ValueError):
+    """A formatting rule names an unknown format or gives a bad argument."""
+
+
+def _title(column: str, _: str | None) -> str:
+    # DuckDB has no initcap: upper-case the first letter of each space-separated word.
+    return (
+        f"array_to_string(list_transform(string_split(lower({column}), ' '), "
+        f"w -> concat(upper(w[1]), w[2:])), ' ')"
+    )
+
+
+def _date(column: str, pattern: str | None) -> str:
+    value = f"TRY_CAST({column} AS TIMESTAMP)"
+    return f"strftime({value}, {sql_literal(pattern or '%Y-%m-%d')})"
+
+
+def _round(column: str, digits: str | None) -> str:
+    return f"round(TRY_CAST({column} AS DOUBLE), {int(digits or 0)})"
+
+
+FORMATTERS = {
+    "lower": lambda column, _: f"lower(CAST({column} AS VARCHAR))",
+    "upper": lambda column, _: f"upper(CAST({column} AS VARCHAR))",
+    "strip": lambda column, _: f"trim(CAST({column} AS VARCHAR))",
+    "title": _title,
+    "date": _date,
+    "round": _round,
+    "digits": lambda column, _: f"regexp_replace(CAST({column} AS VARCHAR), '[^0-9]', '', 'g')",
+}
+_NEEDS_INT_ARG = {"round"}
+
+
+def parse_format(text: str) -> tuple[str, str | None]:
+    """Split ``name[:argument]`` and check both; raise FormatError otherwise."""
+    name, _, argument = text.strip().partition(":")
+    if name not in FORMATTERS:
+        raise FormatError(
+            f"unknown format '{name}'; allowed: {', '.join(sorted(FORMATTERS))} "
+            "(date takes :strftime pattern, round takes :digits)"
+        )
+    if name in _NEEDS_INT_ARG and argument and not argument.lstrip("-").isdigit():
+        raise FormatError(f"format '{name}' takes a whole number after ':', not '{argument}'")
+    return name, argument or None
+
+
+def format_sql(text: str, column_sql: str) -> str:
+    """The SQL expression that applies format ``text`` to ``column_sql``."""
+    name, argument = parse_format(text)
+    return FORMATTERS[name](column_sql, argument)

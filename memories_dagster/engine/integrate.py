@@ -1,0 +1,398 @@
+"""The integration run: clean each source, combine, check, transform, quarantine, account, report.
+
+Input is one Parquet file per source (written by the extract step); output is the integrated
+Parquet file, the quarantine Parquet file (one row per rejected input row, with the reason and
+the row as JSON), the seed-shaped report and the results of the four checks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from memories_dagster.engine.combine import Combined, SourceTable, combine, rid
+from memories_dagster.engine.duck import columns_of, connect, copy_parquet, count, q, record_json, sql_string
+from memories_dagster.engine.errors import IntegrationError
+from memories_dagster.engine.expressions import sql_literal
+from memories_dagster.engine.quality import fill_sql, null_counts, plan_coercion, required_null_reason
+from memories_dagster.engine.tables import TableFile
+from memories_dagster.engine.transform import AppliedRule, apply_rules
+from memories_dagster.specs.integration import IntegrationConfig
+
+QUARANTINE_COLUMNS = ("_stage", "_source", "_reason", "_record")
+
+
+@dataclass
+class CheckOutcome:
+    """Result of one data quality check, for an asset check."""
+
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class SourceAccount:
+    """Where every row of one source went."""
+
+    rows_read: int
+    duplicates_removed: int = 0
+    quarantined_at_source: int = 0
+    format_values_converted: int = 0
+    in_output: int = 0
+    quarantined_after_integration: int = 0
+    not_matched: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        """Whether the parts add up to the rows read."""
+        parts = (
+            self.duplicates_removed + self.quarantined_at_source + self.in_output
+            + self.quarantined_after_integration + self.not_matched
+        )
+        return parts == self.rows_read
+
+
+@dataclass
+class IntegrationOutcome:
+    """Everything the integrate step produced."""
+
+    integrated: TableFile
+    quarantine: TableFile
+    checks: list[CheckOutcome]
+    report: dict[str, Any]
+    lineage: dict[str, list[str]]
+
+
+@dataclass
+class _History:
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, step: str, records: int) -> None:
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+        self.steps.append({"step": step, "timestamp": now, "records_processed": int(records)})
+
+
+def integrate(
+    config: IntegrationConfig,
+    inputs: dict[str, str],
+    integrated_path: str,
+    quarantine_path: str,
+) -> IntegrationOutcome:
+    """Integrate the sources' Parquet files (source name -> path) as ``config`` declares."""
+    started = time.perf_counter()
+    con = connect()
+    try:
+        return _Integration(con, config, inputs).run(integrated_path, quarantine_path, started)
+    except duckdb.Error as exc:
+        raise IntegrationError(f"integration failed: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+
+
+class _Integration:
+    def __init__(self, con: duckdb.DuckDBPyConnection, config: IntegrationConfig, inputs: dict[str, str]) -> None:
+        self.con = con
+        self.config = config
+        self.inputs = inputs
+        self.checks = config.data_quality_checks
+        self.history = _History()
+        self.accounts: dict[str, SourceAccount] = {}
+        self.quarantine_parts: list[str] = []
+
+    def run(self, integrated_path: str, quarantine_path: str, started: float) -> IntegrationOutcome:
+        tables = [self._clean(source.key) for source in self.config.data_sources]
+        combined = combine(tables, self.config.integration_strategy)
+        self.con.execute(f"CREATE TEMP TABLE combined AS {combined.sql}")
+        combined_rows = count(self.con, "combined")
+        self.history.add(combined.mode.replace(":", " "), combined_rows)
+        lineage = {c: sorted(set(v)) for c, v in combined.lineage.items()}
+        sql, columns, null_stats = self._null_check(combined, combined_rows)
+        sql, columns, rules = apply_rules(self.con, sql, columns, lineage, self.config.transformation_rules)
+        sql, late_format = self._late_format(sql, columns, tables)
+        self._stage(sql, rules, null_stats, late_format)
+        staged = self._measure(tables, columns, rules, combined)
+        copy_parquet(self.con, f"SELECT {', '.join(q(c) for c in columns)} FROM staged WHERE __reason IS NULL", integrated_path)
+        self.history.add("write integrated", staged["output_rows"])
+        self.quarantine_parts.append(
+            "SELECT 'integration' AS _stage, NULL AS _source, __reason AS _reason, "
+            f"{record_json(columns)} AS _record FROM staged WHERE __reason IS NOT NULL"
+        )
+        copy_parquet(self.con, " UNION ALL ".join(self.quarantine_parts), quarantine_path)
+        quarantined = pq.ParquetFile(quarantine_path).metadata.num_rows
+        self.history.add("write quarantine", quarantined)
+        output_rows = pq.ParquetFile(integrated_path).metadata.num_rows
+        report = self._report(combined, staged, rules, null_stats, late_format, output_rows, quarantined, started)
+        output_lineage = {c: lineage.get(c, []) for c in columns}
+        report["data_lineage"]["source_mapping"] = output_lineage
+        types = columns_of(self.con, f"read_parquet({sql_string(integrated_path)})")
+        return IntegrationOutcome(
+            integrated=TableFile(integrated_path, output_rows, types, {"report": report}),
+            quarantine=TableFile(quarantine_path, quarantined, {c: "VARCHAR" for c in QUARANTINE_COLUMNS}),
+            checks=self._checks(staged, rules, null_stats, late_format),
+            report=report,
+            lineage=output_lineage,
+        )
+
+    # -- per source ---------------------------------------------------------------------------
+    def _clean(self, name: str) -> SourceTable:
+        path = self.inputs[name]
+        account = SourceAccount(rows_read=pq.ParquetFile(path).metadata.num_rows)
+        self.accounts[name] = account
+        self.history.add(f"read {name}", account.rows_read)
+        scan = f"read_parquet({sql_string(path)})"
+        declared = self.checks.columns if self.checks.format_check else {}
+        plan = plan_coercion(self.con, scan, declared)
+        reason = plan.failure_reason_sql or "NULL::VARCHAR"
+        distinct = "DISTINCT " if self.checks.duplicate_check else ""
+        table, view = q(f"raw__{name}"), q(f"src__{name}")
+        self.con.execute(f"CREATE TEMP TABLE {table} AS SELECT {distinct}*, {reason} AS __reason FROM {scan}")
+        kept = count(self.con, table)
+        if self.checks.duplicate_check:
+            account.duplicates_removed = account.rows_read - kept
+            self.history.add(f"duplicate_check {name}", account.rows_read)
+        replace = ", ".join(f"{sql} AS {q(c)}" for c, sql in plan.replacements.items())
+        replace_sql = f" REPLACE ({replace})" if replace else ""
+        self.con.execute(
+            f"CREATE TEMP VIEW {view} AS SELECT * EXCLUDE (__reason){replace_sql}, rowid AS __rid "
+            f"FROM {table} WHERE __reason IS NULL"
+        )
+        if plan.failure_reason_sql:
+            account.quarantined_at_source = count(self.con, table, "__reason IS NOT NULL")
+            account.format_values_converted = self.con.execute(
+                f"SELECT {plan.values_converted_sql} FROM {table}"
+            ).fetchone()[0]
+            self.history.add(f"format_check {name}", kept)
+            data_columns = [c for c in columns_of(self.con, table) if c != "__reason"]
+            self.quarantine_parts.append(
+                f"SELECT 'format_check' AS _stage, {sql_literal(name)} AS _source, __reason AS _reason, "
+                f"{record_json(data_columns)} AS _record FROM {table} WHERE __reason IS NOT NULL"
+            )
+        types = {c: t for c, t in columns_of(self.con, view).items() if c != "__rid"}
+        return SourceTable(name, view, types)
+
+    # -- after combining ------------------------------------------------------------------------
+    def _null_check(self, combined: Combined, rows: int) -> tuple[str, list[str], dict[str, Any]]:
+        columns = list(combined.columns)
+        stats: dict[str, Any] = {"nulls": {}, "filled": 0, "required": []}
+        if not self.checks.null_check:
+            return "SELECT *, NULL::VARCHAR AS __null_reason FROM combined", columns, stats
+        required = self.checks.required_columns
+        required = list(combined.first_source_keys) if required is None else required
+        unknown = [c for c in list(required) + list(self.checks.null_fill) if c not in columns]
+        if unknown:
+            raise IntegrationError(
+                f"null_check names column(s) {', '.join(unknown)} that the integrated data does not "
+                f"have; its columns: {', '.join(columns)}"
+            )
+        stats["nulls"] = null_counts(self.con, "combined", columns)
+        stats["required"] = required
+        types = columns_of(self.con, "combined")
+        fills = {c: fill_sql(c, v, types[c]) for c, v in self.checks.null_fill.items()}
+        required_reason = required_null_reason(required)
+        if required_reason:
+            stats["filled"] = sum(
+                self.con.execute(
+                    f"SELECT count(*) - count({q(c)}) FROM combined WHERE NOT ({_any_null(required)})"
+                ).fetchone()[0]
+                for c in fills
+            ) if fills else 0
+        else:
+            stats["filled"] = sum(stats["nulls"][c] for c in fills)
+        replace = f" REPLACE ({', '.join(f'{sql} AS {q(c)}' for c, sql in fills.items())})" if fills else ""
+        self.history.add("null_check", rows)
+        return f"SELECT *{replace}, {required_reason or 'NULL::VARCHAR'} AS __null_reason FROM combined", columns, stats
+
+    def _late_format(self, sql: str, columns: list[str], tables: list[SourceTable]) -> tuple[str, dict[str, str]]:
+        """format_check for declared columns no source has (e.g. calculated ones)."""
+        in_sources = {c for t in tables for c in t.types}
+        late = {c: t for c, t in self.checks.columns.items() if c not in in_sources} if self.checks.format_check else {}
+        missing = [c for c in late if c not in columns]
+        if missing:
+            raise IntegrationError(
+                f"format_check declares column(s) {', '.join(missing)} that neither a source nor a "
+                f"transformation rule produces; columns: {', '.join(columns)}"
+            )
+        if not late:
+            return f"SELECT *, NULL::VARCHAR AS __format_reason FROM ({sql}) AS chained", {}
+        self.con.execute(f"CREATE TEMP VIEW chained AS {sql}")
+        plan = plan_coercion(self.con, "chained", late)
+        replace = ", ".join(f"{s} AS {q(c)}" for c, s in plan.replacements.items())
+        replace_sql = f" REPLACE ({replace})" if replace else ""
+        reason = plan.failure_reason_sql or "NULL::VARCHAR"
+        return f"SELECT *{replace_sql}, {reason} AS __format_reason FROM chained", late
+
+    def _stage(self, sql: str, rules: list[AppliedRule], null_stats: dict[str, Any], late: dict[str, str]) -> None:
+        cases = ["WHEN __null_reason IS NOT NULL THEN __null_reason", "WHEN __format_reason IS NOT NULL THEN __format_reason"]
+        for applied in rules:
+            if applied.quarantines:
+                rule = applied.rule
+                message = f"business_rule_check: rule '{rule.rule_name}' failed ({rule.transformation_logic})"
+                cases.append(f"WHEN {applied.flag} THEN {sql_literal(message)}")
+        self.con.execute(f"CREATE TEMP TABLE staged AS SELECT *, CASE {' '.join(cases)} END AS __reason FROM ({sql}) AS s")
+        for applied in rules:
+            self.history.add(f"{applied.rule.transformation_type} {applied.rule.rule_name}", count(self.con, "staged"))
+
+    def _measure(self, tables: list[SourceTable], columns: list[str], rules: list[AppliedRule], combined: Combined) -> dict[str, Any]:
+        """Every count the report and the checks need, in one scan of the staged rows."""
+        names = [t.name for t in tables]
+        exprs = {
+            "staged_rows": "count(*)",
+            "output_rows": "count(*) FILTER (WHERE __reason IS NULL)",
+            "null_rejected": "count(*) FILTER (WHERE __null_reason IS NOT NULL)",
+            "format_rejected": "count(*) FILTER (WHERE __null_reason IS NULL AND __format_reason IS NOT NULL)",
+            "rule_rejected": "count(*) FILTER (WHERE __reason IS NOT NULL AND __null_reason IS NULL AND __format_reason IS NULL)",
+        }
+        any_failed = " OR ".join(a.flag for a in rules) or "FALSE"
+        exprs["transform_failed"] = f"count(*) FILTER (WHERE {any_failed})"
+        for number, applied in enumerate(rules):
+            exprs[f"rule_{number}"] = f"count(*) FILTER (WHERE {applied.flag})"
+        present = [n for n in names if rid(n) in columns_of(self.con, "staged")]
+        for name in present:
+            others = [rid(o) for o in present if o != name]
+            any_other = " OR ".join(f"{q(o)} IS NOT NULL" for o in others) or "FALSE"
+            exprs[f"present_{name}"] = f"count(DISTINCT {q(rid(name))})"
+            exprs[f"out_{name}"] = f"count(DISTINCT {q(rid(name))}) FILTER (WHERE __reason IS NULL)"
+            exprs[f"matched_{name}"] = f"count(DISTINCT {q(rid(name))}) FILTER (WHERE {any_other})"
+        if combined.mode.startswith("join") and len(present) > 1:
+            every_other = " AND ".join(f"{q(rid(o))} IS NOT NULL" for o in present[1:])
+            exprs["first_fully_matched"] = f"count(DISTINCT {q(rid(present[0]))}) FILTER (WHERE {every_other})"
+        row = self.con.execute(f"SELECT {', '.join(exprs.values())} FROM staged").fetchone()
+        stats = dict(zip(exprs, (int(v or 0) for v in row)))
+        for name in names:
+            account = self.accounts[name]
+            cleaned = account.rows_read - account.duplicates_removed - account.quarantined_at_source
+            account.in_output = stats.get(f"out_{name}", 0)
+            account.quarantined_after_integration = stats.get(f"present_{name}", 0) - account.in_output
+            account.not_matched = cleaned - stats.get(f"present_{name}", 0)
+        if combined.mode.startswith("merge:") and combined.mode != "merge:union":
+            stats["merge_matched"] = self._merge_matches(tables)
+        return stats
+
+    def _merge_matches(self, tables: list[SourceTable]) -> int:
+        first = tables[0]
+        common = [c for c in first.types if all(c in t.types for t in tables[1:])]
+        tests = " AND ".join(
+            f"EXISTS (SELECT 1 FROM {t.relation} AS b WHERE "
+            + " AND ".join(f"a.{q(c)} IS NOT DISTINCT FROM b.{q(c)}" for c in common) + ")"
+            for t in tables[1:]
+        )
+        return count(self.con, f"{first.relation} AS a", tests)
+
+    # -- results --------------------------------------------------------------------------------
+    def _checks(self, staged: dict[str, Any], rules: list[AppliedRule], null_stats: dict[str, Any], late: dict[str, str]) -> list[CheckOutcome]:
+        flags, outcomes = self.checks, []
+        if flags.duplicate_check:
+            removed = {n: a.duplicates_removed for n, a in self.accounts.items()}
+            outcomes.append(CheckOutcome(
+                "duplicate_check", True,
+                f"{sum(removed.values())} exact duplicate rows removed before integration",
+                {"duplicates_removed": sum(removed.values()), "by_source": removed},
+            ))
+        if flags.null_check:
+            rejected = staged["null_rejected"]
+            outcomes.append(CheckOutcome(
+                "null_check", rejected == 0,
+                f"{rejected} rows quarantined for a null in {', '.join(null_stats['required']) or 'no required column'}; "
+                f"{null_stats['filled']} nulls filled",
+                {"rows_quarantined": rejected, "nulls_filled": null_stats["filled"],
+                 "required_columns": null_stats["required"], "null_counts": null_stats["nulls"]},
+            ))
+        if flags.format_check:
+            at_source = {n: a.quarantined_at_source for n, a in self.accounts.items()}
+            rejected = sum(at_source.values()) + staged["format_rejected"]
+            converted = sum(a.format_values_converted for a in self.accounts.values())
+            outcomes.append(CheckOutcome(
+                "format_check", rejected == 0,
+                f"{rejected} rows quarantined for values that do not parse as the declared type",
+                {"rows_quarantined": rejected, "values_converted": converted,
+                 "by_source": at_source, "declared_columns": dict(flags.columns)},
+            ))
+        if flags.business_rule_check:
+            per_rule = {a.rule.rule_name: staged[f"rule_{i}"] for i, a in enumerate(rules) if a.quarantines}
+            rejected = staged["rule_rejected"]
+            outcomes.append(CheckOutcome(
+                "business_rule_check", rejected == 0,
+                f"{rejected} rows quarantined by {len(per_rule)} validation rule(s)",
+                {"rows_quarantined": rejected, "failures_by_rule": per_rule},
+            ))
+        return outcomes
+
+    def _report(
+        self, combined: Combined, staged: dict[str, Any], rules: list[AppliedRule], null_stats: dict[str, Any],
+        late: dict[str, str], output_rows: int, quarantined: int, started: float,
+    ) -> dict[str, Any]:
+        accounts = self.accounts
+        total = sum(a.rows_read for a in accounts.values())
+        cleaned = {n: a.rows_read - a.duplicates_removed - a.quarantined_at_source for n, a in accounts.items()}
+        names = list(accounts)
+        if combined.mode.startswith("join") and len(names) > 1:
+            join_rate = _ratio(staged.get("first_fully_matched", 0), cleaned[names[0]])
+            matched = sum(staged.get(f"matched_{n}", 0) for n in names)
+            overlap = 100.0 * _ratio(matched, sum(cleaned.values()))
+        elif "merge_matched" in staged:
+            join_rate = _ratio(staged["merge_matched"], cleaned[names[0]])
+            overlap = 100.0 * join_rate
+        else:
+            join_rate, overlap = 1.0, 0.0 if len(names) > 1 else 100.0
+        entering = staged["staged_rows"]
+        per_rule = [
+            {"rule": a.rule.rule_name, "type": a.rule.transformation_type, "failed_rows": staged[f"rule_{i}"]}
+            for i, a in enumerate(rules)
+        ]
+        format_converted = sum(a.format_values_converted for a in accounts.values())
+        reconciliation = {
+            n: {
+                "rows_read": a.rows_read, "duplicates_removed": a.duplicates_removed,
+                "quarantined_at_source": a.quarantined_at_source, "in_output": a.in_output,
+                "quarantined_after_integration": a.quarantined_after_integration,
+                "not_matched": a.not_matched, "balanced": a.balanced,
+            }
+            for n, a in accounts.items()
+        }
+        integrated_quarantined = quarantined - sum(a.quarantined_at_source for a in accounts.values())
+        return {
+            "integrated_data_path": None,
+            "integration_report": {
+                "sources_processed": len(accounts),
+                "total_records": total,
+                "successful_integrations": output_rows,
+                "failed_integrations": quarantined,
+                "data_quality_summary": {
+                    "duplicates_removed": sum(a.duplicates_removed for a in accounts.values()),
+                    "null_values_handled": null_stats["filled"] + staged["null_rejected"],
+                    "format_issues_resolved": format_converted,
+                    "rows_quarantined": quarantined,
+                },
+                "integration_metrics": {
+                    "join_success_rate": round(join_rate, 6),
+                    "data_overlap_percentage": round(overlap, 4),
+                    "transformation_success_rate": round(1.0 - _ratio(staged["transform_failed"], entering), 6),
+                },
+                "combination": combined.mode,
+                "conflicts_resolved": combined.resolved,
+                "transformations": per_rule,
+                "reconciliation": {
+                    "by_source": reconciliation,
+                    "integrated_rows": staged["staged_rows"],
+                    "balanced": all(a.balanced for a in accounts.values())
+                    and staged["staged_rows"] == output_rows + integrated_quarantined,
+                },
+            },
+            "data_lineage": {"source_mapping": {}, "transformation_history": self.history.steps},
+            "processing_time": round(time.perf_counter() - started, 3),
+        }
+
+
+def _any_null(columns: list[str]) -> str:
+    return " OR ".join(f"{q(c)} IS NULL" for c in columns)
+
+
+def _ratio(part: int, whole: int) -> float:
+    return part / whole if whole else 1.0

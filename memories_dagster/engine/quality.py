@@ -1,0 +1,106 @@
+"""The data quality checks that act on data: type coercion (format_check) and nulls (null_check).
+
+Each function builds SQL over a DuckDB relation and returns what it changed, so that the caller
+can quarantine rejected rows and count what was handled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from memories_dagster.engine.duck import columns_of, q
+from memories_dagster.engine.expressions import sql_literal
+
+_SQL_TYPES = {
+    "string": "VARCHAR",
+    "integer": "BIGINT",
+    "float": "DOUBLE",
+    "decimal": "DECIMAL(38, 6)",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+}
+
+
+def coercion_sql(column: str, declared: str, current_type: str) -> str | None:
+    """SQL converting ``column`` to the declared type, NULL where a value cannot be parsed.
+
+    Returns None when the column already has the declared type.
+    """
+    base, _, pattern = declared.partition(":")
+    target = _SQL_TYPES[base]
+    if current_type.upper() == target and not pattern:
+        return None
+    ref = q(column)
+    if pattern and base in ("date", "timestamp"):
+        parsed = f"try_strptime(CAST({ref} AS VARCHAR), {sql_literal(pattern)})"
+        return f"CAST({parsed} AS {target})"
+    if base == "string":
+        return f"CAST({ref} AS VARCHAR)"
+    if current_type.upper() == "VARCHAR":
+        # Blank text is a missing value, not a malformed one.
+        return f"TRY_CAST(nullif(trim({ref}), '') AS {target})"
+    return f"TRY_CAST({ref} AS {target})"
+
+
+@dataclass
+class Coercion:
+    """Columns converted in one relation and the SQL that flags rows that could not be."""
+
+    replacements: dict[str, str]
+    failure_reason_sql: str | None
+    values_converted_sql: str | None
+
+
+def plan_coercion(
+    con: duckdb.DuckDBPyConnection, relation: str, declared: dict[str, str]
+) -> Coercion:
+    """Plan format_check on ``relation`` for the declared columns it has."""
+    types = columns_of(con, relation)
+    replacements: dict[str, str] = {}
+    reasons: list[str] = []
+    counts: list[str] = []
+    for column, wanted in declared.items():
+        if column not in types:
+            continue
+        converted = coercion_sql(column, wanted, types[column])
+        if converted is None:
+            continue
+        replacements[column] = converted
+        failed = f"({q(column)} IS NOT NULL AND nullif(trim(CAST({q(column)} AS VARCHAR)), '') IS NOT NULL AND {converted} IS NULL)"
+        message = f"format_check: column '{column}' value '"
+        reasons.append(
+            f"WHEN {failed} THEN {sql_literal(message)} || CAST({q(column)} AS VARCHAR) || "
+            f"{sql_literal(chr(39) + ' is not a valid ' + wanted)}"
+        )
+        counts.append(f"count({converted})")
+    reason = f"CASE {' '.join(reasons)} END" if reasons else None
+    converted_total = " + ".join(counts) if counts else None
+    return Coercion(replacements, reason, converted_total)
+
+
+def null_counts(con: duckdb.DuckDBPyConnection, relation: str, columns: list[str]) -> dict[str, int]:
+    """Nulls per column, in one scan."""
+    if not columns:
+        return {}
+    exprs = ", ".join(f"count(*) - count({q(c)})" for c in columns)
+    row = con.execute(f"SELECT {exprs} FROM {relation}").fetchone()
+    return dict(zip(columns, (int(v) for v in row)))
+
+
+def required_null_reason(columns: list[str]) -> str | None:
+    """SQL giving the quarantine reason of a row with a null in a required column."""
+    if not columns:
+        return None
+    cases = " ".join(
+        f"WHEN {q(c)} IS NULL THEN {sql_literal(f'null_check: required column {c!r} is null')}"
+        for c in columns
+    )
+    return f"CASE {cases} END"
+
+
+def fill_sql(column: str, value: object, current_type: str) -> str:
+    """SQL filling nulls of ``column`` with ``value``, keeping the column's type."""
+    return f"coalesce({q(column)}, CAST({sql_literal(value)} AS {current_type}))"

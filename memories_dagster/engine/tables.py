@@ -1,0 +1,16 @@
+"""A table handed from one step to the next: a Parquet file plus what is known about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TableFile:
+    """A Parquet file written by a step, its row count, column types and extra facts."""
+
+    path: str
+    rows: int
+    columns: dict[str, str]
+    meta: dict[str, Any] = field(default_factory=dict)

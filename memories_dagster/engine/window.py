@@ -1,0 +1,61 @@
+"""The slice of time or the key one incremental run works on, and path templates that use it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+_TEMPLATE = re.compile(r"\{(partition_key|partition_start|partition_end)(?::([^{}]*))?\}")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A partition: its key and, for time partitions, the half-open range [start, end)."""
+
+    key: str
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+    @property
+    def is_time(self) -> bool:
+        """Whether the window is a time range (else a dynamic key)."""
+        return self.start is not None
+
+    def params(self) -> dict[str, object]:
+        """Bind parameters offered to SQL queries."""
+        return {"partition_key": self.key, "partition_start": self.start, "partition_end": self.end}
+
+
+def has_template(text: str) -> bool:
+    """Whether ``text`` holds a ``{partition_...}`` placeholder."""
+    return bool(_TEMPLATE.search(text))
+
+
+def expand(text: str, window: Window | None) -> str:
+    """Fill ``{partition_key}``, ``{partition_start:%Y/%m/%d}``... from the window."""
+    if window is None or not has_template(text):
+        return text
+
+    def value(match: re.Match[str]) -> str:
+        name, fmt = match.group(1), match.group(2)
+        if name == "partition_key":
+            return window.key
+        moment = window.start if name == "partition_start" else window.end
+        if moment is None:
+            raise ValueError(f"'{match.group(0)}' needs time partitions, but the run has key {window.key!r}")
+        return moment.strftime(fmt or "%Y-%m-%d")
+
+    return _TEMPLATE.sub(value, text)
+
+
+def key_pattern(text: str) -> re.Pattern[str]:
+    """A regex matching paths of a ``{partition_key}`` template, capturing the key."""
+    parts = re.split(r"(\{partition_key\})", text)
+    body = "".join("(?P<key>[^/]+)" if p == "{partition_key}" else re.escape(p) for p in parts)
+    return re.compile(body + "$")
+
+
+def glob_of(text: str) -> str:
+    """The glob that lists every file a template can name."""
+    return _TEMPLATE.sub("*", text)

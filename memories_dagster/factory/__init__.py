@@ -1,0 +1,1 @@
+"""Declarations to Dagster definitions: assets, checks, partitions, sensors, schedules."""

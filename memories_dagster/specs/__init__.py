@@ -1,0 +1,1 @@
+"""Declarations: pydantic models, discovery and readable errors."""

@@ -1,0 +1,340 @@
+"""Pydantic models of an integration spec: seed 003's input schema plus our extensions.
+
+Every model forbids unknown keys so that a typo (``joinkeys``) is an error, not a silent default.
+Expressions and value maps are parsed here, at load time, so a broken rule is reported with its
+field path before anything runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from memories_dagster.engine.expressions import ExpressionError, parse_expression
+from memories_dagster.engine.formats import FormatError, parse_format
+
+SEED_SOURCE_TYPES = ("csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet")
+SUPPORTED_SOURCE_TYPES = ("csv", "json", "excel", "sql", "parquet")
+SUPPORTED_OUTPUT_FORMATS = ("csv", "json", "parquet", "sql")
+COLUMN_TYPES = ("string", "integer", "float", "decimal", "boolean", "date", "timestamp")
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
+_CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?LW#]+$")
+
+
+def asset_name(text: str) -> str:
+    """Turn a free-form name into one Dagster accepts in asset keys and group names."""
+    name = _NAME_CHARS.sub("_", text.strip())
+    return name if name and not name[0].isdigit() else f"_{name}"
+
+
+class Strict(BaseModel):
+    """Base of every declaration model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Authentication(Strict):
+    """Credentials of a source; values may be ``${ENV_VAR}`` references."""
+
+    username: str | None = None
+    password: str | None = None
+    api_key: str | None = None
+
+
+class DataSource(Strict):
+    """One input of the integration."""
+
+    source_name: str = Field(min_length=1)
+    source_type: Literal["csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet"]
+    connection_string: str = Field(min_length=1)
+    query: str | None = None
+    authentication: Authentication | None = None
+    table: str | None = Field(None, description="sql: table to read when no query is given")
+    sheet: str | int | None = Field(None, description="excel: sheet name or index")
+    options: dict[str, Any] = Field(default_factory=dict, description="reader options")
+
+    @field_validator("source_type")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if value not in SUPPORTED_SOURCE_TYPES:
+            raise ValueError(
+                f"source_type '{value}' is in the seed's schema but its connector is not part of "
+                f"this release; supported now: {', '.join(SUPPORTED_SOURCE_TYPES)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _sql_needs_query_or_table(self) -> DataSource:
+        if self.source_type == "sql" and not (self.query or self.table):
+            raise ValueError("a sql source needs `query` or `table`")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The name used in asset keys and lineage."""
+        return asset_name(self.source_name)
+
+
+class JoinKey(Strict):
+    """A key pair; ``source2`` optionally names the source the second key belongs to."""
+
+    source1_key: str = Field(min_length=1)
+    source2_key: str = Field(min_length=1)
+    source2: str | None = None
+
+
+class IntegrationStrategy(Strict):
+    """How sources are combined."""
+
+    join_type: Literal["inner", "left", "right", "outer", "cross"] | None = None
+    join_keys: list[JoinKey] = Field(default_factory=list)
+    merge_strategy: Literal["union", "intersection", "complement"] | None = None
+    conflict_resolution: Literal["first", "last", "average", "sum", "custom"] = "first"
+    custom_resolution: dict[str, str] = Field(
+        default_factory=dict,
+        description="custom conflict rule per column: an expression over <source>.<column>",
+    )
+
+    @field_validator("custom_resolution")
+    @classmethod
+    def _parse_custom(cls, value: dict[str, str]) -> dict[str, str]:
+        for column, text in value.items():
+            try:
+                parse_expression(text)
+            except ExpressionError as exc:
+                raise ValueError(f"custom_resolution for '{column}': {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _custom_needs_expressions(self) -> IntegrationStrategy:
+        if self.conflict_resolution == "custom" and not self.custom_resolution:
+            raise ValueError(
+                "conflict_resolution 'custom' needs `custom_resolution`: column -> expression "
+                "over <source>.<column>, e.g. {email: \"coalesce(crm.email, erp.email)\"}"
+            )
+        return self
+
+
+class TransformationRule(Strict):
+    """One step of transformation_rules, applied in order."""
+
+    rule_name: str = Field(min_length=1)
+    transformation_type: Literal["mapping", "calculation", "formatting", "validation"]
+    source_column: str | None = None
+    target_column: str | None = None
+    transformation_logic: str | dict[str, Any]
+
+    @model_validator(mode="after")
+    def _check_logic(self) -> TransformationRule:
+        kind, logic = self.transformation_type, self.transformation_logic
+        if kind == "mapping":
+            self.transformation_logic = _value_map(logic)
+            if not self.source_column:
+                raise ValueError("a mapping rule needs `source_column`")
+            return self
+        if not isinstance(logic, str):
+            raise ValueError(f"transformation_logic of a {kind} rule is a string")
+        if kind == "formatting":
+            if not self.source_column:
+                raise ValueError("a formatting rule needs `source_column`")
+            try:
+                parse_format(logic)
+            except FormatError as exc:
+                raise ValueError(str(exc)) from None
+            return self
+        if kind == "calculation" and not (self.target_column or self.source_column):
+            raise ValueError("a calculation rule needs `target_column`")
+        try:
+            parse_expression(logic)
+        except ExpressionError as exc:
+            raise ValueError(f"transformation_logic: {exc}") from None
+        return self
+
+    @property
+    def output_column(self) -> str | None:
+        """The column the rule writes (None for validation)."""
+        if self.transformation_type == "validation":
+            return None
+        return self.target_column or self.source_column
+
+
+def _value_map(logic: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(logic, dict):
+        return logic
+    try:
+        value = json.loads(logic)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"a mapping's transformation_logic must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError("a mapping's transformation_logic must be a JSON object of value -> value")
+    return value
+
+
+class DataQualityChecks(Strict):
+    """The four checks of seed 003 plus the settings they act with."""
+
+    duplicate_check: bool = False
+    null_check: bool = False
+    format_check: bool = False
+    business_rule_check: bool = False
+    required_columns: list[str] | None = Field(
+        None, description="null_check quarantines rows with a null here (default: join keys)"
+    )
+    null_fill: dict[str, Any] = Field(default_factory=dict, description="column -> fill value")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"format_check: column -> type ({', '.join(COLUMN_TYPES)}; date:%fmt)",
+    )
+
+    @model_validator(mode="after")
+    def _settings_need_their_check(self) -> DataQualityChecks:
+        needs = [
+            ("null_fill", self.null_fill, "null_check"),
+            ("required_columns", self.required_columns, "null_check"),
+            ("columns", self.columns, "format_check"),
+        ]
+        for key, value, flag in needs:
+            if value and not getattr(self, flag):
+                raise ValueError(f"`{key}` acts only with `{flag}: true`")
+        return self
+
+    @field_validator("columns")
+    @classmethod
+    def _known_types(cls, value: dict[str, str]) -> dict[str, str]:
+        for column, declared in value.items():
+            base = declared.split(":", 1)[0]
+            if base not in COLUMN_TYPES:
+                raise ValueError(
+                    f"column '{column}' has type '{declared}'; allowed: {', '.join(COLUMN_TYPES)}"
+                    " (date and timestamp take an optional :format)"
+                )
+        return value
+
+
+class IntegrationConfig(Strict):
+    """Sources, strategy, rules and checks."""
+
+    data_sources: list[DataSource] = Field(min_length=1)
+    integration_strategy: IntegrationStrategy = Field(default_factory=IntegrationStrategy)
+    transformation_rules: list[TransformationRule] = Field(default_factory=list)
+    data_quality_checks: DataQualityChecks = Field(default_factory=DataQualityChecks)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IntegrationConfig:
+        keys = [source.key for source in self.data_sources]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(repeated)}")
+        strategy = self.integration_strategy
+        for pair in strategy.join_keys:
+            if pair.source2 and asset_name(pair.source2) not in keys:
+                raise ValueError(
+                    f"join key source2 '{pair.source2}' is not a source; sources: {', '.join(keys)}"
+                )
+        if (
+            len(keys) > 1
+            and strategy.join_type not in (None, "cross")
+            and not strategy.join_keys
+            and not strategy.merge_strategy
+        ):
+            raise ValueError(
+                f"join_type '{strategy.join_type}' needs join_keys (or give a merge_strategy)"
+            )
+        return self
+
+
+class Partitioning(Strict):
+    """How the output is split into folders."""
+
+    partition_by: str = Field(min_length=1)
+    partition_type: Literal["date", "category", "hash"]
+    granularity: Literal["day", "month", "year"] = "day"
+    buckets: int = Field(8, ge=1, le=4096)
+
+
+class OutputConfig(Strict):
+    """Where and how the integrated data is written."""
+
+    output_format: Literal["csv", "json", "parquet", "sql", "mongodb"] = "parquet"
+    output_destination: str | None = None
+    partitioning: Partitioning | None = None
+    table: str | None = Field(None, description="sql: target table (default: pipeline name)")
+
+    @field_validator("output_format")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if value not in SUPPORTED_OUTPUT_FORMATS:
+            raise ValueError(
+                f"output_format '{value}' is in the seed's schema but its connector is not part "
+                f"of this release; supported now: {', '.join(SUPPORTED_OUTPUT_FORMATS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _sql_needs_url(self) -> OutputConfig:
+        if self.output_format == "sql" and not self.output_destination:
+            raise ValueError("a sql output needs `output_destination`: a SQLAlchemy URL")
+        if self.output_format == "sql" and self.partitioning:
+            raise ValueError(
+                "partitioning applies to file outputs; a sql output replaces a partition's rows "
+                "by partitions.column"
+            )
+        return self
+
+
+class PartitionsSpec(Strict):
+    """Dagster partitions that make the integration incremental."""
+
+    type: Literal["daily", "weekly", "monthly", "dynamic"]
+    start: dt.date | None = None
+    end: dt.date | None = None
+    column: str | None = Field(None, description="column filtered to the partition's window")
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _time_needs_start(self) -> PartitionsSpec:
+        if self.type != "dynamic" and self.start is None:
+            raise ValueError(f"{self.type} partitions need `start` (a date such as 2024-01-01)")
+        if self.start and self.end and self.end <= self.start:
+            raise ValueError("partitions `end` must come after `start`")
+        return self
+
+
+class IntegrationSpec(Strict):
+    """A whole integration declaration: one pipeline."""
+
+    integration_config: IntegrationConfig
+    output_config: OutputConfig = Field(default_factory=OutputConfig)
+    name: str | None = None
+    description: str | None = None
+    partitions: PartitionsSpec | None = None
+    schedule: str | None = Field(None, description="cron expression, e.g. '0 2 * * *'")
+    schema_: str | None = Field(None, alias="$schema")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        fields = value.split()
+        if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+            raise ValueError(
+                f"'{value}' is not a cron expression: five fields, minute hour day month weekday"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _output_partition_checks(self) -> IntegrationSpec:
+        parts = self.partitions
+        if parts and self.output_config.output_format == "sql":
+            if not parts.column:
+                raise ValueError(
+                    "a partitioned sql output needs partitions.column to delete the "
+                    "partition's rows before writing them again"
+                )
+        return self
+

@@ -1,0 +1,191 @@
+"""Finding and loading declarations, with errors that name the file, the field and what is allowed."""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from memories_dagster.specs.integration import IntegrationSpec, asset_name
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One thing wrong in one declaration file."""
+
+    file: Path
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field}: {self.message}" if self.field else f"{self.file}: {self.message}"
+
+
+class SpecError(ValueError):
+    """A declaration that cannot be used; ``problems`` lists every error found in it."""
+
+    def __init__(self, problems: list[SpecProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A valid integration spec with the pipeline name it goes by and where it came from."""
+
+    name: str
+    file: Path
+    spec: IntegrationSpec
+    root: Path
+
+    def resolve_path(self, path: str) -> str:
+        """A path of the spec, relative ones taken from the project folder (parent of assets/)."""
+        if "://" in path or os.path.isabs(path):
+            return path
+        return str(self.root / path)
+
+
+def assets_root() -> Path:
+    """The declarations folder: $MEMORIES_ASSETS_DIR, else assets/ beside the package or cwd."""
+    configured = os.environ.get("MEMORIES_ASSETS_DIR")
+    if configured:
+        return Path(configured).resolve()
+    beside_package = Path(__file__).resolve().parents[2] / "assets"
+    return beside_package if beside_package.is_dir() else (Path.cwd() / "assets").resolve()
+
+
+def spec_files(folder: Path) -> list[Path]:
+    """Declaration files directly in ``folder``, in name order."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in SPEC_SUFFIXES and p.is_file())
+
+
+def read_document(file: Path) -> object:
+    """Parse a YAML or JSON file; raise SpecError with the line of a syntax error."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([SpecProblem(file, "", f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        if file.suffix == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise SpecError([SpecProblem(file, "", f"invalid JSON at {where}: {exc.msg}")]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([SpecProblem(file, "", f"invalid YAML{where}: {problem}")]) from None
+
+
+def parse_model(model: type[BaseModel], document: object, file: Path) -> BaseModel:
+    """Validate ``document`` against ``model``; every error becomes a SpecProblem."""
+    if not isinstance(document, dict):
+        kind = "empty" if document is None else type(document).__name__
+        raise SpecError([SpecProblem(file, "", f"the file must hold a mapping (an object), not {kind}")])
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise SpecError([_problem(model, file, error) for error in exc.errors()]) from None
+
+
+def load_integration_spec(file: Path, root: Path | None = None) -> LoadedSpec:
+    """Load and validate one integration spec file."""
+    file = Path(file)
+    spec = parse_model(IntegrationSpec, read_document(file), file)
+    assert isinstance(spec, IntegrationSpec)
+    root = root or file.resolve().parent.parent.parent
+    return LoadedSpec(name=asset_name(spec.name or file.stem), file=file, spec=spec, root=root)
+
+
+def discover_integrations(root: Path) -> tuple[list[LoadedSpec], list[SpecError]]:
+    """Every spec in ``<root>/integrations``: the valid ones and the errors of the others."""
+    loaded: list[LoadedSpec] = []
+    errors: list[SpecError] = []
+    for file in spec_files(root / "integrations"):
+        try:
+            spec = load_integration_spec(file, root.parent)
+        except SpecError as exc:
+            errors.append(exc)
+            continue
+        clash = next((s for s in loaded if s.name == spec.name), None)
+        if clash:
+            message = f"pipeline name '{spec.name}' is already used by {clash.file.name}"
+            errors.append(SpecError([SpecProblem(file, "name", message)]))
+            continue
+        loaded.append(spec)
+    return loaded, errors
+
+
+def _problem(model: type[BaseModel], file: Path, error: dict) -> SpecProblem:
+    loc = tuple(error["loc"])
+    field = format_location(loc)
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        allowed = allowed_keys(model, loc[:-1])
+        message = f"unknown key '{loc[-1]}'" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
+    elif kind == "missing":
+        message = "required, but missing"
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    elif kind == "literal_error":
+        message = f"'{error.get('input')}' is not allowed; {message[0].lower()}{message[1:]}"
+    return SpecProblem(file, field, message)
+
+
+def format_location(loc: tuple) -> str:
+    """('a', 'b', 2, 'c') -> 'a.b[2].c'."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part.startswith(("function-", "literal[")) or part in ("str", "int", "dict[str,any]"):
+            continue  # union branch tags pydantic adds to the location
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys a declaration may have at ``loc`` inside ``model``."""
+    current: object = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(part) or next(
+            (f for f in current.model_fields.values() if f.alias == part), None
+        )
+        if field is None:
+            return []
+        current = field.annotation
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or name for name, f in current.model_fields.items()]
+    return []
+
+
+def _unwrap(annotation: object) -> object:
+    """Optional[X] / list[X] -> X."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), args[0])
+        elif origin is list:
+            annotation = typing.get_args(annotation)[0]
+        else:
+            return annotation
