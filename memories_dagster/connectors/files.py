@@ -179,3 +179,17 @@ def _remote_files(fs: fsspec.AbstractFileSystem, root: str, prefix: str | None) 
     if prefix is None:
         return files
     return {f for f in files if f.rsplit("/", 1)[-1].startswith(prefix)}
+
+
+def file_signatures(pattern: str) -> dict[str, list[float]]:
+    """Path -> [size, modification time] of every file matching a glob (local or fsspec URL)."""
+    fs, root = fsspec.core.url_to_fs(pattern)
+    signatures: dict[str, list[float]] = {}
+    for path, info in fs.glob(root, detail=True).items():
+        if info.get("type") == "directory":
+            continue
+        modified = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("last_modified")
+        stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or 0)
+        shown = path if not is_remote(pattern) else f"{pattern.split('://', 1)[0]}://{path}"
+        signatures[shown] = [float(info.get("size") or 0), stamp]
+    return signatures

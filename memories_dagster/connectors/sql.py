@@ -139,6 +139,8 @@ def replace_rows(
     ``delete_filter`` (column, low, high) limits the delete to one partition's rows; without it
     every row of the table is replaced. Nothing changes if any step fails.
     """
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
     schema, _, name = table.rpartition(".")
     written = 0

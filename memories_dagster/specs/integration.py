@@ -330,6 +330,11 @@ class IntegrationSpec(Strict):
     @model_validator(mode="after")
     def _output_partition_checks(self) -> IntegrationSpec:
         parts = self.partitions
+        if parts and parts.type == "dynamic" and self.schedule:
+            raise ValueError(
+                "a schedule cannot pick a dynamic partition; dynamic partitions are added by the "
+                "pipeline's file sensor or by hand"
+            )
         if parts and self.output_config.output_format == "sql":
             if not parts.column:
                 raise ValueError(

@@ -1,0 +1,39 @@
+"""The code location: every declaration under the assets folder as Dagster definitions."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from memories_dagster.factory.integration import IO_MANAGER_KEY, pipeline_definitions
+from memories_dagster.factory.invalid import invalid_spec_assets
+from memories_dagster.resources import MemoriesStorage, ParquetIOManager
+from memories_dagster.specs.loading import assets_root, discover_integrations
+from memories_dagster.specs.profile import ResourceProfile, load_profile
+
+
+def executor_for(profile: ResourceProfile) -> dg.ExecutorDefinition:
+    """In-process by default: measured faster for pipelines of this size (BENCHMARKS.md)."""
+    if profile.executor == "multiprocess":
+        config = {"max_concurrent": profile.max_concurrent} if profile.max_concurrent else {}
+        return dg.multiprocess_executor.configured(config)
+    return dg.in_process_executor
+
+
+def build_definitions() -> dg.Definitions:
+    """Load the resource profile and every integration spec; broken specs become visible errors."""
+    root = assets_root()
+    project = root.parent
+    profile = load_profile(project)
+    storage = MemoriesStorage(
+        storage_dir=str(project / profile.storage_dir), report_dir=str(project / profile.report_dir)
+    )
+    pipelines, errors = discover_integrations(root)
+    shared = dg.Definitions(
+        assets=invalid_spec_assets(errors),
+        resources={"memories_storage": storage, IO_MANAGER_KEY: ParquetIOManager(storage=storage)},
+        executor=executor_for(profile),
+    )
+    return dg.Definitions.merge(shared, *(pipeline_definitions(p) for p in pipelines))
+
+
+defs = build_definitions()

@@ -1,0 +1,211 @@
+"""An integration spec as Dagster definitions: source assets, integrated + quarantine, output.
+
+Asset keys (DESIGN contract): ``<name>/sources/<source>``, ``<name>/integrated``,
+``<name>/output``, plus ``<name>/quarantine`` for rejected rows; all in group ``<name>``. The
+checks ``duplicate_check``, ``null_check``, ``format_check`` and ``business_rule_check`` sit on
+``<name>/integrated``. Data work happens in :mod:`memories_dagster.engine`; this module wires.
+"""
+
+
+import json
+import os
+import shutil
+from typing import Any
+
+import dagster as dg
+
+from memories_dagster.engine.extract import extract
+from memories_dagster.engine.integrate import IntegrationOutcome, integrate
+from memories_dagster.engine.tables import TableFile
+from memories_dagster.engine.window import Window
+from memories_dagster.engine.write import default_destination, write_output
+from memories_dagster.factory.partitions import partitions_definition, window_of
+from memories_dagster.factory.schedules import pipeline_schedule
+from memories_dagster.factory.sensors import file_sensor
+from memories_dagster.resources import MemoriesStorage
+from memories_dagster.secrets import redact, resolve
+from memories_dagster.specs.integration import DataSource
+from memories_dagster.specs.loading import LoadedSpec
+
+IO_MANAGER_KEY = "memories_io"
+CHECK_NAMES = ("duplicate_check", "null_check", "format_check", "business_rule_check")
+
+
+def table_metadata(table: TableFile) -> dict[str, Any]:
+    """Row count and column schema in Dagster's standard metadata keys."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in table.columns.items()])
+    return {"dagster/row_count": table.rows, "dagster/column_schema": schema}
+
+
+def column_lineage(pipeline: str, lineage: dict[str, list[str]]) -> dg.TableColumnLineage:
+    """Engine lineage ("source.column") as Dagster column lineage on the source assets."""
+    deps = {
+        column: [
+            dg.TableColumnDep(asset_key=dg.AssetKey([pipeline, "sources", origin.split(".", 1)[0]]),
+                              column_name=origin.split(".", 1)[1])
+            for origin in origins
+        ]
+        for column, origins in lineage.items()
+    }
+    return dg.TableColumnLineage(deps_by_column=deps)
+
+
+def _locate(loaded: LoadedSpec, text: str, where: str, is_sql: bool) -> str:
+    """A declared location with ${ENV} resolved and relative paths taken from the project."""
+    text = resolve(text, where)
+    if not is_sql:
+        return loaded.resolve_path(text)
+    if text.startswith("sqlite:///") and not text.startswith("sqlite:////"):
+        return "sqlite:///" + loaded.resolve_path(text[len("sqlite:///"):])
+    return text
+
+
+def _user_error(exc: Exception, what: str) -> dg.Failure:
+    """A failure whose message is one paragraph naming what is wrong, secrets removed."""
+    return dg.Failure(description=redact(f"{what}: {exc}"), allow_retries=False)
+
+
+def _window(context: dg.AssetExecutionContext) -> Window | None:
+    return window_of(context) if context.has_partition_key else None
+
+
+def pipeline_definitions(loaded: LoadedSpec) -> dg.Definitions:
+    """Every Dagster definition of one integration spec."""
+    name, spec = loaded.name, loaded.spec
+    partitions_def = partitions_definition(name, spec.partitions)
+    window_column = spec.partitions.column if spec.partitions else None
+    description = spec.description or f"Integration pipeline declared in {loaded.file.name}"
+    source_assets = [_source_asset(loaded, s, partitions_def, window_column) for s in spec.integration_config.data_sources]
+    integrated = _integrated_asset(loaded, partitions_def)
+    output = _output_asset(loaded, partitions_def, window_column)
+    job = dg.define_asset_job(
+        f"{name}_job", selection=dg.AssetSelection.groups(name), partitions_def=partitions_def,
+        description=description,
+    )
+    sensors = [s for s in [file_sensor(loaded, job, partitions_def)] if s is not None]
+    schedules = [pipeline_schedule(loaded, job)] if spec.schedule else []
+    return dg.Definitions(assets=[*source_assets, integrated, output], jobs=[job], sensors=sensors, schedules=schedules)
+
+
+def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.PartitionsDefinition | None, window_column: str | None) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[loaded.name, "sources", source.key],
+        group_name=loaded.name,
+        partitions_def=partitions_def,
+        io_manager_key=IO_MANAGER_KEY,
+        kinds={source.source_type, "parquet"},
+        description=f"Rows of source '{source.source_name}' ({source.source_type}), read as declared in {loaded.file.name}.",
+    )
+    def read_source(context: dg.AssetExecutionContext, memories_storage: MemoriesStorage) -> dg.Output[TableFile]:
+        staging = memories_storage.staging_dir()
+        try:
+            location = _locate(loaded, source.connection_string, f"source '{source.source_name}' connection_string", source.source_type == "sql")
+            table = extract(source, location, str(staging / "source.parquet"), _window(context), window_column)
+        except Exception as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise _user_error(exc, f"pipeline '{loaded.name}' could not read source '{source.source_name}'") from None
+        metadata = {**table_metadata(table), "location": table.meta["location"],
+                    "window_filter": table.meta["window_filter"] or "none (whole source)"}
+        return dg.Output(table, metadata=metadata)
+
+    return read_source
+
+
+def _integrated_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
+    name, config = loaded.name, loaded.spec.integration_config
+    flags = config.data_quality_checks
+    sources = [s.key for s in config.data_sources]
+    integrated_key, quarantine_key = dg.AssetKey([name, "integrated"]), dg.AssetKey([name, "quarantine"])
+    checks = [
+        dg.AssetCheckSpec(check, asset=integrated_key, description=f"seed 003 {check.replace('_', ' ')}")
+        for check in CHECK_NAMES if getattr(flags, check)
+    ]
+
+    @dg.multi_asset(
+        name=f"{name}__integrate",
+        outs={
+            "integrated": dg.AssetOut(
+                key=integrated_key, group_name=name, io_manager_key=IO_MANAGER_KEY, kinds={"duckdb", "parquet"},
+                description="Sources joined/merged, cleaned and transformed as declared; rejected rows are in quarantine.",
+            ),
+            "quarantine": dg.AssetOut(
+                key=quarantine_key, group_name=name, io_manager_key=IO_MANAGER_KEY, kinds={"parquet"},
+                description="Rows the integration rejected: stage, source, reason, and the row as JSON.",
+            ),
+        },
+        ins={s: dg.AssetIn(key=[name, "sources", s]) for s in sources},
+        check_specs=checks,
+        partitions_def=partitions_def,
+    )
+    def integrate_sources(context: dg.AssetExecutionContext, memories_storage: MemoriesStorage, **inputs: TableFile):
+        staging = memories_storage.staging_dir()
+        try:
+            outcome = integrate(
+                config, {s: inputs[s].path for s in sources},
+                str(staging / "integrated.parquet"), str(staging / "quarantine.parquet"),
+            )
+        except Exception as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise _user_error(exc, f"pipeline '{name}' could not integrate its sources") from None
+        yield from _integration_events(name, outcome)
+
+    return integrate_sources
+
+
+def _integration_events(name: str, outcome: IntegrationOutcome):
+    report = outcome.report["integration_report"]
+    yield dg.Output(
+        outcome.integrated, output_name="integrated",
+        metadata={
+            **table_metadata(outcome.integrated),
+            "dagster/column_lineage": column_lineage(name, outcome.lineage),
+            "integration_metrics": report["integration_metrics"],
+            "reconciliation": report["reconciliation"],
+        },
+    )
+    yield dg.Output(outcome.quarantine, output_name="quarantine", metadata=table_metadata(outcome.quarantine))
+    for check in outcome.checks:
+        yield dg.AssetCheckResult(
+            asset_key=dg.AssetKey([name, "integrated"]), check_name=check.name, passed=check.passed,
+            severity=dg.AssetCheckSeverity.WARN, description=check.description, metadata=check.metadata,
+        )
+
+
+def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | None, window_column: str | None) -> dg.AssetsDefinition:
+    name, output = loaded.name, loaded.spec.output_config
+    declared = output.output_destination or default_destination(name, output, partitions_def is not None)
+
+    @dg.asset(
+        key=[name, "output"],
+        group_name=name,
+        partitions_def=partitions_def,
+        ins={"integrated": dg.AssetIn(key=[name, "integrated"])},
+        kinds={output.output_format},
+        description=f"The integrated data written as {output.output_format} to {redact(declared)}, with the integration report.",
+    )
+    def write(context: dg.AssetExecutionContext, memories_storage: MemoriesStorage, integrated: TableFile) -> dg.MaterializeResult:
+        window = _window(context)
+        try:
+            destination = _locate(loaded, declared, "output_config.output_destination", output.output_format == "sql")
+            written = write_output(integrated.path, output, destination, output.table or name, window, window_column)
+        except Exception as exc:
+            raise _user_error(exc, f"pipeline '{name}' could not write its output; the previous output is unchanged") from None
+        report = dict(integrated.meta["report"])
+        report["integrated_data_path"] = written["integrated_data_path"]
+        path = memories_storage.report_path(name, context.partition_key if context.has_partition_key else None)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_suffix(".json.tmp")
+        staged.write_text(json.dumps(report, indent=2, default=str))
+        os.replace(staged, path)
+        return dg.MaterializeResult(
+            metadata={
+                **table_metadata(TableFile(written["integrated_data_path"], written["rows_written"], integrated.columns)),
+                "dagster/column_lineage": column_lineage(name, report["data_lineage"]["source_mapping"]),
+                "integration_report": dg.MetadataValue.json(report),
+                "report_path": dg.MetadataValue.path(str(path)),
+                "integrated_data_path": dg.MetadataValue.path(written["integrated_data_path"]),
+                "files_written": len(written["files"]),
+            }
+        )
+
+    return write

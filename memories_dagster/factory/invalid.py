@@ -1,0 +1,31 @@
+"""Broken declarations stay visible: each becomes an asset whose description is the error."""
+
+from __future__ import annotations
+
+import logging
+
+import dagster as dg
+
+from memories_dagster.specs.integration import asset_name
+from memories_dagster.specs.loading import SpecError
+
+INVALID_GROUP = "invalid_specs"
+logger = logging.getLogger("memories_dagster")
+
+
+def invalid_spec_assets(errors: list[SpecError]) -> list[dg.AssetSpec]:
+    """One non-materializable asset per broken file, named after it, carrying its errors."""
+    specs = []
+    for error in errors:
+        file = error.problems[0].file
+        logger.warning("declaration %s is invalid and was not loaded:\n%s", file, error)
+        specs.append(
+            dg.AssetSpec(
+                key=[INVALID_GROUP, asset_name(file.stem)],
+                group_name=INVALID_GROUP,
+                description="This declaration is invalid and was not loaded:\n\n" + str(error),
+                metadata={"file": str(file), "errors": [str(p) for p in error.problems]},
+                kinds={"yaml" if file.suffix != ".json" else "json"},
+            )
+        )
+    return specs

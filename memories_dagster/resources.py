@@ -1,0 +1,64 @@
+"""Typed Dagster resources: where the code location keeps data, and the Parquet IO manager."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+
+from memories_dagster.engine.tables import TableFile
+
+
+class MemoriesStorage(dg.ConfigurableResource):
+    """Folders for the Parquet files handed between assets and for integration reports."""
+
+    storage_dir: str
+    report_dir: str
+
+    def staging_dir(self) -> Path:
+        """A new private folder on the storage filesystem, for a step's output before commit."""
+        root = Path(self.storage_dir) / ".staging"
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=root))
+
+    def report_path(self, pipeline: str, partition_key: str | None) -> Path:
+        """Where the report of one pipeline (and partition) is written."""
+        name = f"{partition_key}.json" if partition_key else "report.json"
+        return Path(self.report_dir) / pipeline / name.replace("/", "_")
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Keeps each asset (partition) as one Parquet file plus a JSON sidecar of its facts.
+
+    Assets return a :class:`TableFile` written in a staging folder; the IO manager moves it into
+    place in one rename, so a failed step never leaves half a file where the last good one was.
+    """
+
+    storage: MemoriesStorage
+
+    def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
+        key = context.asset_key.path
+        partition = context.asset_partition_key if context.has_asset_partitions else "data"
+        return Path(self.storage.storage_dir).joinpath(*key) / f"{partition.replace('/', '_')}.parquet"
+
+    def handle_output(self, context: dg.OutputContext, obj: TableFile) -> None:
+        target = self._path(context)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sidecar = target.with_suffix(".json")
+        facts = {"rows": obj.rows, "columns": obj.columns, "meta": obj.meta}
+        staged_sidecar = Path(obj.path).with_suffix(".facts.json")
+        staged_sidecar.write_text(json.dumps(facts, default=str))
+        os.replace(obj.path, target)
+        os.replace(staged_sidecar, sidecar)
+
+    def load_input(self, context: dg.InputContext) -> TableFile:
+        path = self._path(context)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{context.asset_key.to_user_string()} has no stored data at {path}: materialize it first"
+            )
+        facts = json.loads(path.with_suffix(".json").read_text())
+        return TableFile(str(path), facts["rows"], facts["columns"], facts["meta"])
