@@ -95,7 +95,9 @@ def sql_literal(value: object) -> str:
         return "NULL"
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
-    if isinstance(value, (int, float)):
+    if isinstance(value, float):
+        return f"CAST({value!r} AS DOUBLE)"  # Python floats, not SQL's exact DECIMAL
+    if isinstance(value, int):
         return repr(value)
     return "'" + str(value).replace("'", "''") + "'"
 

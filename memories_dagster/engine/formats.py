@@ -13,7 +13,7 @@ def _title(column: str, _: str | None) -> str:
     # DuckDB has no initcap: upper-case the first letter of each space-separated word.
     return (
         f"array_to_string(list_transform(string_split(lower({column}), ' '), "
-        f"w -> concat(upper(w[1]), w[2:])), ' ')"
+        f"lambda w: concat(upper(w[1]), w[2:])), ' ')"
     )
 
 

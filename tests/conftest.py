@@ -1,0 +1,104 @@
+"""Shared fixtures: integration runs over small in-test data, and the machine's real databases."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from memories_dagster.engine.integrate import IntegrationOutcome, integrate
+from memories_dagster.specs.integration import IntegrationSpec
+
+PROJECT = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get("MEMORIES_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("MEMORIES_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
+START_HINTS = {
+    "postgresql": "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    "mysql": "start it with: start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
+}
+
+
+@dataclass
+class Run:
+    """An engine run and its outputs read back as DataFrames."""
+
+    outcome: IntegrationOutcome
+    data: pd.DataFrame
+    quarantine: pd.DataFrame
+
+    @property
+    def report(self) -> dict:
+        return self.outcome.report["integration_report"]
+
+    def check(self, name: str):
+        return next(c for c in self.outcome.checks if c.name == name)
+
+
+def spec_of(sources: dict[str, str] | list[str], **config) -> IntegrationSpec:
+    """A spec whose sources are parquet files named after ``sources``."""
+    names = list(sources)
+    document = {
+        "integration_config": {
+            "data_sources": [
+                {"source_name": n, "source_type": "parquet", "connection_string": f"{n}.parquet"} for n in names
+            ],
+            **config,
+        }
+    }
+    return IntegrationSpec.model_validate(document)
+
+
+@pytest.fixture
+def run_integration(tmp_path):
+    """Integrate DataFrames (source name -> frame) with the given config keys."""
+
+    def run(frames: dict[str, pd.DataFrame], **config) -> Run:
+        spec = spec_of(list(frames), **config)
+        inputs = {}
+        for name, frame in frames.items():
+            path = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.parquet"
+            frame.to_parquet(path, index=False)
+            inputs[name] = str(path)
+        integrated, quarantine = tmp_path / "integrated.parquet", tmp_path / "quarantine.parquet"
+        outcome = integrate(spec.integration_config, inputs, str(integrated), str(quarantine))
+        return Run(outcome, pd.read_parquet(integrated), pd.read_parquet(quarantine))
+
+    return run
+
+
+def _database(url: str) -> sa.Engine:
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        backend = engine.url.get_backend_name()
+        pytest.fail(
+            f"{backend} is not reachable at {engine.url.render_as_string(hide_password=True)} "
+            f"({str(exc.orig).splitlines()[0]}); {START_HINTS.get(backend, '')}",
+            pytrace=False,
+        )
+    return engine
+
+
+@pytest.fixture(scope="session")
+def postgres() -> sa.Engine:
+    """The machine's PostgreSQL (database test)."""
+    return _database(POSTGRES_URL)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> sa.Engine:
+    """The machine's MariaDB (database test)."""
+    return _database(MARIADB_URL)
+
+
+@pytest.fixture
+def table_name() -> str:
+    """A table name no other test uses."""
+    return f"t_{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,183 @@
+"""Transformation rules, the four quality checks, quarantine reasons and reconciled counts."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from memories_dagster.engine.errors import IntegrationError
+
+SALES = pd.DataFrame(
+    {
+        "id": [1, 2, 3, 4],
+        "amount": [10.0, -5.0, None, 20.0],
+        "currency": ["EUR", "USD", "GBP", "XXX"],
+        "email": [" Ann@X.com", "bob@x.com", None, "DEE@x.com"],
+        "day": ["2024-01-05", "2024-02-10", "2024-03-15", "2024-04-20"],
+    }
+)
+
+
+def rule(name, kind, logic, source=None, target=None):
+    return {"rule_name": name, "transformation_type": kind, "transformation_logic": logic,
+            "source_column": source, "target_column": target}
+
+
+def test_mapping_then_calculation_in_order(run_integration):
+    run = run_integration(
+        {"sales": SALES},
+        transformation_rules=[
+            rule("rate", "mapping", '{"EUR": 1.1, "USD": 1.0, "GBP": 1.3}', "currency", "rate"),
+            rule("usd", "calculation", "round(amount * rate, 2)", target="amount_usd"),
+        ],
+    )
+    data = run.data.sort_values("id")
+    assert list(data["rate"].fillna(-1)) == [1.1, 1.0, 1.3, -1]
+    assert list(data["amount_usd"].fillna(-1)) == [11.0, -5.0, -1, -1]
+    failed = {t["rule"]: t["failed_rows"] for t in run.report["transformations"]}
+    # XXX has no rate (mapping failure); its amount can then not be converted, but null inputs
+    # are not a calculation failure
+    assert failed == {"rate": 1, "usd": 0}
+    assert run.report["integration_metrics"]["transformation_success_rate"] == 0.75
+    assert run.outcome.lineage["amount_usd"] == ["sales.amount", "sales.currency"]
+
+
+def test_mapping_in_place_keeps_unknown_values_and_a_default_applies(run_integration):
+    run = run_integration(
+        {"sales": SALES},
+        transformation_rules=[
+            rule("cur", "mapping", {"EUR": "euro"}, "currency"),
+            rule("region", "mapping", {"EUR": "EU", "*": "other"}, "currency", "region"),
+        ],
+    )
+    data = run.data.sort_values("id")
+    assert list(data["currency"]) == ["euro", "USD", "GBP", "XXX"]
+    assert list(data["region"]) == ["other", "other", "other", "other"]  # mapped after the recode
+
+
+@pytest.mark.parametrize(
+    "logic, expected",
+    [
+        ("lower", [" ann@x.com", "bob@x.com", None, "dee@x.com"]),
+        ("upper", [" ANN@X.COM", "BOB@X.COM", None, "DEE@X.COM"]),
+        ("strip", ["Ann@X.com", "bob@x.com", None, "DEE@x.com"]),
+    ],
+)
+def test_formatting_text(run_integration, logic, expected):
+    run = run_integration({"sales": SALES}, transformation_rules=[rule("f", "formatting", logic, "email")])
+    assert list(run.data.sort_values("id")["email"].where(lambda s: s.notna(), None)) == expected
+
+
+def test_formatting_dates_and_rounding(run_integration):
+    run = run_integration(
+        {"sales": SALES},
+        transformation_rules=[
+            rule("month", "formatting", "date:%Y-%m", "day", "month"),
+            rule("r", "formatting", "round:0", "amount", "rounded"),
+            rule("t", "formatting", "title", "currency", "cur_title"),
+        ],
+    )
+    data = run.data.sort_values("id")
+    assert list(data["month"]) == ["2024-01", "2024-02", "2024-03", "2024-04"]
+    assert list(data["rounded"].fillna(0)) == [10.0, -5.0, 0, 20.0]
+    assert list(data["cur_title"]) == ["Eur", "Usd", "Gbp", "Xxx"]
+
+
+def test_validation_quarantines_false_rows_and_lets_nulls_pass(run_integration):
+    run = run_integration(
+        {"sales": SALES},
+        transformation_rules=[rule("positive", "validation", "amount >= 0")],
+        data_quality_checks={"business_rule_check": True},
+    )
+    assert sorted(run.data["id"]) == [1, 3, 4]  # id 3 has a null amount: unknown passes
+    assert list(run.quarantine["_reason"]) == ["business_rule_check: rule 'positive' failed (amount >= 0)"]
+    assert json.loads(run.quarantine["_record"].iloc[0])["id"] == 2
+    check = run.check("business_rule_check")
+    assert not check.passed and check.metadata["failures_by_rule"] == {"positive": 1}
+
+
+def test_rule_on_a_missing_column_names_rule_and_columns(run_integration):
+    with pytest.raises(IntegrationError, match=r"rule 'x' refers to column\(s\) amt .*columns at that point: id, amount"):
+        run_integration({"sales": SALES}, transformation_rules=[rule("x", "calculation", "amt * 2", target="y")])
+
+
+def test_duplicate_check_removes_exact_duplicates_and_counts_them(run_integration):
+    frame = pd.concat([SALES, SALES.iloc[[0, 0, 1]]])
+    run = run_integration({"sales": frame}, data_quality_checks={"duplicate_check": True})
+    assert len(run.data) == 4
+    check = run.check("duplicate_check")
+    assert check.passed and check.metadata["duplicates_removed"] == 3
+    assert run.report["data_quality_summary"]["duplicates_removed"] == 3
+    assert run.report["reconciliation"]["by_source"]["sales"]["balanced"]
+
+
+def test_without_duplicate_check_duplicates_stay(run_integration):
+    run = run_integration({"sales": pd.concat([SALES, SALES])})
+    assert len(run.data) == 8
+
+
+def test_null_check_counts_fills_and_quarantines_required(run_integration):
+    run = run_integration(
+        {"sales": SALES},
+        data_quality_checks={"null_check": True, "required_columns": ["email"], "null_fill": {"amount": 0}},
+    )
+    assert sorted(run.data["id"]) == [1, 2, 4]
+    assert run.quarantine["_reason"].tolist() == ["null_check: required column 'email' is null"]
+    check = run.check("null_check")
+    assert not check.passed
+    assert check.metadata["null_counts"]["amount"] == 1 and check.metadata["null_counts"]["email"] == 1
+    # the only null amount was on the quarantined row: nothing left to fill
+    assert check.metadata["nulls_filled"] == 0
+    assert run.report["data_quality_summary"]["null_values_handled"] == 1
+
+
+def test_null_fill_fills_kept_rows(run_integration):
+    run = run_integration({"sales": SALES}, data_quality_checks={"null_check": True, "null_fill": {"amount": 0, "email": "none"}})
+    assert run.data["amount"].isna().sum() == 0
+    assert (run.data["email"] == "none").sum() == 1
+    assert run.check("null_check").metadata["nulls_filled"] == 2
+
+
+def test_format_check_coerces_and_quarantines_unparseable(run_integration):
+    raw = pd.DataFrame({"id": ["1", "2", "3", " "], "when": ["05/01/2024", "31/12/2024", "2024-01-01", "01/01/2024"], "n": ["1.5", "x", "2", "3"]})
+    run = run_integration(
+        {"raw": raw},
+        data_quality_checks={"format_check": True, "columns": {"id": "integer", "when": "date:%d/%m/%Y", "n": "float"}},
+    )
+    assert str(run.data["when"].dtype).startswith(("datetime64", "object"))
+    assert sorted(run.data["id"].dropna().astype(int)) == [1]
+    reasons = sorted(run.quarantine["_reason"])
+    assert reasons == [
+        "format_check: column 'n' value 'x' is not a valid float",
+        "format_check: column 'when' value '2024-01-01' is not a valid date:%d/%m/%Y",
+    ]
+    check = run.check("format_check")
+    assert not check.passed and check.metadata["rows_quarantined"] == 2
+    # blank text is a missing value, not a malformed one
+    assert run.data["id"].isna().sum() == 1
+
+
+def test_counts_reconcile_through_every_stage(run_integration):
+    orders = pd.DataFrame({"oid": [1, 1, 2, 3, 4, 5], "cust": [1, 1, 2, 9, None, 1], "qty": ["1", "1", "2", "3", "1", "zz"]})
+    customers = pd.DataFrame({"cid": [1, 2, 3], "name": ["a", "b", "c"]})
+    run = run_integration(
+        {"orders": orders, "customers": customers},
+        integration_strategy={"join_type": "left", "join_keys": [{"source1_key": "cust", "source2_key": "cid"}]},
+        transformation_rules=[rule("known", "validation", "name is not None")],
+        data_quality_checks={"duplicate_check": True, "null_check": True, "format_check": True, "business_rule_check": True, "columns": {"qty": "integer"}},
+    )
+    report = run.report
+    orders_account = report["reconciliation"]["by_source"]["orders"]
+    assert orders_account == {
+        "rows_read": 6, "duplicates_removed": 1, "quarantined_at_source": 1, "in_output": 2,
+        "quarantined_after_integration": 2, "not_matched": 0, "balanced": True,
+    }
+    customers_account = report["reconciliation"]["by_source"]["customers"]
+    assert customers_account["in_output"] == 2 and customers_account["not_matched"] == 1
+    assert report["successful_integrations"] == len(run.data) == 2
+    assert report["failed_integrations"] == len(run.quarantine) == 3
+    assert report["total_records"] == 9
+    assert report["reconciliation"]["balanced"]
+    steps = [s["step"] for s in run.outcome.report["data_lineage"]["transformation_history"]]
+    assert steps[:3] == ["read orders", "duplicate_check orders", "format_check orders"]
+    assert "join left" in steps and steps[-1] == "write quarantine"
