@@ -1,0 +1,110 @@
+"""SQL sources and outputs against the machine's real PostgreSQL and MariaDB, and SQLite."""
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from memories_dagster.connectors.files import ConnectorError
+from memories_dagster.engine.extract import extract
+from memories_dagster.engine.window import Window
+from memories_dagster.engine.write import write_output
+from memories_dagster.specs.integration import DataSource, OutputConfig
+
+ROWS = pd.DataFrame(
+    {"id": [1, 2, 3], "day": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]), "amount": [1.5, 2.5, 3.5]}
+)
+
+
+@pytest.fixture(params=["postgres", "mariadb", "sqlite"])
+def database(request, tmp_path):
+    if request.param == "sqlite":
+        return sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    return request.getfixturevalue(request.param)
+
+
+def url_of(engine: sa.Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+def read(tmp_path, src, window=None, column=None):
+    out = tmp_path / "out.parquet"
+    table = extract(src, src.connection_string, str(out), window, column)
+    return table, pd.read_parquet(out)
+
+
+def test_read_table_query_and_window(database, table_name, tmp_path):
+    ROWS.to_sql(table_name, database, index=False)
+    try:
+        by_table = DataSource(source_name="s", source_type="sql", connection_string=url_of(database), table=table_name)
+        _, frame = read(tmp_path, by_table)
+        assert sorted(frame["id"]) == [1, 2, 3]
+        query = DataSource(source_name="s", source_type="sql", connection_string=url_of(database),
+                           query=f"SELECT id, amount FROM {table_name} WHERE amount > 2")
+        _, frame = read(tmp_path, query)
+        assert sorted(frame["id"]) == [2, 3]
+        window = Window("2024-01-02", dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 3))
+        table, frame = read(tmp_path, by_table, window, "day")
+        assert list(frame["id"]) == [2] and table.meta["window_filter"] == "column day"
+        bound = DataSource(source_name="s", source_type="sql", connection_string=url_of(database),
+                           query=f"SELECT * FROM {table_name} WHERE day >= :partition_start AND day < :partition_end")
+        table, frame = read(tmp_path, bound, window, "day")
+        assert list(frame["id"]) == [2] and table.meta["window_filter"] == "query parameters"
+    finally:
+        with database.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {table_name}"))
+
+
+def test_missing_table_is_a_clear_error_without_password(tmp_path):
+    url = "postgresql+psycopg2://postgres:hunter2secret@127.0.0.1:5432/test"
+    src = DataSource(source_name="orders", source_type="sql", connection_string=url, table="no_such_table")
+    with pytest.raises(ConnectorError) as caught:
+        read(tmp_path, src)
+    message = str(caught.value)
+    assert "source 'orders': query failed" in message and "no_such_table" in message
+    assert "hunter2secret" not in message
+
+
+def test_unreachable_server_fails_fast_and_names_it(tmp_path):
+    src = DataSource(source_name="erp", source_type="sql", connection_string="postgresql+psycopg2://u:pw12345@127.0.0.1:1/db", table="t")
+    with pytest.raises(ConnectorError, match=r"source 'erp': query failed \(postgresql\+psycopg2://u:\*\*\*@127.0.0.1:1/db\)") as caught:
+        read(tmp_path, src)
+    assert "pw12345" not in str(caught.value)
+
+
+def test_output_replaces_table_and_partitions_in_a_transaction(database, table_name, tmp_path):
+    integrated = tmp_path / "integrated.parquet"
+    ROWS.to_parquet(integrated, index=False)
+    url = url_of(database)
+    config = OutputConfig(output_format="sql", output_destination=url, table=table_name)
+    try:
+        assert write_output(str(integrated), config, url, table_name)["rows_written"] == 3
+        assert write_output(str(integrated), config, url, table_name)["rows_written"] == 3
+        assert pd.read_sql(f"SELECT count(*) AS n FROM {table_name}", database)["n"][0] == 3  # replaced, not appended
+        # one partition again, with a changed amount: only that day's rows are replaced
+        changed = tmp_path / "day2.parquet"
+        ROWS.iloc[[1]].assign(amount=99.0).to_parquet(changed, index=False)
+        window = Window("2024-01-02", dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 3))
+        write_output(str(changed), config, url, table_name, window, "day")
+        frame = pd.read_sql(f"SELECT id, amount FROM {table_name} ORDER BY id", database)
+        assert frame.values.tolist() == [[1, 1.5], [2, 99.0], [3, 3.5]]
+    finally:
+        with database.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table_name}"))
+
+
+def test_failed_insert_rolls_back_the_delete(database, table_name, tmp_path):
+    with database.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {table_name} (id INTEGER NOT NULL, day TIMESTAMP NULL, amount FLOAT)"))
+        conn.execute(sa.text(f"INSERT INTO {table_name} (id, amount) VALUES (42, 1.0)"))
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"id": [1, None], "day": ROWS["day"][:2], "amount": [1.0, 2.0]}).to_parquet(bad, index=False)
+    url = url_of(database)
+    try:
+        with pytest.raises(ConnectorError, match=f"writing table {table_name} failed; the table is unchanged"):
+            write_output(str(bad), OutputConfig(output_format="sql", output_destination=url), url, table_name)
+        assert pd.read_sql(f"SELECT id FROM {table_name}", database)["id"].tolist() == [42]
+    finally:
+        with database.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table_name}"))

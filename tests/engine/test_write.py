@@ -1,0 +1,117 @@
+"""Outputs: formats, date/category/hash partitioning, partition replacement, atomicity."""
+
+import datetime as dt
+import json
+import os
+
+import duckdb
+import pandas as pd
+import pytest
+
+from memories_dagster.engine.errors import IntegrationError
+from memories_dagster.engine.window import Window
+from memories_dagster.engine.write import write_output
+from memories_dagster.specs.integration import OutputConfig
+
+FRAME = pd.DataFrame(
+    {
+        "id": [1, 2, 3, 4],
+        "category": ["tools", "garden", "tools", "kitchen"],
+        "sold": pd.to_datetime(["2024-01-05", "2024-01-20", "2024-02-03", "2024-03-09"]).date,
+        "amount": [1.0, 2.0, 3.0, 4.0],
+    }
+)
+
+
+@pytest.fixture
+def integrated(tmp_path):
+    path = tmp_path / "integrated.parquet"
+    FRAME.to_parquet(path, index=False)
+    return str(path)
+
+
+def read_back(pattern: str) -> pd.DataFrame:
+    return duckdb.sql(f"SELECT * FROM read_parquet('{pattern}', hive_partitioning = true)").df()
+
+
+@pytest.mark.parametrize("fmt, name", [("csv", "out.csv"), ("json", "out.json"), ("json", "out.jsonl"), ("parquet", "out.parquet")])
+def test_single_file_formats(tmp_path, integrated, fmt, name):
+    target = tmp_path / name
+    result = write_output(integrated, OutputConfig(output_format=fmt, output_destination=str(target)), str(target), "t")
+    assert result["rows_written"] == 4 and target.exists()
+    if name.endswith(".csv"):
+        assert len(pd.read_csv(target)) == 4
+    elif name.endswith(".json"):
+        assert len(json.loads(target.read_text())) == 4  # an array, readable by any JSON tool
+    elif name.endswith(".jsonl"):
+        assert len(target.read_text().splitlines()) == 4
+    else:
+        assert len(pd.read_parquet(target)) == 4
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".staging")] == []
+
+
+def test_category_partitioning(tmp_path, integrated):
+    out = tmp_path / "out"
+    config = OutputConfig(output_destination=str(out), partitioning={"partition_by": "category", "partition_type": "category"})
+    write_output(integrated, config, str(out), "t")
+    assert sorted(os.listdir(out)) == ["category=garden", "category=kitchen", "category=tools"]
+    assert sorted(read_back(f"{out}/*/*.parquet")["id"]) == [1, 2, 3, 4]
+
+
+def test_date_partitioning_by_day_and_month(tmp_path, integrated):
+    day, month = tmp_path / "day", tmp_path / "month"
+    write_output(integrated, OutputConfig(partitioning={"partition_by": "sold", "partition_type": "date"}), str(day), "t")
+    assert sorted(os.listdir(day)) == ["sold=2024-01-05", "sold=2024-01-20", "sold=2024-02-03", "sold=2024-03-09"]
+    config = OutputConfig(partitioning={"partition_by": "sold", "partition_type": "date", "granularity": "month"})
+    write_output(integrated, config, str(month), "t")
+    assert sorted(os.listdir(month)) == ["sold_month=2024-01", "sold_month=2024-02", "sold_month=2024-03"]
+    # the date column itself stays in the files
+    assert len(pd.read_parquet(next((month / "sold_month=2024-01").iterdir()))["sold"]) == 2
+
+
+def test_hash_partitioning_is_stable_and_complete(tmp_path, integrated):
+    config = OutputConfig(partitioning={"partition_by": "id", "partition_type": "hash", "buckets": 3})
+    first, second = tmp_path / "a", tmp_path / "b"
+    write_output(integrated, config, str(first), "t")
+    write_output(integrated, config, str(second), "t")
+    assert all(name.startswith("id_bucket=") for name in os.listdir(first))
+    assert sorted(os.listdir(first)) == sorted(os.listdir(second))
+    assert sorted(read_back(f"{first}/*/*.parquet")["id"]) == [1, 2, 3, 4]
+
+
+def test_partition_column_must_exist(tmp_path, integrated):
+    config = OutputConfig(partitioning={"partition_by": "region", "partition_type": "category"})
+    with pytest.raises(IntegrationError, match="partition_by 'region' is not a column.*id, category, sold, amount"):
+        write_output(integrated, config, str(tmp_path / "out"), "t")
+
+
+def test_a_partition_run_replaces_only_its_own_files(tmp_path):
+    out = tmp_path / "out"
+    config = OutputConfig(partitioning={"partition_by": "category", "partition_type": "category"})
+    jan = Window("2024-01-01", dt.datetime(2024, 1, 1), dt.datetime(2024, 2, 1))
+    feb = Window("2024-02-01", dt.datetime(2024, 2, 1), dt.datetime(2024, 3, 1))
+    for window, rows in ((jan, FRAME.iloc[:2]), (feb, FRAME.iloc[2:])):
+        path = tmp_path / f"{window.key}.parquet"
+        rows.to_parquet(path, index=False)
+        write_output(str(path), config, str(out), "t", window)
+    assert sorted(read_back(f"{out}/*/*.parquet")["id"]) == [1, 2, 3, 4]
+    # January again, now with one row: February's files are untouched, January's replaced
+    again = tmp_path / "again.parquet"
+    FRAME.iloc[:1].to_parquet(again, index=False)
+    write_output(str(again), config, str(out), "t", jan)
+    assert sorted(read_back(f"{out}/*/*.parquet")["id"]) == [1, 3, 4]
+
+
+def test_a_failed_commit_leaves_the_previous_output(tmp_path, integrated, monkeypatch):
+    target = tmp_path / "out.csv"
+    target.write_text("previous\n")
+    import memories_dagster.connectors.files as files
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        write_output(integrated, OutputConfig(output_format="csv"), str(target), "t")
+    assert target.read_text() == "previous\n"
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".staging")] == []
