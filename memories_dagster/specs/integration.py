@@ -276,8 +276,11 @@ class OutputConfig(Strict):
 
     @model_validator(mode="after")
     def _sql_needs_url(self) -> OutputConfig:
-        if self.output_format == "sql" and not self.output_destination:
-            raise ValueError("a sql output needs `output_destination`: a SQLAlchemy URL")
+        if self.output_format == "sql" and "://" not in (self.output_destination or ""):
+            raise ValueError(
+                "a sql output needs `output_destination`: a SQLAlchemy URL such as "
+                f"sqlite:///output/data.db, not {self.output_destination!r}"
+            )
         if self.output_format == "sql" and self.partitioning:
             raise ValueError(
                 "partitioning applies to file outputs; a sql output replaces a partition's rows "
