@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from memories_dagster.factory.integration import IO_MANAGER_KEY, pipeline_definitions
+from memories_dagster.factory.integration import pipeline_definitions
 from memories_dagster.factory.invalid import invalid_spec_assets
-from memories_dagster.resources import MemoriesStorage, ParquetIOManager
+from memories_dagster.resources import shared_resources
 from memories_dagster.specs.loading import assets_root, discover_integrations
 from memories_dagster.specs.profile import ResourceProfile, load_profile
 
@@ -24,13 +24,10 @@ def build_definitions() -> dg.Definitions:
     root = assets_root()
     project = root.parent
     profile = load_profile(project)
-    storage = MemoriesStorage(
-        storage_dir=str(project / profile.storage_dir), report_dir=str(project / profile.report_dir)
-    )
     pipelines, errors = discover_integrations(root)
     shared = dg.Definitions(
         assets=invalid_spec_assets(errors),
-        resources={"memories_storage": storage, IO_MANAGER_KEY: ParquetIOManager(storage=storage)},
+        resources=shared_resources(str(project / profile.storage_dir), str(project / profile.report_dir)),
         executor=executor_for(profile),
     )
     return dg.Definitions.merge(shared, *(pipeline_definitions(p) for p in pipelines))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -62,3 +63,16 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             )
         facts = json.loads(path.with_suffix(".json").read_text())
         return TableFile(str(path), facts["rows"], facts["columns"], facts["meta"])
+
+
+IO_MANAGER_KEY = "memories_io"
+
+
+@functools.lru_cache(maxsize=None)
+def shared_resources(storage_dir: str, report_dir: str) -> dict[str, dg.ConfigurableResource]:
+    """The resources every pipeline uses, one object per configuration.
+
+    Pipelines built apart (e.g. several components) then merge without conflicting resources.
+    """
+    storage = MemoriesStorage(storage_dir=storage_dir, report_dir=report_dir)
+    return {"memories_storage": storage, IO_MANAGER_KEY: ParquetIOManager(storage=storage)}

@@ -22,12 +22,11 @@ from memories_dagster.engine.write import default_destination, write_output
 from memories_dagster.factory.partitions import partitions_definition, window_of
 from memories_dagster.factory.schedules import pipeline_schedule
 from memories_dagster.factory.sensors import file_sensor
-from memories_dagster.resources import MemoriesStorage
+from memories_dagster.resources import IO_MANAGER_KEY, MemoriesStorage
 from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
 from memories_dagster.specs.loading import LoadedSpec
 
-IO_MANAGER_KEY = "memories_io"
 CHECK_NAMES = ("duplicate_check", "null_check", "format_check", "business_rule_check")
 
 
@@ -78,12 +77,9 @@ def pipeline_definitions(loaded: LoadedSpec) -> dg.Definitions:
     source_assets = [_source_asset(loaded, s, partitions_def, window_column) for s in spec.integration_config.data_sources]
     integrated = _integrated_asset(loaded, partitions_def)
     output = _output_asset(loaded, partitions_def, window_column)
-    job = dg.define_asset_job(
-        f"{name}_job", selection=dg.AssetSelection.groups(name), partitions_def=partitions_def,
-        description=description,
-    )
+    job = dg.define_asset_job(f"{name}_job", selection=dg.AssetSelection.groups(name), description=description)
     sensors = [s for s in [file_sensor(loaded, job, partitions_def)] if s is not None]
-    schedules = [pipeline_schedule(loaded, job)] if spec.schedule else []
+    schedules = [pipeline_schedule(loaded, job, partitions_def)] if spec.schedule else []
     return dg.Definitions(assets=[*source_assets, integrated, output], jobs=[job], sensors=sensors, schedules=schedules)
 
 

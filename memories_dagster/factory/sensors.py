@@ -65,7 +65,7 @@ def _requests(changed, templates, seen, partitions_def, context) -> tuple[list[d
                 keyed.setdefault(match.group("key"), []).append(path)
     new_keys: list[str] = []
     if isinstance(partitions_def, dg.DynamicPartitionsDefinition):
-        existing = set(partitions_def.get_partition_keys(dynamic_partitions_store=context.instance))
+        existing = set(context.instance.get_dynamic_partitions(partitions_def.name))
         new_keys = sorted(k for k in keyed if k not in existing)
     elif not keyed:
         latest = partitions_def.get_last_partition_key()

@@ -1,0 +1,127 @@
+"""Incremental runs per partition, the file sensor, the schedule, and the Component."""
+
+import json
+import os
+import time
+
+import dagster as dg
+import pandas as pd
+import yaml
+
+from tests.factory.conftest import materialization
+
+
+def daily_spec(**extra):
+    return {
+        "integration_config": {
+            "data_sources": [
+                {"source_name": "orders", "source_type": "json", "connection_string": "sample_data/orders.jsonl"},
+                {"source_name": "customers", "source_type": "csv", "connection_string": "sample_data/customers.csv"},
+            ],
+            "integration_strategy": {"join_type": "left", "join_keys": [{"source1_key": "cust_ref", "source2_key": "customer_id"}]},
+            "data_quality_checks": {"duplicate_check": True},
+        },
+        "output_config": {"output_format": "parquet", "output_destination": "output/daily"},
+        "partitions": {"type": "daily", "start": "2024-01-01", "end": "2024-04-01", "column": "order_date"},
+        **extra,
+    }
+
+
+def test_a_daily_partition_reads_and_replaces_only_its_window(project):
+    project.add("daily.yaml", daily_spec(schedule="30 1 * * *"))
+    all_orders = pd.read_json(project.root / "sample_data" / "orders.jsonl", lines=True)
+    instance = dg.DagsterInstance.ephemeral()
+    for key in ("2024-01-05", "2024-01-06"):
+        result = project.run("daily", key, instance)
+        assert result.success
+        source = materialization(result, "daily", "sources", "orders")
+        expected = int((all_orders["order_date"].astype(str) == key).sum())
+        assert source.metadata["dagster/row_count"].value == expected
+        assert source.metadata["window_filter"].value == "column order_date"
+        customers = materialization(result, "daily", "sources", "customers")
+        assert customers.metadata["window_filter"].value == "none (whole source)"
+    out = project.root / "output" / "daily"
+    assert sorted(os.listdir(out)) == ["2024-01-05.parquet", "2024-01-06.parquet"]
+    first = pd.read_parquet(out / "2024-01-05.parquet")
+    assert set(first["order_date"].astype(str)) == {"2024-01-05"}
+    reports = project.root / ".memories" / "reports" / "daily"
+    assert sorted(os.listdir(reports)) == ["2024-01-05.json", "2024-01-06.json"]
+    schedule = project.definitions().resolve_schedule_def("daily_schedule")
+    assert schedule.cron_schedule == "30 1 * * *"
+    # a tick on 2024-03-10 01:30 runs the last complete day
+    import datetime as dt
+    tick = dg.build_schedule_context(instance=instance, repository_def=project.definitions().get_repository_def(), scheduled_execution_time=dt.datetime(2024, 3, 10, 1, 30, tzinfo=dt.timezone.utc))
+    requests = schedule.evaluate_tick(tick).run_requests
+    assert [r.partition_key for r in requests] == ["2024-03-09"]
+
+
+def test_sensor_requests_runs_for_new_and_changed_files(project):
+    spec = daily_spec()
+    spec.pop("partitions")
+    project.add("watched.yaml", spec)
+    sensor = project.definitions().resolve_sensor_def("watched_files_sensor")
+    instance = dg.DagsterInstance.ephemeral()
+    first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert len(first.run_requests) == 1
+    again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor))
+    assert again.run_requests == [] and again.skip_message == "no new or changed files"
+    csv = project.root / "sample_data" / "customers.csv"
+    time.sleep(0.01)
+    csv.write_text(csv.read_text() + "999,New Customer,new@example.com,DE,100,2024-01-01,retail\n")
+    changed = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=again.cursor))
+    assert len(changed.run_requests) == 1
+    assert changed.run_requests[0].run_key != first.run_requests[0].run_key
+    assert str(csv) in json.loads(changed.cursor)
+
+
+def test_dynamic_partitions_are_added_by_the_sensor_per_file(project):
+    drops = project.root / "drops"
+    drops.mkdir()
+    for day in ("store_a", "store_b"):
+        (drops / f"{day}.csv").write_text("sku,qty\n1,2\n2,3\n")
+    project.add("drops.yaml", {
+        "integration_config": {"data_sources": [
+            {"source_name": "sales", "source_type": "csv", "connection_string": "drops/{partition_key}.csv"}]},
+        "output_config": {"output_format": "csv", "output_destination": "output/drops"},
+        "partitions": {"type": "dynamic"},
+    })
+    defs = project.definitions()
+    sensor = defs.resolve_sensor_def("drops_files_sensor")
+    instance = dg.DagsterInstance.ephemeral()
+    # called directly: the daemon adds the requested partitions before it validates the runs
+    tick = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert sorted(r.partition_key for r in tick.run_requests) == ["store_a", "store_b"]
+    assert [sorted(req.partition_keys) for req in tick.dynamic_partitions_requests] == [["store_a", "store_b"]]
+    instance.add_dynamic_partitions("drops_partitions", ["store_a", "store_b"])
+    result = project.run("drops", "store_b", instance)
+    assert result.success
+    assert os.listdir(project.root / "output" / "drops") == ["store_b.csv"]
+    assert len(pd.read_csv(project.root / "output" / "drops" / "store_b.csv")) == 2
+
+
+def test_the_integration_component_builds_the_same_assets(tmp_path, monkeypatch):
+    from dagster.components.testing.utils import create_defs_folder_sandbox
+
+    with create_defs_folder_sandbox() as sandbox:
+        folder = sandbox.defs_folder_path / "crm"
+        folder.mkdir(parents=True)
+        (folder / "customers.csv").write_text("id,email\n1,A@X.COM\n1,A@X.COM\n2,b@x.com\n")
+        (folder / "defs.yaml").write_text(yaml.safe_dump({
+            "type": "memories_dagster.factory.component.IntegrationComponent",
+            "attributes": {
+                "integration_config": {
+                    "data_sources": [{"source_name": "customers", "source_type": "csv", "connection_string": "customers.csv"}],
+                    "transformation_rules": [{"rule_name": "lower", "transformation_type": "formatting",
+                                              "source_column": "email", "transformation_logic": "lower"}],
+                    "data_quality_checks": {"duplicate_check": True},
+                },
+                "output_config": {"output_format": "csv", "output_destination": "clean.csv"},
+            },
+        }))
+        with sandbox.load_component_and_build_defs(defs_path=folder) as (component, defs):
+            keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+            assert keys == {"crm/sources/customers", "crm/integrated", "crm/quarantine", "crm/output"}
+            result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=dg.DagsterInstance.ephemeral())
+            assert result.success
+            assert pd.read_csv(folder / "clean.csv").to_dict("list") == {"id": [1, 2], "email": ["a@x.com", "b@x.com"]} or \
+                sorted(pd.read_csv(folder / "clean.csv")["email"]) == ["a@x.com", "b@x.com"]
