@@ -113,21 +113,6 @@ def read_query(
     return parts, filtered
 
 
-def table_columns(url: URL, table: str) -> list[str] | None:
-    """Column names of ``table``, or None when it does not exist."""
-    engine = create_engine(url)
-    try:
-        inspector = sa.inspect(engine)
-        schema, _, name = table.rpartition(".")
-        if not inspector.has_table(name, schema=schema or None):
-            return None
-        return [c["name"] for c in inspector.get_columns(name, schema=schema or None)]
-    except sa.exc.SQLAlchemyError as exc:
-        raise _fail(f"cannot inspect table {table}", url, exc) from None
-    finally:
-        engine.dispose()
-
-
 def replace_rows(
     url: URL,
     table: str,

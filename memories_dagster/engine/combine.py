@@ -41,7 +41,6 @@ class Combined:
     columns: list[str]
     lineage: dict[str, list[str]]
     resolved: dict[str, str] = field(default_factory=dict)
-    join_pairs: list[tuple[str, str, str]] = field(default_factory=list)
     first_source_keys: list[str] = field(default_factory=list)
     mode: str = "single"
 
@@ -75,7 +74,6 @@ class _Joiner:
         self.sql = f"SELECT * EXCLUDE (__rid), __rid AS {q(rid(first.name))} FROM {first.relation}"
         self.rids = [rid(first.name)]
         self.pairs_left = list(strategy.join_keys)
-        self.used_pairs: list[tuple[str, str, str]] = []
 
     def run(self) -> Combined:
         first_keys: list[str] = []
@@ -96,7 +94,6 @@ class _Joiner:
             columns=list(self.order),
             lineage=self.lineage,
             resolved=resolved,
-            join_pairs=self.used_pairs,
             first_source_keys=first_keys,
             mode=f"join:{self.join_type}",
         )
@@ -144,7 +141,6 @@ class _Joiner:
         project += [f"a.{q(r)}" for r in self.rids]
         for left, right in keys.items():
             self.lineage[left].append(f"{source.name}.{right}")
-            self.used_pairs.append((left, source.name, right))
         for column in added:
             ctype = source.types[column]
             if column in self.holders:

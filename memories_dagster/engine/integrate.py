@@ -115,8 +115,8 @@ class _Integration:
         lineage = {c: sorted(set(v)) for c, v in combined.lineage.items()}
         sql, columns, null_stats = self._null_check(combined, combined_rows)
         sql, columns, rules = apply_rules(self.con, sql, columns, lineage, self.config.transformation_rules)
-        sql, late_format = self._late_format(sql, columns, tables)
-        self._stage(sql, rules, null_stats, late_format)
+        sql = self._late_format(sql, columns, tables)
+        self._stage(sql, rules)
         staged = self._measure(tables, columns, rules, combined)
         copy_parquet(self.con, f"SELECT {', '.join(q(c) for c in columns)} FROM staged WHERE __reason IS NULL", integrated_path)
         self.history.add("write integrated", staged["output_rows"])
@@ -128,14 +128,14 @@ class _Integration:
         quarantined = pq.ParquetFile(quarantine_path).metadata.num_rows
         self.history.add("write quarantine", quarantined)
         output_rows = pq.ParquetFile(integrated_path).metadata.num_rows
-        report = self._report(combined, staged, rules, null_stats, late_format, output_rows, quarantined, started)
+        report = self._report(combined, staged, rules, null_stats, output_rows, quarantined, started)
         output_lineage = {c: lineage.get(c, []) for c in columns}
         report["data_lineage"]["source_mapping"] = output_lineage
         types = columns_of(self.con, f"read_parquet({sql_string(integrated_path)})")
         return IntegrationOutcome(
             integrated=TableFile(integrated_path, output_rows, types, {"report": report}),
             quarantine=TableFile(quarantine_path, quarantined, {c: "VARCHAR" for c in QUARANTINE_COLUMNS}),
-            checks=self._checks(staged, rules, null_stats, late_format),
+            checks=self._checks(staged, rules, null_stats),
             report=report,
             lineage=output_lineage,
         )
@@ -209,7 +209,7 @@ class _Integration:
         self.history.add("null_check", rows)
         return f"SELECT *{replace}, {required_reason or 'NULL::VARCHAR'} AS __null_reason FROM combined", columns, stats
 
-    def _late_format(self, sql: str, columns: list[str], tables: list[SourceTable]) -> tuple[str, dict[str, str]]:
+    def _late_format(self, sql: str, columns: list[str], tables: list[SourceTable]) -> str:
         """format_check for declared columns no source has (e.g. calculated ones)."""
         in_sources = {c for t in tables for c in t.types}
         late = {c: t for c, t in self.checks.columns.items() if c not in in_sources} if self.checks.format_check else {}
@@ -220,15 +220,15 @@ class _Integration:
                 f"transformation rule produces; columns: {', '.join(columns)}"
             )
         if not late:
-            return f"SELECT *, NULL::VARCHAR AS __format_reason FROM ({sql}) AS chained", {}
+            return f"SELECT *, NULL::VARCHAR AS __format_reason FROM ({sql}) AS chained"
         self.con.execute(f"CREATE TEMP VIEW chained AS {sql}")
         plan = plan_coercion(self.con, "chained", late)
         replace = ", ".join(f"{s} AS {q(c)}" for c, s in plan.replacements.items())
         replace_sql = f" REPLACE ({replace})" if replace else ""
         reason = plan.failure_reason_sql or "NULL::VARCHAR"
-        return f"SELECT *{replace_sql}, {reason} AS __format_reason FROM chained", late
+        return f"SELECT *{replace_sql}, {reason} AS __format_reason FROM chained"
 
-    def _stage(self, sql: str, rules: list[AppliedRule], null_stats: dict[str, Any], late: dict[str, str]) -> None:
+    def _stage(self, sql: str, rules: list[AppliedRule]) -> None:
         cases = ["WHEN __null_reason IS NOT NULL THEN __null_reason", "WHEN __format_reason IS NOT NULL THEN __format_reason"]
         for applied in rules:
             if applied.quarantines:
@@ -286,7 +286,7 @@ class _Integration:
         return count(self.con, f"{first.relation} AS a", tests)
 
     # -- results --------------------------------------------------------------------------------
-    def _checks(self, staged: dict[str, Any], rules: list[AppliedRule], null_stats: dict[str, Any], late: dict[str, str]) -> list[CheckOutcome]:
+    def _checks(self, staged: dict[str, Any], rules: list[AppliedRule], null_stats: dict[str, Any]) -> list[CheckOutcome]:
         flags, outcomes = self.checks, []
         if flags.duplicate_check:
             removed = {n: a.duplicates_removed for n, a in self.accounts.items()}
@@ -326,7 +326,7 @@ class _Integration:
 
     def _report(
         self, combined: Combined, staged: dict[str, Any], rules: list[AppliedRule], null_stats: dict[str, Any],
-        late: dict[str, str], output_rows: int, quarantined: int, started: float,
+        output_rows: int, quarantined: int, started: float,
     ) -> dict[str, Any]:
         accounts = self.accounts
         total = sum(a.rows_read for a in accounts.values())

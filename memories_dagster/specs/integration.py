@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from memories_dagster.engine.expressions import ExpressionError, parse_expression
 from memories_dagster.engine.formats import FormatError, parse_format
 
-SEED_SOURCE_TYPES = ("csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet")
 SUPPORTED_SOURCE_TYPES = ("csv", "json", "excel", "sql", "parquet")
 SUPPORTED_OUTPUT_FORMATS = ("csv", "json", "parquet", "sql")
 COLUMN_TYPES = ("string", "integer", "float", "decimal", "boolean", "date", "timestamp")
@@ -29,6 +28,15 @@ def asset_name(text: str) -> str:
     """Turn a free-form name into one Dagster accepts in asset keys and group names."""
     name = _NAME_CHARS.sub("_", text.strip())
     return name if name and not name[0].isdigit() else f"_{name}"
+
+
+def _supported_now(key: str, value: str, supported: tuple[str, ...]) -> str:
+    if value not in supported:
+        raise ValueError(
+            f"{key} '{value}' is in the seed's schema but its connector is not part of this "
+            f"release; supported now: {', '.join(supported)}"
+        )
+    return value
 
 
 class Strict(BaseModel):
@@ -60,12 +68,7 @@ class DataSource(Strict):
     @field_validator("source_type")
     @classmethod
     def _supported(cls, value: str) -> str:
-        if value not in SUPPORTED_SOURCE_TYPES:
-            raise ValueError(
-                f"source_type '{value}' is in the seed's schema but its connector is not part of "
-                f"this release; supported now: {', '.join(SUPPORTED_SOURCE_TYPES)}"
-            )
-        return value
+        return _supported_now("source_type", value, SUPPORTED_SOURCE_TYPES)
 
     @model_validator(mode="after")
     def _sql_needs_query_or_table(self) -> DataSource:
@@ -267,12 +270,7 @@ class OutputConfig(Strict):
     @field_validator("output_format")
     @classmethod
     def _supported(cls, value: str) -> str:
-        if value not in SUPPORTED_OUTPUT_FORMATS:
-            raise ValueError(
-                f"output_format '{value}' is in the seed's schema but its connector is not part "
-                f"of this release; supported now: {', '.join(SUPPORTED_OUTPUT_FORMATS)}"
-            )
-        return value
+        return _supported_now("output_format", value, SUPPORTED_OUTPUT_FORMATS)
 
     @model_validator(mode="after")
     def _sql_needs_url(self) -> OutputConfig:

@@ -181,3 +181,23 @@ def test_counts_reconcile_through_every_stage(run_integration):
     steps = [s["step"] for s in run.outcome.report["data_lineage"]["transformation_history"]]
     assert steps[:3] == ["read orders", "duplicate_check orders", "format_check orders"]
     assert "join left" in steps and steps[-1] == "write quarantine"
+
+
+def test_format_check_also_types_calculated_columns(run_integration):
+    run = run_integration(
+        {"sales": SALES},
+        transformation_rules=[rule("label", "calculation", "concat(str(id), '-', currency)", target="label"),
+                              rule("when", "calculation", "day", target="when")],
+        data_quality_checks={"format_check": True, "columns": {"when": "date", "label": "integer"}},
+    )
+    # 'label' never parses as an integer: every row is quarantined with the reason
+    assert len(run.data) == 0
+    assert sorted(run.quarantine["_reason"]) == [
+        f"format_check: column 'label' value '{label}' is not a valid integer"
+        for label in ("1-EUR", "2-USD", "3-GBP", "4-XXX")
+    ]
+
+
+def test_format_check_on_a_column_nobody_produces(run_integration):
+    with pytest.raises(IntegrationError, match="format_check declares column\\(s\\) ghost"):
+        run_integration({"sales": SALES}, data_quality_checks={"format_check": True, "columns": {"ghost": "date"}})

@@ -125,3 +125,18 @@ def test_the_integration_component_builds_the_same_assets(tmp_path, monkeypatch)
             assert result.success
             assert pd.read_csv(folder / "clean.csv").to_dict("list") == {"id": [1, 2], "email": ["a@x.com", "b@x.com"]} or \
                 sorted(pd.read_csv(folder / "clean.csv")["email"]) == ["a@x.com", "b@x.com"]
+
+
+def test_weekly_and_monthly_partitions_read_their_whole_window(project):
+    orders = pd.read_json(project.root / "sample_data" / "orders.jsonl", lines=True)
+    dates = pd.to_datetime(orders["order_date"])
+    for kind, key, low, high in (("weekly", "2024-01-07", "2024-01-07", "2024-01-14"),
+                                 ("monthly", "2024-02-01", "2024-02-01", "2024-03-01")):
+        spec = daily_spec()
+        spec["partitions"] = {"type": kind, "start": "2024-01-01", "column": "order_date"}
+        spec["output_config"]["output_destination"] = f"output/{kind}"
+        project.add(f"{kind}.yaml", spec)
+        result = project.run(kind, key)
+        expected = int(((dates >= low) & (dates < high)).sum())
+        assert materialization(result, kind, "sources", "orders").metadata["dagster/row_count"].value == expected
+        assert os.listdir(project.root / "output" / kind) == [f"{key}.parquet"]
