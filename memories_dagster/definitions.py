@@ -7,7 +7,7 @@ import dagster as dg
 from memories_dagster.factory.integration import pipeline_definitions
 from memories_dagster.factory.invalid import invalid_spec_assets
 from memories_dagster.resources import shared_resources
-from memories_dagster.specs.loading import assets_root, discover_integrations
+from memories_dagster.specs.loading import SpecError, SpecProblem, assets_root, discover_integrations
 from memories_dagster.specs.profile import ResourceProfile, load_profile
 
 
@@ -25,12 +25,18 @@ def build_definitions() -> dg.Definitions:
     project = root.parent
     profile = load_profile(project)
     pipelines, errors = discover_integrations(root)
+    built = []
+    for pipeline in pipelines:
+        try:
+            built.append(pipeline_definitions(pipeline))
+        except Exception as exc:  # one bad declaration must not take the code location down
+            errors.append(SpecError([SpecProblem(pipeline.file, "", f"cannot be turned into Dagster definitions: {exc}")]))
     shared = dg.Definitions(
         assets=invalid_spec_assets(errors),
         resources=shared_resources(str(project / profile.storage_dir), str(project / profile.report_dir)),
         executor=executor_for(profile),
     )
-    return dg.Definitions.merge(shared, *(pipeline_definitions(p) for p in pipelines))
+    return dg.Definitions.merge(shared, *built)
 
 
 defs = build_definitions()

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 import dagster as dg
@@ -27,8 +28,8 @@ class MemoriesStorage(dg.ConfigurableResource):
 
     def report_path(self, pipeline: str, partition_key: str | None) -> Path:
         """Where the report of one pipeline (and partition) is written."""
-        name = f"{partition_key}.json" if partition_key else "report.json"
-        return Path(self.report_dir) / pipeline / name.replace("/", "_")
+        name = f"{urllib.parse.quote(partition_key, safe='')}.json" if partition_key else "report.json"
+        return Path(self.report_dir) / pipeline / name
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
@@ -43,7 +44,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
         key = context.asset_key.path
         partition = context.asset_partition_key if context.has_asset_partitions else "data"
-        return Path(self.storage.storage_dir).joinpath(*key) / f"{partition.replace('/', '_')}.parquet"
+        return Path(self.storage.storage_dir).joinpath(*key) / f"{urllib.parse.quote(partition, safe='')}.parquet"
 
     def handle_output(self, context: dg.OutputContext, obj: TableFile) -> None:
         target = self._path(context)

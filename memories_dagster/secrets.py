@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _RESOLVED: set[str] = set()
+_USERINFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://([^/@]*)@")
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?=@)")
 
 
@@ -23,7 +25,13 @@ class MissingSecretError(KeyError):
 
 
 def resolve(text: str, where: str) -> str:
-    """Replace each ``${NAME}`` in ``text`` by the environment's value; ``where`` names the field."""
+    """Replace each ``${NAME}`` in ``text`` by the environment's value; ``where`` names the field.
+
+    In the user-info part of a URL (``scheme://user:${PASSWORD}@host``) the value is
+    percent-encoded, so a password holding ``@`` or ``:`` stays one password.
+    """
+    userinfo = _USERINFO.match(text)
+    userinfo_end = userinfo.end(1) if userinfo else -1
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -33,8 +41,10 @@ def resolve(text: str, where: str) -> str:
                 f"export {name}=... before running"
             )
         secret = os.environ[name]
+        if match.start() < userinfo_end:
+            secret = urllib.parse.quote(secret, safe="")
         if len(secret) >= 3:
-            _RESOLVED.add(secret)
+            _RESOLVED.update({secret, urllib.parse.unquote(secret)})
         return secret
 
     return _REFERENCE.sub(value, text)

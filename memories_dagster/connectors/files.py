@@ -27,6 +27,12 @@ class ConnectorError(RuntimeError):
 
 _CSV_OPTION_NAMES = {"delimiter": "delim", "separator": "sep"}
 _FORMAT_SUFFIX = {"csv": ".csv", "json": ".json", "parquet": ".parquet"}
+PART_SEPARATOR = "--"  # <partition stem>--<n>.<suffix>: the stem is what a partition run replaces
+
+
+def stem_of(file_name: str) -> str:
+    """The partition stem of a file written as ``<stem>--<n>.<suffix>``."""
+    return file_name.rsplit(PART_SEPARATOR, 1)[0]
 
 
 def is_remote(path: str) -> bool:
@@ -138,17 +144,17 @@ class StagedOutput:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, target)
 
-    def commit_tree(self, staged_root: Path, target_root: str, replace_prefix: str | None) -> list[str]:
+    def commit_tree(self, staged_root: Path, target_root: str, replace_stem: str | None) -> list[str]:
         """Move staged files under ``target_root``.
 
-        With ``replace_prefix`` only files whose name starts with it are replaced (one partition
+        With ``replace_stem`` only the files of that partition stem are replaced (one partition
         of a partitioned output); without, the whole folder is swapped for the staged one.
         """
         written = sorted(p for p in staged_root.rglob("*") if p.is_file())
         relative = [p.relative_to(staged_root).as_posix() for p in written]
         if is_remote(target_root):
             fs, remote_root = fsspec.core.url_to_fs(target_root)
-            stale = _remote_files(fs, remote_root, replace_prefix)
+            stale = _remote_files(fs, remote_root, replace_stem)
             for path, rel in zip(written, relative):
                 fs.put_file(str(path), f"{remote_root}/{rel}")
             fresh = {f"{remote_root}/{rel}" for rel in relative}
@@ -156,15 +162,15 @@ class StagedOutput:
                 fs.rm_file(old)
             return [f"{target_root}/{rel}" for rel in relative]
         target = Path(target_root)
-        if replace_prefix is None:
+        if replace_stem is None:
             backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
             if target.exists():
                 os.replace(target, backup)
             os.replace(staged_root, target)
             shutil.rmtree(backup, ignore_errors=True)
         else:
-            for old in target.rglob(f"{replace_prefix}*") if target.exists() else []:
-                if old.is_file():
+            for old in target.rglob(f"*{PART_SEPARATOR}*") if target.exists() else []:
+                if old.is_file() and stem_of(old.name) == replace_stem:
                     old.unlink()
             for path, rel in zip(written, relative):
                 (target / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -172,13 +178,13 @@ class StagedOutput:
         return [str(target / rel) for rel in relative]
 
 
-def _remote_files(fs: fsspec.AbstractFileSystem, root: str, prefix: str | None) -> set[str]:
+def _remote_files(fs: fsspec.AbstractFileSystem, root: str, stem: str | None) -> set[str]:
     if not fs.exists(root):
         return set()
-    files = {f for f in fs.find(root)}
-    if prefix is None:
+    files = set(fs.find(root))
+    if stem is None:
         return files
-    return {f for f in files if f.rsplit("/", 1)[-1].startswith(prefix)}
+    return {f for f in files if stem_of(f.rsplit("/", 1)[-1]) == stem}
 
 
 def file_signatures(pattern: str) -> dict[str, list[float]]:

@@ -19,12 +19,19 @@ READ_CHUNK_ROWS = 100_000
 WRITE_CHUNK_ROWS = 5_000
 
 
+# Drivers this package installs, used when a URL names only the database kind.
+_DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg2", "postgres": "postgresql+psycopg2",
+                    "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+
+
 def database_url(url: str, username: str | None = None, password: str | None = None) -> URL:
-    """A SQLAlchemy URL with credentials given apart from it."""
+    """A SQLAlchemy URL with credentials given apart from it and an installed driver."""
     try:
         parsed = make_url(url)
     except (sa.exc.ArgumentError, ValueError):
         raise ConnectorError(f"'{redact(url)}' is not a SQLAlchemy URL (e.g. postgresql://host/db)") from None
+    if parsed.drivername in _DEFAULT_DRIVERS:
+        parsed = parsed.set(drivername=_DEFAULT_DRIVERS[parsed.drivername])
     if username:
         parsed = parsed.set(username=username)
     if password:
@@ -37,7 +44,13 @@ def create_engine(url: URL) -> sa.Engine:
     args: dict[str, object] = {}
     if url.get_backend_name() in ("postgresql", "mysql", "mariadb"):
         args["connect_timeout"] = 10
-    return sa.create_engine(url, pool_pre_ping=True, connect_args=args)
+    try:
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=args)
+    except (ImportError, sa.exc.NoSuchModuleError) as exc:
+        raise ConnectorError(
+            f"no database driver for {url.drivername} ({exc}); install it or name an installed "
+            "one in the URL, e.g. postgresql+psycopg2:// or mysql+pymysql://"
+        ) from None
 
 
 def describe(url: URL) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from memories_dagster.engine.duck import q
 from memories_dagster.engine.errors import IntegrationError
 from memories_dagster.engine.expressions import parse_expression
-from memories_dagster.specs.integration import IntegrationStrategy, JoinKey
+from memories_dagster.specs.integration import IntegrationStrategy, JoinKey, asset_name
 
 _NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|U\w*INT|FLOAT|DOUBLE|REAL|DECIMAL.*)$")
 _JOIN_SQL = {"inner": "JOIN", "left": "LEFT JOIN", "right": "RIGHT JOIN", "outer": "FULL OUTER JOIN"}
@@ -43,6 +43,7 @@ class Combined:
     resolved: dict[str, str] = field(default_factory=dict)
     first_source_keys: list[str] = field(default_factory=list)
     mode: str = "single"
+    may_drop: set[str] = field(default_factory=set)
 
 
 def combine(sources: list[SourceTable], strategy: IntegrationStrategy) -> Combined:
@@ -96,7 +97,14 @@ class _Joiner:
             resolved=resolved,
             first_source_keys=first_keys,
             mode=f"join:{self.join_type}",
+            may_drop=self._may_drop(),
         )
+
+    def _may_drop(self) -> set[str]:
+        """Sources whose rows this join type may leave out of the result."""
+        names = [s.name for s in self.sources]
+        kept = {"left": names[:1], "right": names[-1:], "outer": names}.get(self.join_type, [])
+        return set(names) - set(kept)
 
     def _pairs_for(self, source: SourceTable) -> list[JoinKey]:
         if self.join_type == "cross":
@@ -104,7 +112,7 @@ class _Joiner:
         pairs = [
             p
             for p in self.pairs_left
-            if (p.source2 and p.source2 == source.name)
+            if (p.source2 and asset_name(p.source2) == source.name)
             or (not p.source2 and p.source2_key in source.types and p.source1_key in self.holders)
         ]
         if not pairs:
@@ -134,8 +142,11 @@ class _Joiner:
             for _, physical, ptype in self.holders[column]:
                 before = column if renamed.get(column) == physical else physical
                 if column in keys and self.join_type in ("right", "outer"):
-                    other = q(keys[column])
-                    project.append(f"coalesce(a.{q(before)}, TRY_CAST(b.{other} AS {ptype})) AS {q(physical)}")
+                    other, rtype = q(keys[column]), source.types[keys[column]]
+                    if _compatible(ptype, rtype):
+                        project.append(f"coalesce(a.{q(before)}, b.{other}) AS {q(physical)}")
+                    else:  # e.g. 1 and 'X9': text keeps every key value
+                        project.append(f"coalesce(CAST(a.{q(before)} AS VARCHAR), CAST(b.{other} AS VARCHAR)) AS {q(physical)}")
                 else:
                     project.append(f"a.{q(before)} AS {q(physical)}")
         project += [f"a.{q(r)}" for r in self.rids]
@@ -161,9 +172,7 @@ class _Joiner:
         self.sql = f"SELECT {', '.join(project)} FROM ({self.sql}) AS a {join} {source.relation} AS b{condition}"
 
     def _equal(self, left: str, right: str, source: SourceTable) -> str:
-        ltype = self.holders[left][0][2]
-        rtype = source.types[right]
-        if ltype == rtype or (_NUMERIC.match(ltype) and _NUMERIC.match(rtype)):
+        if _compatible(self.holders[left][0][2], source.types[right]):
             return f"a.{q(left)} = b.{q(right)}"
         return f"CAST(a.{q(left)} AS VARCHAR) = CAST(b.{q(right)} AS VARCHAR)"
 
@@ -184,8 +193,10 @@ class _Joiner:
             if len(holders) == 1:
                 select.append(q(holders[0][1]))
                 continue
-            refs = [q(physical) for _, physical, _ in holders]
             numeric = all(_NUMERIC.match(t) for _, _, t in holders)
+            alike = all(_compatible(holders[0][2], t) for _, _, t in holders)
+            # values of different kinds (a number here, text there) meet as text
+            refs = [q(p) if alike else f"CAST({q(p)} AS VARCHAR)" for _, p, _ in holders]
             how = rule
             if rule == "custom":
                 expression = self.strategy.custom_resolution.get(column)
@@ -232,6 +243,21 @@ class _Joiner:
         return expression.to_sql(reference)
 
 
+def _compatible(left: str, right: str) -> bool:
+    """Whether two column types compare and combine without converting to text."""
+    return left == right or bool(_NUMERIC.match(left) and _NUMERIC.match(right))
+
+
+def type_clashes(sources: list[SourceTable]) -> list[str]:
+    """Columns that several sources hold with types that do not combine, described."""
+    clashes = []
+    for column in dict.fromkeys(c for s in sources for c in s.types):
+        holders = [(s.name, s.types[column]) for s in sources if column in s.types]
+        if any(not _compatible(holders[0][1], t) for _, t in holders[1:]):
+            clashes.append(f"{column} ({', '.join(f'{n}: {t}' for n, t in holders)})")
+    return clashes
+
+
 def _merge(sources: list[SourceTable], strategy: str) -> Combined:
     lineage: dict[str, list[str]] = {}
     for source in sources:
@@ -242,6 +268,7 @@ def _merge(sources: list[SourceTable], strategy: str) -> Combined:
             f"SELECT * EXCLUDE (__rid), __rid AS {q(rid(s.name))} FROM {s.relation}" for s in sources
         ]
         return Combined(" UNION ALL BY NAME ".join(parts), list(lineage), lineage, mode="merge:union")
+    names = {s.name for s in sources}
     first = sources[0]
     common = [c for c in first.types if all(c in s.types for s in sources[1:])]
     if not common:
@@ -259,4 +286,4 @@ def _merge(sources: list[SourceTable], strategy: str) -> Combined:
         f"WHERE {' AND '.join(tests)}"
     )
     first_lineage = {c: (lineage[c] if c in common else [f"{first.name}.{c}"]) for c in first.types}
-    return Combined(sql, list(first.types), first_lineage, mode=f"merge:{strategy}")
+    return Combined(sql, list(first.types), first_lineage, mode=f"merge:{strategy}", may_drop=names)

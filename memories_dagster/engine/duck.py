@@ -15,6 +15,9 @@ def connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"threads": os.cpu_count() or 1})
     con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/memories-duckdb'")
     con.execute("SET preserve_insertion_order = false")
+    # A division by zero gives NULL (flagged as a failed calculation), not an aborted run or inf.
+    con.execute("SET error_on_division_by_zero = false")
+    con.execute("SET ieee_floating_point_ops = false")
     return con
 
 

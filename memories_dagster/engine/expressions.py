@@ -26,6 +26,7 @@ _BINARY = {
     ast.Mod: "%",
 }
 _COMPARE = {ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+MAX_EXPRESSION_LENGTH = 4000
 _LITERAL_NAMES = {"true": "TRUE", "false": "FALSE", "null": "NULL", "none": "NULL"}
 
 # name -> (SQL template with {0}, {1}... or {args}, min args, max args)
@@ -104,12 +105,16 @@ def sql_literal(value: object) -> str:
 
 def parse_expression(text: str) -> Expression:
     """Parse and check an expression; raise ExpressionError naming what is wrong."""
+    if len(text) > MAX_EXPRESSION_LENGTH:
+        raise ExpressionError(f"expression of {len(text)} characters is longer than {MAX_EXPRESSION_LENGTH}")
     try:
         tree = ast.parse(text.strip(), mode="eval").body
+        columns: set[str] = set()
+        _check(tree, text, columns)
     except SyntaxError as exc:
         raise ExpressionError(f"cannot parse '{text}': {exc.msg} at column {exc.offset}") from None
-    columns: set[str] = set()
-    _check(tree, text, columns)
+    except RecursionError:
+        raise ExpressionError(f"expression nests too deeply: '{text[:60]}...'") from None
     return Expression(text=text, tree=tree, columns=frozenset(columns))
 
 
@@ -165,6 +170,11 @@ def _check(node: ast.AST, text: str, columns: set[str]) -> None:
         _check(child, text, columns)
 
 
+def _is_none(node: ast.expr) -> bool:
+    """``x == None`` means ``x is None``: SQL's ``= NULL`` would never be true."""
+    return isinstance(node, ast.Constant) and node.value is None
+
+
 class _Compiler(ast.NodeVisitor):
     def __init__(self, column: Callable[[str | None, str], str]) -> None:
         self.column = column
@@ -205,8 +215,9 @@ class _Compiler(ast.NodeVisitor):
                 negate = "NOT " if isinstance(op, ast.NotIn) else ""
                 right = "(" + ", ".join(self.visit(i) for i in items) + ")"
                 parts.append(f"({left} {negate}IN {right})")
-            elif isinstance(op, (ast.Is, ast.IsNot)):
-                parts.append(f"({left} IS {'NOT ' if isinstance(op, ast.IsNot) else ''}NULL)")
+            elif isinstance(op, (ast.Is, ast.IsNot)) or _is_none(comparator):
+                negate = isinstance(op, (ast.IsNot, ast.NotEq))
+                parts.append(f"({left} IS {'NOT ' if negate else ''}NULL)")
                 right = "NULL"
             else:
                 right = self.visit(comparator)

@@ -12,7 +12,7 @@ from memories_dagster.connectors import sql as sql_connector
 from memories_dagster.connectors.files import open_file_source
 from memories_dagster.engine.duck import columns_of, connect, copy_parquet, q, sql_string
 from memories_dagster.engine.tables import TableFile
-from memories_dagster.engine.window import Window, expand, has_template
+from memories_dagster.engine.window import Window, condition_sql, expand, has_template
 from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
 
@@ -42,22 +42,12 @@ def extract(
             how = "path template" if window and has_template(location) else None
             condition = None
             if window and how is None and window_column and window_column in columns_of(con, q(view)):
-                condition, how = _window_condition(window, window_column), f"column {window_column}"
+                condition, how = condition_sql(window, window_column), f"column {window_column}"
             result = _write(con, q(view), condition, out_path)
         result.meta.update(source=source.key, location=redact(location), window_filter=how)
         return result
     finally:
         con.close()
-
-
-def _window_condition(window: Window, column: str) -> str:
-    if window.is_time:
-        value = f"TRY_CAST({q(column)} AS TIMESTAMP)"
-        return (
-            f"{value} >= TIMESTAMP {sql_string(window.start.strftime('%Y-%m-%d %H:%M:%S'))} AND "
-            f"{value} < TIMESTAMP {sql_string(window.end.strftime('%Y-%m-%d %H:%M:%S'))}"
-        )
-    return f"CAST({q(column)} AS VARCHAR) = {sql_string(window.key)}"
 
 
 def _write(con: duckdb.DuckDBPyConnection, relation: str, condition: str | None, out_path: str) -> TableFile:
@@ -82,13 +72,14 @@ def _read_sql(
         resolve(auth.password, f"{where} authentication.password") if auth and auth.password else None,
     )
     params = window.params() if window else {}
-    query = source.query
+    query = resolve(source.query, f"{where} query") if source.query else None
+    table = resolve(source.table, f"{where} table") if source.table else None
     binds_window = bool(window and query and any(f":{name}" in query for name in params))
     window_filter = None
     if window and window_column and not binds_window:
         window_filter = sql_connector.window_bounds(url, window, window_column)
     parts, filtered = sql_connector.read_query(
-        url, source.source_name, query, source.table, params, window_filter, folder
+        url, source.source_name, query, table, params, window_filter, folder
     )
     how = "query parameters" if binds_window else (f"column {window_column}" if filtered else None)
     files = ", ".join(sql_string(str(p)) for p in parts)

@@ -15,13 +15,14 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from memories_dagster.engine.combine import Combined, SourceTable, combine, rid
+from memories_dagster.engine.combine import Combined, SourceTable, combine, rid, type_clashes
 from memories_dagster.engine.duck import columns_of, connect, copy_parquet, count, q, record_json, sql_string
 from memories_dagster.engine.errors import IntegrationError
 from memories_dagster.engine.expressions import sql_literal
 from memories_dagster.engine.quality import fill_sql, null_counts, plan_coercion, required_null_reason
 from memories_dagster.engine.tables import TableFile
 from memories_dagster.engine.transform import AppliedRule, apply_rules
+from memories_dagster.engine.window import Window, condition_sql
 from memories_dagster.specs.integration import IntegrationConfig
 
 QUARANTINE_COLUMNS = ("_stage", "_source", "_reason", "_record")
@@ -42,21 +43,23 @@ class SourceAccount:
     """Where every row of one source went."""
 
     rows_read: int
+    may_drop: bool = True
     duplicates_removed: int = 0
     quarantined_at_source: int = 0
     format_values_converted: int = 0
     in_output: int = 0
     quarantined_after_integration: int = 0
+    outside_partition: int = 0
     not_matched: int = 0
 
     @property
     def balanced(self) -> bool:
-        """Whether the parts add up to the rows read."""
+        """Whether the parts add up to the rows read, and no row vanished where none may."""
         parts = (
             self.duplicates_removed + self.quarantined_at_source + self.in_output
-            + self.quarantined_after_integration + self.not_matched
+            + self.quarantined_after_integration + self.outside_partition + self.not_matched
         )
-        return parts == self.rows_read
+        return parts == self.rows_read and (self.may_drop or self.not_matched == 0)
 
 
 @dataclass
@@ -84,12 +87,19 @@ def integrate(
     inputs: dict[str, str],
     integrated_path: str,
     quarantine_path: str,
+    window: Window | None = None,
+    window_column: str | None = None,
 ) -> IntegrationOutcome:
-    """Integrate the sources' Parquet files (source name -> path) as ``config`` declares."""
+    """Integrate the sources' Parquet files (source name -> path) as ``config`` declares.
+
+    With a window, rows whose ``window_column`` falls outside it (e.g. from a source read whole)
+    are left out and counted as ``outside_partition``, so a partition holds only its own rows.
+    """
     started = time.perf_counter()
     con = connect()
     try:
-        return _Integration(con, config, inputs).run(integrated_path, quarantine_path, started)
+        integration = _Integration(con, config, inputs, (window, window_column) if window and window_column else None)
+        return integration.run(integrated_path, quarantine_path, started)
     except duckdb.Error as exc:
         raise IntegrationError(f"integration failed: {str(exc).splitlines()[0]}") from None
     finally:
@@ -97,8 +107,10 @@ def integrate(
 
 
 class _Integration:
-    def __init__(self, con: duckdb.DuckDBPyConnection, config: IntegrationConfig, inputs: dict[str, str]) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, config: IntegrationConfig, inputs: dict[str, str],
+                 window: tuple[Window, str] | None) -> None:
         self.con = con
+        self.window = window
         self.config = config
         self.inputs = inputs
         self.checks = config.data_quality_checks
@@ -109,20 +121,27 @@ class _Integration:
     def run(self, integrated_path: str, quarantine_path: str, started: float) -> IntegrationOutcome:
         tables = [self._clean(source.key) for source in self.config.data_sources]
         combined = combine(tables, self.config.integration_strategy)
-        self.con.execute(f"CREATE TEMP TABLE combined AS {combined.sql}")
+        for table in tables:
+            self.accounts[table.name].may_drop = table.name in combined.may_drop
+        try:
+            self.con.execute(f"CREATE TEMP TABLE combined AS {combined.sql}")
+        except duckdb.Error as exc:
+            clashes = type_clashes(tables)
+            hint = f"; columns whose types differ between sources: {'; '.join(clashes)}" if clashes else ""
+            raise IntegrationError(f"combining the sources ({combined.mode}) failed: {str(exc).splitlines()[0]}{hint}") from None
         combined_rows = count(self.con, "combined")
         self.history.add(combined.mode.replace(":", " "), combined_rows)
         lineage = {c: sorted(set(v)) for c, v in combined.lineage.items()}
         sql, columns, null_stats = self._null_check(combined, combined_rows)
         sql, columns, rules = apply_rules(self.con, sql, columns, lineage, self.config.transformation_rules)
         sql = self._late_format(sql, columns, tables)
-        self._stage(sql, rules)
+        self._stage(sql, rules, columns)
         staged = self._measure(tables, columns, rules, combined)
-        copy_parquet(self.con, f"SELECT {', '.join(q(c) for c in columns)} FROM staged WHERE __reason IS NULL", integrated_path)
+        copy_parquet(self.con, f"SELECT {', '.join(q(c) for c in columns)} FROM staged WHERE __reason IS NULL AND NOT __outside", integrated_path)
         self.history.add("write integrated", staged["output_rows"])
         self.quarantine_parts.append(
             "SELECT 'integration' AS _stage, NULL AS _source, __reason AS _reason, "
-            f"{record_json(columns)} AS _record FROM staged WHERE __reason IS NOT NULL"
+            f"{record_json(columns)} AS _record FROM staged WHERE __reason IS NOT NULL AND NOT __outside"
         )
         copy_parquet(self.con, " UNION ALL ".join(self.quarantine_parts), quarantine_path)
         quarantined = pq.ParquetFile(quarantine_path).metadata.num_rows
@@ -147,6 +166,12 @@ class _Integration:
         self.accounts[name] = account
         self.history.add(f"read {name}", account.rows_read)
         scan = f"read_parquet({sql_string(path)})"
+        reserved = [c for c in columns_of(self.con, scan) if c.lower() == "rowid" or c.startswith("__")]
+        if reserved:
+            raise IntegrationError(
+                f"source '{name}' has column(s) {', '.join(reserved)}: the names rowid and __* are "
+                "reserved for the engine's bookkeeping; rename them at the source (e.g. in its query)"
+            )
         declared = self.checks.columns if self.checks.format_check else {}
         plan = plan_coercion(self.con, scan, declared)
         reason = plan.failure_reason_sql or "NULL::VARCHAR"
@@ -195,6 +220,12 @@ class _Integration:
         stats["required"] = required
         types = columns_of(self.con, "combined")
         fills = {c: fill_sql(c, v, types[c]) for c, v in self.checks.null_fill.items()}
+        for column, value in self.checks.null_fill.items():
+            if self.con.execute(f"SELECT TRY_CAST({sql_literal(value)} AS {types[column]}) IS NULL").fetchone()[0]:
+                raise IntegrationError(
+                    f"null_fill for column '{column}': {value!r} is not a {types[column]} value, "
+                    "which the column holds"
+                )
         required_reason = required_null_reason(required)
         if required_reason:
             stats["filled"] = sum(
@@ -228,14 +259,25 @@ class _Integration:
         reason = plan.failure_reason_sql or "NULL::VARCHAR"
         return f"SELECT *{replace_sql}, {reason} AS __format_reason FROM chained"
 
-    def _stage(self, sql: str, rules: list[AppliedRule]) -> None:
+    def _stage(self, sql: str, rules: list[AppliedRule], columns: list[str]) -> None:
         cases = ["WHEN __null_reason IS NOT NULL THEN __null_reason", "WHEN __format_reason IS NOT NULL THEN __format_reason"]
         for applied in rules:
             if applied.quarantines:
                 rule = applied.rule
                 message = f"business_rule_check: rule '{rule.rule_name}' failed ({rule.transformation_logic})"
                 cases.append(f"WHEN {applied.flag} THEN {sql_literal(message)}")
-        self.con.execute(f"CREATE TEMP TABLE staged AS SELECT *, CASE {' '.join(cases)} END AS __reason FROM ({sql}) AS s")
+        outside = "FALSE"
+        if self.window and self.window[1] in columns:
+            outside = f"NOT coalesce({condition_sql(*self.window)}, FALSE)"
+        try:
+            self.con.execute(
+                f"CREATE TEMP TABLE staged AS SELECT *, CASE {' '.join(cases)} END AS __reason, "
+                f"{outside} AS __outside FROM ({sql}) AS s"
+            )
+        except duckdb.Error as exc:
+            raise IntegrationError(
+                f"applying null_check, transformation rules or format_check failed: {str(exc).splitlines()[0]}"
+            ) from None
         for applied in rules:
             self.history.add(f"{applied.rule.transformation_type} {applied.rule.rule_name}", count(self.con, "staged"))
 
@@ -244,7 +286,8 @@ class _Integration:
         names = [t.name for t in tables]
         exprs = {
             "staged_rows": "count(*)",
-            "output_rows": "count(*) FILTER (WHERE __reason IS NULL)",
+            "output_rows": "count(*) FILTER (WHERE __reason IS NULL AND NOT __outside)",
+            "outside_rows": "count(*) FILTER (WHERE __outside)",
             "null_rejected": "count(*) FILTER (WHERE __null_reason IS NOT NULL)",
             "format_rejected": "count(*) FILTER (WHERE __null_reason IS NULL AND __format_reason IS NOT NULL)",
             "rule_rejected": "count(*) FILTER (WHERE __reason IS NOT NULL AND __null_reason IS NULL AND __format_reason IS NULL)",
@@ -258,7 +301,8 @@ class _Integration:
             others = [rid(o) for o in present if o != name]
             any_other = " OR ".join(f"{q(o)} IS NOT NULL" for o in others) or "FALSE"
             exprs[f"present_{name}"] = f"count(DISTINCT {q(rid(name))})"
-            exprs[f"out_{name}"] = f"count(DISTINCT {q(rid(name))}) FILTER (WHERE __reason IS NULL)"
+            exprs[f"out_{name}"] = f"count(DISTINCT {q(rid(name))}) FILTER (WHERE __reason IS NULL AND NOT __outside)"
+            exprs[f"outside_{name}"] = f"count(DISTINCT {q(rid(name))}) FILTER (WHERE __outside)"
             exprs[f"matched_{name}"] = f"count(DISTINCT {q(rid(name))}) FILTER (WHERE {any_other})"
         if combined.mode.startswith("join") and len(present) > 1:
             every_other = " AND ".join(f"{q(rid(o))} IS NOT NULL" for o in present[1:])
@@ -269,7 +313,8 @@ class _Integration:
             account = self.accounts[name]
             cleaned = account.rows_read - account.duplicates_removed - account.quarantined_at_source
             account.in_output = stats.get(f"out_{name}", 0)
-            account.quarantined_after_integration = stats.get(f"present_{name}", 0) - account.in_output
+            account.outside_partition = stats.get(f"outside_{name}", 0)
+            account.quarantined_after_integration = stats.get(f"present_{name}", 0) - account.in_output - account.outside_partition
             account.not_matched = cleaned - stats.get(f"present_{name}", 0)
         if combined.mode.startswith("merge:") and combined.mode != "merge:union":
             stats["merge_matched"] = self._merge_matches(tables)
@@ -352,7 +397,7 @@ class _Integration:
                 "rows_read": a.rows_read, "duplicates_removed": a.duplicates_removed,
                 "quarantined_at_source": a.quarantined_at_source, "in_output": a.in_output,
                 "quarantined_after_integration": a.quarantined_after_integration,
-                "not_matched": a.not_matched, "balanced": a.balanced,
+                "outside_partition": a.outside_partition, "not_matched": a.not_matched, "balanced": a.balanced,
             }
             for n, a in accounts.items()
         }
@@ -373,7 +418,7 @@ class _Integration:
                 "integration_metrics": {
                     "join_success_rate": round(join_rate, 6),
                     "data_overlap_percentage": round(overlap, 4),
-                    "transformation_success_rate": round(1.0 - _ratio(staged["transform_failed"], entering), 6),
+                    "transformation_success_rate": round(_ratio(entering - staged["transform_failed"], entering), 6),
                 },
                 "combination": combined.mode,
                 "conflicts_resolved": combined.resolved,
@@ -382,7 +427,7 @@ class _Integration:
                     "by_source": reconciliation,
                     "integrated_rows": staged["staged_rows"],
                     "balanced": all(a.balanced for a in accounts.values())
-                    and staged["staged_rows"] == output_rows + integrated_quarantined,
+                    and staged["staged_rows"] == output_rows + integrated_quarantined + staged["outside_rows"],
                 },
             },
             "data_lineage": {"source_mapping": {}, "transformation_history": self.history.steps},

@@ -38,9 +38,13 @@ def mapping_sql(column: str, values: dict[str, object], in_place: bool) -> tuple
     entries = {k: v for k, v in values.items() if k != "*"}
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values())
     source = f"CAST({q(column)} AS VARCHAR)"
-    cases = " ".join(f"WHEN {sql_literal(str(k))} THEN {sql_literal(v)}" for k, v in entries.items())
+
+    def result(value: object) -> str:  # numbers stay numbers unless the map mixes kinds
+        return sql_literal(value) if numeric or value is None else sql_literal(str(value))
+
+    cases = " ".join(f"WHEN {sql_literal(str(k))} THEN {result(v)}" for k, v in entries.items())
     if "*" in values:
-        fallback = sql_literal(default)
+        fallback = result(default)
     elif in_place:
         fallback = q(column) if numeric else source
     else:

@@ -27,6 +27,16 @@ class Window:
         return {"partition_key": self.key, "partition_start": self.start, "partition_end": self.end}
 
 
+def condition_sql(window: Window, column: str) -> str:
+    """SQL that is true for rows of ``column`` inside the window."""
+    ref = '"' + column.replace('"', '""') + '"'
+    if window.is_time:
+        value = f"TRY_CAST({ref} AS TIMESTAMP)"
+        start, end = (moment.strftime("%Y-%m-%d %H:%M:%S") for moment in (window.start, window.end))
+        return f"({value} >= TIMESTAMP '{start}' AND {value} < TIMESTAMP '{end}')"
+    return "(CAST({} AS VARCHAR) = '{}')".format(ref, window.key.replace("'", "''"))
+
+
 def has_template(text: str) -> bool:
     """Whether ``text`` holds a ``{partition_...}`` placeholder."""
     return bool(_TEMPLATE.search(text))
@@ -57,5 +67,5 @@ def key_pattern(text: str) -> re.Pattern[str]:
 
 
 def glob_of(text: str) -> str:
-    """The glob that lists every file a template can name."""
-    return _TEMPLATE.sub("*", text)
+    """The glob that lists every file a template can name (one ``*`` per path segment)."""
+    return _TEMPLATE.sub(lambda m: "/".join(["*"] * (1 + (m.group(2) or "").count("/"))), text)

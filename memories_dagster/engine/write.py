@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from memories_dagster.connectors import sql as sql_connector
-from memories_dagster.connectors.files import StagedOutput, copy_options, suffix_for
+from memories_dagster.connectors.files import PART_SEPARATOR, StagedOutput, copy_options, suffix_for
 from memories_dagster.engine.duck import columns_of, connect, q, sql_string
 from memories_dagster.engine.errors import IntegrationError
 from memories_dagster.engine.window import Window
@@ -33,8 +33,8 @@ def partition_column(partitioning: Partitioning, column_type: str) -> tuple[str,
 
 
 def file_stem(window: Window | None) -> str:
-    """Name of the files a run writes: the partition key made safe for a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", window.key) if window else "part"
+    """Name of the files a run writes: the partition key, percent-encoded (distinct keys, distinct names)."""
+    return urllib.parse.quote(window.key, safe="") if window else "part"
 
 
 def write_output(
@@ -81,9 +81,9 @@ def _write_files(integrated_path: str, output: OutputConfig, destination: str, w
             stem = file_stem(window)
             con.execute(
                 f"COPY ({select}) TO {sql_string(str(tree))} ({options}, PARTITION_BY ({q(folder_column)}), "
-                f"FILENAME_PATTERN {sql_string(stem + '_{i}')}, OVERWRITE_OR_IGNORE true)"
+                f"FILENAME_PATTERN {sql_string(stem + PART_SEPARATOR + '{i}')}, OVERWRITE_OR_IGNORE true)"
             )
-            files = staged.commit_tree(tree, destination, f"{stem}_" if window else None)
+            files = staged.commit_tree(tree, destination, stem if window else None)
             return {"integrated_data_path": destination, "rows_written": rows, "files": files}
         suffix = suffix_for(output.output_format, destination)
         target = f"{destination.rstrip('/')}/{file_stem(window)}{suffix}" if window else destination

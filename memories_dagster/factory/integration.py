@@ -75,7 +75,7 @@ def pipeline_definitions(loaded: LoadedSpec) -> dg.Definitions:
     window_column = spec.partitions.column if spec.partitions else None
     description = spec.description or f"Integration pipeline declared in {loaded.file.name}"
     source_assets = [_source_asset(loaded, s, partitions_def, window_column) for s in spec.integration_config.data_sources]
-    integrated = _integrated_asset(loaded, partitions_def)
+    integrated = _integrated_asset(loaded, partitions_def, window_column)
     output = _output_asset(loaded, partitions_def, window_column)
     job = dg.define_asset_job(f"{name}_job", selection=dg.AssetSelection.groups(name), description=description)
     sensors = [s for s in [file_sensor(loaded, job, partitions_def)] if s is not None]
@@ -107,7 +107,7 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
     return read_source
 
 
-def _integrated_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
+def _integrated_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | None, window_column: str | None) -> dg.AssetsDefinition:
     name, config = loaded.name, loaded.spec.integration_config
     flags = config.data_quality_checks
     sources = [s.key for s in config.data_sources]
@@ -139,6 +139,7 @@ def _integrated_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinitio
             outcome = integrate(
                 config, {s: inputs[s].path for s in sources},
                 str(staging / "integrated.parquet"), str(staging / "quarantine.parquet"),
+                _window(context), window_column,
             )
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)

@@ -10,18 +10,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import zoneinfo
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from memories_dagster.engine.expressions import ExpressionError, parse_expression
+from memories_dagster.specs.cron import cron_problem
 from memories_dagster.engine.formats import FormatError, parse_format
 
 SUPPORTED_SOURCE_TYPES = ("csv", "json", "excel", "sql", "parquet")
 SUPPORTED_OUTPUT_FORMATS = ("csv", "json", "parquet", "sql")
 COLUMN_TYPES = ("string", "integer", "float", "decimal", "boolean", "date", "timestamp")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
-_CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?LW#]+$")
 
 
 def asset_name(text: str) -> str:
@@ -296,6 +297,15 @@ class PartitionsSpec(Strict):
     column: str | None = Field(None, description="column filtered to the partition's window")
     timezone: str = "UTC"
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone '{value}'; use an IANA name such as UTC or Europe/Berlin") from None
+        return value
+
     @model_validator(mode="after")
     def _time_needs_start(self) -> PartitionsSpec:
         if self.type != "dynamic" and self.start is None:
@@ -321,11 +331,9 @@ class IntegrationSpec(Strict):
     def _cron(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        fields = value.split()
-        if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-            raise ValueError(
-                f"'{value}' is not a cron expression: five fields, minute hour day month weekday"
-            )
+        problem = cron_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

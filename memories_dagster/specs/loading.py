@@ -75,6 +75,9 @@ def read_document(file: Path) -> object:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError([SpecProblem(file, "", f"cannot read the file: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        message = f"the file is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})"
+        raise SpecError([SpecProblem(file, "", message)]) from None
     try:
         if file.suffix == ".json":
             return json.loads(text)
@@ -118,6 +121,9 @@ def discover_integrations(root: Path) -> tuple[list[LoadedSpec], list[SpecError]
             spec = load_integration_spec(file, root.parent)
         except SpecError as exc:
             errors.append(exc)
+            continue
+        except Exception as exc:  # a crash in one file must not hide the others
+            errors.append(SpecError([SpecProblem(file, "", f"cannot be loaded: {exc}")]))
             continue
         clash = next((s for s in loaded if s.name == spec.name), None)
         if clash:

@@ -108,3 +108,26 @@ def test_failed_insert_rolls_back_the_delete(database, table_name, tmp_path):
     finally:
         with database.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table_name}"))
+
+
+def test_plain_database_urls_use_the_installed_drivers(postgres, table_name, tmp_path):
+    ROWS.to_sql(table_name, postgres, index=False)
+    try:
+        plain = postgres.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        _, frame = read(tmp_path, DataSource(source_name="s", source_type="sql", connection_string=plain, table=table_name))
+        assert len(frame) == 3
+    finally:
+        with postgres.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {table_name}"))
+
+
+def test_a_password_with_reserved_characters_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("ERP_PASSWORD", "s3cr@t:Hunter/2")
+    src = DataSource(source_name="erp", source_type="sql", table="t",
+                     connection_string="postgresql://nobody:${ERP_PASSWORD}@127.0.0.1:1/db")
+    with pytest.raises(ConnectorError) as caught:
+        read(tmp_path, src)
+    message = str(caught.value)
+    assert "127.0.0.1:1" in message  # the password did not swallow the host
+    for part in ("s3cr", "Hunter", "%40"):
+        assert part not in message

@@ -55,3 +55,15 @@ def test_columns_are_reported():
 def test_unsafe_or_broken_expressions_are_refused(text, message):
     with pytest.raises(ExpressionError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_expression(text)
+
+
+def test_equality_with_none_means_is_null():
+    assert evaluate("s != None", s="x") is True
+    assert evaluate("s == None", s=None) is True
+
+
+def test_deeply_nested_or_huge_expressions_are_refused():
+    with pytest.raises(ExpressionError, match="nests too deeply|longer than"):
+        parse_expression("+".join(["a"] * 1999))
+    with pytest.raises(ExpressionError, match="longer than 4000"):
+        parse_expression("a" * 5000)

@@ -115,3 +115,14 @@ def test_a_failed_commit_leaves_the_previous_output(tmp_path, integrated, monkey
         write_output(integrated, OutputConfig(output_format="csv"), str(target), "t")
     assert target.read_text() == "previous\n"
     assert [p for p in os.listdir(tmp_path) if p.startswith(".staging")] == []
+
+
+def test_partition_keys_that_share_a_prefix_or_differ_by_slash_do_not_collide(tmp_path, integrated):
+    out = tmp_path / "out"
+    config = OutputConfig(partitioning={"partition_by": "category", "partition_type": "category"})
+    for key in ("east_1", "east", "a/b", "a_b"):
+        write_output(integrated, config, str(out), "t", Window(key))
+    # rewriting 'east' and 'a/b' left 'east_1' and 'a_b' alone: 4 keys x 3 categories
+    assert len(list(out.rglob("*.parquet"))) == 12
+    write_output(integrated, config, str(out), "t", Window("east"))
+    assert len(list(out.rglob("*.parquet"))) == 12

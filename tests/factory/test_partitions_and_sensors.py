@@ -140,3 +140,46 @@ def test_weekly_and_monthly_partitions_read_their_whole_window(project):
         expected = int(((dates >= low) & (dates < high)).sum())
         assert materialization(result, kind, "sources", "orders").metadata["dagster/row_count"].value == expected
         assert os.listdir(project.root / "output" / kind) == [f"{key}.parquet"]
+
+
+def test_rows_of_a_source_read_whole_do_not_pile_up_across_partitions(project):
+    import sqlite3
+
+    data = project.root / "sample_data"
+    (data / "events.csv").write_text("d,v\n2024-01-01,1\n2024-01-02,2\n")
+    (data / "extra.csv").write_text("v\n99\n")
+    project.add("events.yaml", {
+        "integration_config": {
+            "data_sources": [
+                {"source_name": "events", "source_type": "csv", "connection_string": "sample_data/events.csv"},
+                {"source_name": "extra", "source_type": "csv", "connection_string": "sample_data/extra.csv"}],
+            "integration_strategy": {"merge_strategy": "union"}},
+        "output_config": {"output_format": "sql", "output_destination": "sqlite:///output/e.db", "table": "events"},
+        "partitions": {"type": "daily", "start": "2024-01-01", "column": "d"},
+    })
+    instance = dg.DagsterInstance.ephemeral()
+    for key in ("2024-01-01", "2024-01-01", "2024-01-02"):
+        result = project.run("events", key, instance)
+    rows = sqlite3.connect(project.root / "output" / "e.db").execute("SELECT d, v FROM events ORDER BY v").fetchall()
+    assert [(str(d)[:10], v) for d, v in rows] == [("2024-01-01", 1), ("2024-01-02", 2)]
+    report = materialization(result, "events", "output").metadata["integration_report"].value["integration_report"]
+    assert report["reconciliation"]["by_source"]["extra"]["outside_partition"] == 1
+    assert report["reconciliation"]["balanced"]
+
+
+def test_a_spec_that_breaks_while_building_definitions_is_reported(project, monkeypatch):
+    import memories_dagster.definitions as definitions
+
+    project.add("fine.yaml", daily_spec())
+    project.add("boom.yaml", {**daily_spec(), "name": "boom"})
+    real = definitions.pipeline_definitions
+
+    def fragile(loaded):
+        if loaded.name == "boom":
+            raise RuntimeError("scheduler said no")
+        return real(loaded)
+
+    monkeypatch.setattr(definitions, "pipeline_definitions", fragile)
+    graph = project.definitions().resolve_asset_graph()
+    assert "scheduler said no" in graph.get(dg.AssetKey(["invalid_specs", "boom"])).description
+    assert dg.AssetKey(["fine", "output"]) in graph.get_all_asset_keys()

@@ -163,3 +163,25 @@ def test_names_are_made_safe_for_asset_keys(tmp_path):
     loaded = load_integration_spec(file)
     assert loaded.name == "sales_2024"
     assert loaded.spec.integration_config.data_sources[0].key == "Orders_CSV"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (set_(["partitions"], {"type": "daily", "start": "2024-01-01", "timezone": "Mars/Olympus"}),
+         "partitions.timezone: unknown timezone 'Mars/Olympus'"),
+        (set_(["schedule"], "99 99 * * *"), "schedule: cron minute value '99' is outside 0-59"),
+    ],
+)
+def test_values_the_scheduler_would_reject_are_spec_errors(tmp_path, change, message):
+    file = tmp_path / "p.yaml"
+    file.write_text(yaml.safe_dump(broken(change)))
+    with pytest.raises(SpecError, match=message):
+        load_integration_spec(file)
+
+
+def test_a_file_that_is_not_utf8(tmp_path):
+    file = tmp_path / "p.yaml"
+    file.write_bytes(b"integration_config: \xff\xfe\n")
+    with pytest.raises(SpecError, match="not UTF-8 text"):
+        load_integration_spec(file)
