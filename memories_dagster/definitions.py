@@ -33,7 +33,7 @@ def build_definitions() -> dg.Definitions:
             errors.append(SpecError([SpecProblem(pipeline.file, "", f"cannot be turned into Dagster definitions: {exc}")]))
     shared = dg.Definitions(
         assets=invalid_spec_assets(errors),
-        resources=shared_resources(str(project / profile.storage_dir), str(project / profile.report_dir)),
+        resources=shared_resources(str(project / profile.storage_dir), str(project / profile.report_dir), profile.engine_memory_limit),
         executor=executor_for(profile),
     )
     return dg.Definitions.merge(shared, *built)

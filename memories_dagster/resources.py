@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import shutil
 import tempfile
 import urllib.parse
 from pathlib import Path
@@ -14,11 +16,12 @@ import dagster as dg
 from memories_dagster.engine.tables import TableFile
 
 
-class MemoriesStorage(dg.ConfigurableResource):
+class MemoriesSettings(dg.ConfigurableResource):
     """Folders for the Parquet files handed between assets and for integration reports."""
 
     storage_dir: str
     report_dir: str
+    engine_memory_limit: str | None = None
 
     def staging_dir(self) -> Path:
         """A new private folder on the storage filesystem, for a step's output before commit."""
@@ -39,7 +42,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     place in one rename, so a failed step never leaves half a file where the last good one was.
     """
 
-    storage: MemoriesStorage
+    storage: MemoriesSettings
 
     def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
         key = context.asset_key.path
@@ -53,8 +56,18 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         facts = {"rows": obj.rows, "columns": obj.columns, "meta": obj.meta}
         staged_sidecar = Path(obj.path).with_suffix(".facts.json")
         staged_sidecar.write_text(json.dumps(facts, default=str))
-        os.replace(obj.path, target)
+        if target.is_dir() or (target.exists() and Path(obj.path).is_dir()):
+            # a folder of files (a partitioned layout) is swapped whole, never merged
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(obj.path, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(obj.path, target)
         os.replace(staged_sidecar, sidecar)
+        with contextlib.suppress(OSError):  # the step's staging folder, once all its outputs left
+            Path(obj.path).parent.rmdir()
 
     def load_input(self, context: dg.InputContext) -> TableFile:
         path = self._path(context)
@@ -70,10 +83,10 @@ IO_MANAGER_KEY = "memories_io"
 
 
 @functools.lru_cache(maxsize=None)
-def shared_resources(storage_dir: str, report_dir: str) -> dict[str, dg.ConfigurableResource]:
+def shared_resources(storage_dir: str, report_dir: str, engine_memory_limit: str | None = None) -> dict[str, dg.ConfigurableResource]:
     """The resources every pipeline uses, one object per configuration.
 
     Pipelines built apart (e.g. several components) then merge without conflicting resources.
     """
-    storage = MemoriesStorage(storage_dir=storage_dir, report_dir=report_dir)
-    return {"memories_storage": storage, IO_MANAGER_KEY: ParquetIOManager(storage=storage)}
+    storage = MemoriesSettings(storage_dir=storage_dir, report_dir=report_dir, engine_memory_limit=engine_memory_limit)
+    return {"memories_settings": storage, IO_MANAGER_KEY: ParquetIOManager(storage=storage)}

@@ -44,6 +44,7 @@ class Combined:
     first_source_keys: list[str] = field(default_factory=list)
     mode: str = "single"
     may_drop: set[str] = field(default_factory=set)
+    right_keys: dict[str, list[str]] = field(default_factory=dict)
 
 
 def combine(sources: list[SourceTable], strategy: IntegrationStrategy) -> Combined:
@@ -75,6 +76,7 @@ class _Joiner:
         self.sql = f"SELECT * EXCLUDE (__rid), __rid AS {q(rid(first.name))} FROM {first.relation}"
         self.rids = [rid(first.name)]
         self.pairs_left = list(strategy.join_keys)
+        self.right_keys: dict[str, list[str]] = {}
 
     def run(self) -> Combined:
         first_keys: list[str] = []
@@ -98,6 +100,7 @@ class _Joiner:
             first_source_keys=first_keys,
             mode=f"join:{self.join_type}",
             may_drop=self._may_drop(),
+            right_keys=self.right_keys,
         )
 
     def _may_drop(self) -> set[str]:
@@ -135,6 +138,7 @@ class _Joiner:
     def _join(self, source: SourceTable, pairs: list[JoinKey]) -> None:
         keys = {p.source1_key: p.source2_key for p in pairs}
         right_keys = set(keys.values())
+        self.right_keys[source.name] = list(keys.values())
         added = [c for c in source.types if c not in right_keys]
         renamed = {c: self._split_conflict(c) for c in added if c in self.holders}
         project: list[str] = []

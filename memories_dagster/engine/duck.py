@@ -10,9 +10,17 @@ import duckdb
 from memories_dagster.engine.expressions import quote_identifier
 
 
-def connect() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that may spill to a temporary folder and uses every core."""
+def default_memory_limit() -> str:
+    """A tenth of the machine's memory, at least 1 GB: several runs can share a host, and
+    DuckDB spills to disk beyond it instead of growing with the data."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{max(total // 10, 2**30) // 2**20}MB"
+
+
+def connect(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that uses every core, within ``memory_limit``, spilling beyond it."""
     con = duckdb.connect(config={"threads": os.cpu_count() or 1})
+    con.execute(f"SET memory_limit = {sql_string(memory_limit or default_memory_limit())}")
     con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/memories-duckdb'")
     con.execute("SET preserve_insertion_order = false")
     # A division by zero gives NULL (flagged as a failed calculation), not an aborted run or inf.
@@ -34,7 +42,7 @@ def count(con: duckdb.DuckDBPyConnection, relation: str, where: str = "TRUE") ->
 
 def copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: str) -> None:
     """Write the result of ``query`` to one Parquet file."""
-    con.execute(f"COPY ({query}) TO {sql_string(path)} (FORMAT parquet, COMPRESSION zstd)")
+    con.execute(f"COPY ({query}) TO {sql_string(path)} (FORMAT parquet, COMPRESSION snappy)")
 
 
 def record_json(columns: list[str]) -> str:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 
-from memories_dagster.connectors import sql as sql_connector
-from memories_dagster.connectors.files import open_file_source
+from memories_dagster.connectors.files import is_remote, open_file_source
 from memories_dagster.engine.duck import columns_of, connect, copy_parquet, q, sql_string
 from memories_dagster.engine.tables import TableFile
 from memories_dagster.engine.window import Window, condition_sql, expand, has_template
@@ -23,6 +24,7 @@ def extract(
     out_path: str,
     window: Window | None = None,
     window_column: str | None = None,
+    memory_limit: str | None = None,
 ) -> TableFile:
     """Read ``source`` from ``location`` (its resolved connection string) into ``out_path``.
 
@@ -30,7 +32,7 @@ def extract(
     or the query's bind parameters select them at the source, else rows are filtered on
     ``window_column`` when the source has it. ``meta['window_filter']`` says which applied.
     """
-    con = connect()
+    con = connect(memory_limit)
     try:
         if source.source_type == "sql":
             with tempfile.TemporaryDirectory(prefix="memories-sql-") as folder:
@@ -43,11 +45,24 @@ def extract(
             condition = None
             if window and how is None and window_column and window_column in columns_of(con, q(view)):
                 condition, how = condition_sql(window, window_column), f"column {window_column}"
-            result = _write(con, q(view), condition, out_path)
+            if condition is None and _is_plain_parquet_file(source, path):
+                result = _snapshot(con, path, out_path)  # already Parquet: a byte copy is the snapshot
+            else:
+                result = _write(con, q(view), condition, out_path)
         result.meta.update(source=source.key, location=redact(location), window_filter=how)
         return result
     finally:
         con.close()
+
+
+def _is_plain_parquet_file(source: DataSource, path: str) -> bool:
+    return source.source_type == "parquet" and not source.options and not is_remote(path) and os.path.isfile(path)
+
+
+def _snapshot(con: duckdb.DuckDBPyConnection, path: str, out_path: str) -> TableFile:
+    shutil.copyfile(path, out_path)
+    rows = pq.ParquetFile(out_path).metadata.num_rows
+    return TableFile(out_path, rows, columns_of(con, f"read_parquet({sql_string(out_path)})"))
 
 
 def _write(con: duckdb.DuckDBPyConnection, relation: str, condition: str | None, out_path: str) -> TableFile:
@@ -64,6 +79,8 @@ def _read_sql(
     window_column: str | None,
     folder: Path,
 ) -> tuple[str, str | None]:
+    from memories_dagster.connectors import sql as sql_connector  # on use: pulls in pandas
+
     auth = source.authentication
     where = f"source '{source.source_name}'"
     url = sql_connector.database_url(

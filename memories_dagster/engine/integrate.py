@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,13 +20,15 @@ from memories_dagster.engine.combine import Combined, SourceTable, combine, rid,
 from memories_dagster.engine.duck import columns_of, connect, copy_parquet, count, q, record_json, sql_string
 from memories_dagster.engine.errors import IntegrationError
 from memories_dagster.engine.expressions import sql_literal
-from memories_dagster.engine.quality import fill_sql, null_counts, plan_coercion, required_null_reason
+from memories_dagster.engine.quality import fill_sql, plan_coercion, required_null_reason
 from memories_dagster.engine.tables import TableFile
 from memories_dagster.engine.transform import AppliedRule, apply_rules
 from memories_dagster.engine.window import Window, condition_sql
-from memories_dagster.specs.integration import IntegrationConfig
+from memories_dagster.engine.write import lay_out, parquet_rows
+from memories_dagster.specs.integration import IntegrationConfig, OutputConfig
 
 QUARANTINE_COLUMNS = ("_stage", "_source", "_reason", "_record")
+_KEPT = "(__reason IS NULL AND NOT __outside)"
 
 
 @dataclass
@@ -89,17 +92,22 @@ def integrate(
     quarantine_path: str,
     window: Window | None = None,
     window_column: str | None = None,
+    output: OutputConfig | None = None,
+    memory_limit: str | None = None,
 ) -> IntegrationOutcome:
     """Integrate the sources' Parquet files (source name -> path) as ``config`` declares.
 
     With a window, rows whose ``window_column`` falls outside it (e.g. from a source read whole)
     are left out and counted as ``outside_partition``, so a partition holds only its own rows.
+    With a Parquet ``output``, the integrated data is written in that output's layout
+    (``meta['laid_out']``), so writing the output only links the files into place.
     """
     started = time.perf_counter()
-    con = connect()
+    con = connect(memory_limit)
     try:
-        integration = _Integration(con, config, inputs, (window, window_column) if window and window_column else None)
-        return integration.run(integrated_path, quarantine_path, started)
+        integration = _Integration(con, config, inputs, window, window_column)
+        layout = output if output is not None and output.output_format == "parquet" else None
+        return integration.run(integrated_path, quarantine_path, started, layout)
     except duckdb.Error as exc:
         raise IntegrationError(f"integration failed: {str(exc).splitlines()[0]}") from None
     finally:
@@ -108,9 +116,10 @@ def integrate(
 
 class _Integration:
     def __init__(self, con: duckdb.DuckDBPyConnection, config: IntegrationConfig, inputs: dict[str, str],
-                 window: tuple[Window, str] | None) -> None:
+                 window: Window | None, window_column: str | None) -> None:
         self.con = con
         self.window = window
+        self.window_column = window_column
         self.config = config
         self.inputs = inputs
         self.checks = config.data_quality_checks
@@ -118,26 +127,28 @@ class _Integration:
         self.accounts: dict[str, SourceAccount] = {}
         self.quarantine_parts: list[str] = []
 
-    def run(self, integrated_path: str, quarantine_path: str, started: float) -> IntegrationOutcome:
+    def run(self, integrated_path: str, quarantine_path: str, started: float, layout: OutputConfig | None) -> IntegrationOutcome:
         tables = [self._clean(source.key) for source in self.config.data_sources]
         combined = combine(tables, self.config.integration_strategy)
         for table in tables:
             self.accounts[table.name].may_drop = table.name in combined.may_drop
-        try:
-            self.con.execute(f"CREATE TEMP TABLE combined AS {combined.sql}")
+        try:  # a view: the combined rows are materialized once, as the staged table
+            self.con.execute(f"CREATE TEMP VIEW combined AS {combined.sql}")
+            self.con.execute("SELECT * FROM combined LIMIT 0")
         except duckdb.Error as exc:
-            clashes = type_clashes(tables)
-            hint = f"; columns whose types differ between sources: {'; '.join(clashes)}" if clashes else ""
-            raise IntegrationError(f"combining the sources ({combined.mode}) failed: {str(exc).splitlines()[0]}{hint}") from None
-        combined_rows = count(self.con, "combined")
-        self.history.add(combined.mode.replace(":", " "), combined_rows)
+            raise self._combination_error(exc, tables, combined) from None
         lineage = {c: sorted(set(v)) for c, v in combined.lineage.items()}
-        sql, columns, null_stats = self._null_check(combined, combined_rows)
+        sql, columns, null_stats = self._null_check(combined)
         sql, columns, rules = apply_rules(self.con, sql, columns, lineage, self.config.transformation_rules)
         sql = self._late_format(sql, columns, tables)
-        self._stage(sql, rules, columns)
-        staged = self._measure(tables, columns, rules, combined)
-        copy_parquet(self.con, f"SELECT {', '.join(q(c) for c in columns)} FROM staged WHERE __reason IS NULL AND NOT __outside", integrated_path)
+        self._stage(sql, rules, columns, tables, combined)
+        staged = self._measure(tables, columns, rules, combined, null_stats)
+        kept = f"SELECT {', '.join(q(c) for c in columns)} FROM staged WHERE {_KEPT}"
+        if layout is None:
+            copy_parquet(self.con, kept, integrated_path)
+        else:
+            types = {c: t for c, t in columns_of(self.con, "staged").items() if c in columns}
+            lay_out(self.con, kept, types, layout, "", Path(integrated_path), self.window)
         self.history.add("write integrated", staged["output_rows"])
         self.quarantine_parts.append(
             "SELECT 'integration' AS _stage, NULL AS _source, __reason AS _reason, "
@@ -146,13 +157,13 @@ class _Integration:
         copy_parquet(self.con, " UNION ALL ".join(self.quarantine_parts), quarantine_path)
         quarantined = pq.ParquetFile(quarantine_path).metadata.num_rows
         self.history.add("write quarantine", quarantined)
-        output_rows = pq.ParquetFile(integrated_path).metadata.num_rows
+        output_rows = parquet_rows(Path(integrated_path))
         report = self._report(combined, staged, rules, null_stats, output_rows, quarantined, started)
         output_lineage = {c: lineage.get(c, []) for c in columns}
         report["data_lineage"]["source_mapping"] = output_lineage
-        types = columns_of(self.con, f"read_parquet({sql_string(integrated_path)})")
+        types = {c: t for c, t in columns_of(self.con, "staged").items() if c in columns}
         return IntegrationOutcome(
-            integrated=TableFile(integrated_path, output_rows, types, {"report": report}),
+            integrated=TableFile(integrated_path, output_rows, types, {"report": report, "laid_out": layout is not None}),
             quarantine=TableFile(quarantine_path, quarantined, {c: "VARCHAR" for c in QUARANTINE_COLUMNS}),
             checks=self._checks(staged, rules, null_stats),
             report=report,
@@ -203,9 +214,14 @@ class _Integration:
         return SourceTable(name, view, types)
 
     # -- after combining ------------------------------------------------------------------------
-    def _null_check(self, combined: Combined, rows: int) -> tuple[str, list[str], dict[str, Any]]:
+    def _null_check(self, combined: Combined) -> tuple[str, list[str], dict[str, Any]]:
+        """The null_check layer over the combined rows: fills, and the reason of rows to quarantine.
+
+        Counting is left to the one scan of the staged rows; columns whose nulls are filled or
+        rewritten later carry a ``__wasnull_<n>`` flag so nulls are counted as they came in.
+        """
         columns = list(combined.columns)
-        stats: dict[str, Any] = {"nulls": {}, "filled": 0, "required": []}
+        stats: dict[str, Any] = {"nulls": {}, "filled": 0, "required": [], "flags": {}, "fills": []}
         if not self.checks.null_check:
             return "SELECT *, NULL::VARCHAR AS __null_reason FROM combined", columns, stats
         required = self.checks.required_columns
@@ -216,29 +232,21 @@ class _Integration:
                 f"null_check names column(s) {', '.join(unknown)} that the integrated data does not "
                 f"have; its columns: {', '.join(columns)}"
             )
-        stats["nulls"] = null_counts(self.con, "combined", columns)
-        stats["required"] = required
         types = columns_of(self.con, "combined")
-        fills = {c: fill_sql(c, v, types[c]) for c, v in self.checks.null_fill.items()}
         for column, value in self.checks.null_fill.items():
             if self.con.execute(f"SELECT TRY_CAST({sql_literal(value)} AS {types[column]}) IS NULL").fetchone()[0]:
                 raise IntegrationError(
                     f"null_fill for column '{column}': {value!r} is not a {types[column]} value, "
                     "which the column holds"
                 )
-        required_reason = required_null_reason(required)
-        if required_reason:
-            stats["filled"] = sum(
-                self.con.execute(
-                    f"SELECT count(*) - count({q(c)}) FROM combined WHERE NOT ({_any_null(required)})"
-                ).fetchone()[0]
-                for c in fills
-            ) if fills else 0
-        else:
-            stats["filled"] = sum(stats["nulls"][c] for c in fills)
+        fills = {c: fill_sql(c, v, types[c]) for c, v in self.checks.null_fill.items()}
+        rewritten = {r.output_column for r in self.config.transformation_rules if r.output_column in columns}
+        flags = {c: f"__wasnull_{i}" for i, c in enumerate(columns) if c in set(fills) | rewritten}
+        stats.update(required=required, flags=flags, fills=list(fills))
         replace = f" REPLACE ({', '.join(f'{sql} AS {q(c)}' for c, sql in fills.items())})" if fills else ""
-        self.history.add("null_check", rows)
-        return f"SELECT *{replace}, {required_reason or 'NULL::VARCHAR'} AS __null_reason FROM combined", columns, stats
+        flag_sql = "".join(f", ({q(c)} IS NULL) AS {flag}" for c, flag in flags.items())
+        reason = required_null_reason(required) or "NULL::VARCHAR"
+        return f"SELECT *{replace}{flag_sql}, {reason} AS __null_reason FROM combined", columns, stats
 
     def _late_format(self, sql: str, columns: list[str], tables: list[SourceTable]) -> str:
         """format_check for declared columns no source has (e.g. calculated ones)."""
@@ -259,7 +267,12 @@ class _Integration:
         reason = plan.failure_reason_sql or "NULL::VARCHAR"
         return f"SELECT *{replace_sql}, {reason} AS __format_reason FROM chained"
 
-    def _stage(self, sql: str, rules: list[AppliedRule], columns: list[str]) -> None:
+    def _combination_error(self, exc: duckdb.Error, tables: list[SourceTable], combined: Combined) -> IntegrationError:
+        clashes = type_clashes(tables)
+        hint = f"; columns whose types differ between sources: {'; '.join(clashes)}" if clashes else ""
+        return IntegrationError(f"combining the sources ({combined.mode}) failed: {str(exc).splitlines()[0]}{hint}")
+
+    def _stage(self, sql: str, rules: list[AppliedRule], columns: list[str], tables: list[SourceTable], combined: Combined) -> None:
         cases = ["WHEN __null_reason IS NOT NULL THEN __null_reason", "WHEN __format_reason IS NOT NULL THEN __format_reason"]
         for applied in rules:
             if applied.quarantines:
@@ -267,26 +280,34 @@ class _Integration:
                 message = f"business_rule_check: rule '{rule.rule_name}' failed ({rule.transformation_logic})"
                 cases.append(f"WHEN {applied.flag} THEN {sql_literal(message)}")
         outside = "FALSE"
-        if self.window and self.window[1] in columns:
-            outside = f"NOT coalesce({condition_sql(*self.window)}, FALSE)"
+        if self.window and self.window_column in columns:
+            outside = f"NOT coalesce({condition_sql(self.window, self.window_column)}, FALSE)"
         try:
             self.con.execute(
                 f"CREATE TEMP TABLE staged AS SELECT *, CASE {' '.join(cases)} END AS __reason, "
                 f"{outside} AS __outside FROM ({sql}) AS s"
             )
         except duckdb.Error as exc:
+            if type_clashes(tables):
+                raise self._combination_error(exc, tables, combined) from None
             raise IntegrationError(
                 f"applying null_check, transformation rules or format_check failed: {str(exc).splitlines()[0]}"
             ) from None
+        rows = count(self.con, "staged")
+        self.history.add(combined.mode.replace(":", " "), rows)
+        if self.checks.null_check:
+            self.history.add("null_check", rows)
         for applied in rules:
-            self.history.add(f"{applied.rule.transformation_type} {applied.rule.rule_name}", count(self.con, "staged"))
+            self.history.add(f"{applied.rule.transformation_type} {applied.rule.rule_name}", rows)
 
-    def _measure(self, tables: list[SourceTable], columns: list[str], rules: list[AppliedRule], combined: Combined) -> dict[str, Any]:
-        """Every count the report and the checks need, in one scan of the staged rows."""
+    def _measure(self, tables: list[SourceTable], columns: list[str], rules: list[AppliedRule], combined: Combined,
+                 null_stats: dict[str, Any]) -> dict[str, Any]:
+        """Every count the report and the checks need: one scan of the staged rows, plus one
+        grouping per source whose rows the combination may repeat."""
         names = [t.name for t in tables]
         exprs = {
             "staged_rows": "count(*)",
-            "output_rows": "count(*) FILTER (WHERE __reason IS NULL AND NOT __outside)",
+            "output_rows": f"count(*) FILTER (WHERE {_KEPT})",
             "outside_rows": "count(*) FILTER (WHERE __outside)",
             "null_rejected": "count(*) FILTER (WHERE __null_reason IS NOT NULL)",
             "format_rejected": "count(*) FILTER (WHERE __null_reason IS NULL AND __format_reason IS NOT NULL)",
@@ -296,19 +317,27 @@ class _Integration:
         exprs["transform_failed"] = f"count(*) FILTER (WHERE {any_failed})"
         for number, applied in enumerate(rules):
             exprs[f"rule_{number}"] = f"count(*) FILTER (WHERE {applied.flag})"
-        present = [n for n in names if rid(n) in columns_of(self.con, "staged")]
+        flags = null_stats["flags"]
+        if self.checks.null_check:
+            for number, column in enumerate(combined.columns):
+                exprs[f"null_{number}"] = f"count(*) FILTER (WHERE {flags[column]})" if column in flags else f"count(*) - count({q(column)})"
+            for column in null_stats["fills"]:
+                exprs[f"filled_{column}"] = f"count(*) FILTER (WHERE {flags[column]} AND __null_reason IS NULL)"
+        staged_columns = columns_of(self.con, "staged")
+        present = [n for n in names if rid(n) in staged_columns]
+        unique = self._unique_rids(tables, combined)
         for name in present:
-            others = [rid(o) for o in present if o != name]
-            any_other = " OR ".join(f"{q(o)} IS NOT NULL" for o in others) or "FALSE"
-            exprs[f"present_{name}"] = f"count(DISTINCT {q(rid(name))})"
-            exprs[f"out_{name}"] = f"count(DISTINCT {q(rid(name))}) FILTER (WHERE __reason IS NULL AND NOT __outside)"
-            exprs[f"outside_{name}"] = f"count(DISTINCT {q(rid(name))}) FILTER (WHERE __outside)"
-            exprs[f"matched_{name}"] = f"count(DISTINCT {q(rid(name))}) FILTER (WHERE {any_other})"
-        if combined.mode.startswith("join") and len(present) > 1:
-            every_other = " AND ".join(f"{q(rid(o))} IS NOT NULL" for o in present[1:])
-            exprs["first_fully_matched"] = f"count(DISTINCT {q(rid(present[0]))}) FILTER (WHERE {every_other})"
+            if name in unique:  # each source row is on one staged row at most: plain counts
+                exprs.update({f"{key}_{name}": f"count({q(rid(name))}) FILTER (WHERE {condition})"
+                              for key, condition in self._row_states(name, present).items()})
         row = self.con.execute(f"SELECT {', '.join(exprs.values())} FROM staged").fetchone()
         stats = dict(zip(exprs, (int(v or 0) for v in row)))
+        if self.checks.null_check:
+            null_stats["nulls"] = {c: stats[f"null_{i}"] for i, c in enumerate(combined.columns)}
+            null_stats["filled"] = sum(stats[f"filled_{c}"] for c in null_stats["fills"])
+        for name in present:
+            if name not in unique:
+                stats.update(self._grouped_states(name, present))
         for name in names:
             account = self.accounts[name]
             cleaned = account.rows_read - account.duplicates_removed - account.quarantined_at_source
@@ -319,6 +348,50 @@ class _Integration:
         if combined.mode.startswith("merge:") and combined.mode != "merge:union":
             stats["merge_matched"] = self._merge_matches(tables)
         return stats
+
+    def _row_states(self, name: str, present: list[str]) -> dict[str, str]:
+        """Conditions on a staged row that say where the row of source ``name`` went."""
+        others = [q(rid(o)) for o in present if o != name]
+        states = {
+            "present": "TRUE",
+            "out": _KEPT,
+            "outside": f"__outside AND NOT ({_KEPT})",
+            "matched": " OR ".join(f"{o} IS NOT NULL" for o in others) or "FALSE",
+        }
+        if name == present[0]:
+            states["fully_matched"] = " AND ".join(f"{o} IS NOT NULL" for o in others) or "TRUE"
+        return states
+
+    def _grouped_states(self, name: str, present: list[str]) -> dict[str, int]:
+        """The same counts for a source whose rows may sit on several staged rows."""
+        states = self._row_states(name, present)
+        flags = ", ".join(f"bool_or({condition}) AS {key}" for key, condition in states.items())
+        counts = ", ".join(f"count(*) FILTER (WHERE {key})" for key in states)
+        row = self.con.execute(
+            f"SELECT {counts} FROM (SELECT {flags} FROM staged WHERE {q(rid(name))} IS NOT NULL GROUP BY {q(rid(name))})"
+        ).fetchone()
+        return {f"{key}_{name}": int(v or 0) for key, v in zip(states, row)}
+
+    def _unique_rids(self, tables: list[SourceTable], combined: Combined) -> set[str]:
+        """Sources none of whose rows the combination repeats, known without counting them."""
+        names = [t.name for t in tables]
+        if combined.mode in ("single", "merge:union"):
+            return set(names)
+        if combined.mode.startswith("merge:"):
+            return {names[0]}
+        if combined.mode in ("join:left", "join:inner"):
+            # the first source's rows repeat only where a later source has a join key twice
+            for table in tables[1:]:
+                keys = ", ".join(q(k) for k in combined.right_keys.get(table.name, []))
+                if not keys:
+                    return set()
+                duplicated = self.con.execute(
+                    f"SELECT count(*) > 0 FROM (SELECT 1 FROM {table.relation} GROUP BY {keys} HAVING count(*) > 1)"
+                ).fetchone()[0]
+                if duplicated:
+                    return set()
+            return {names[0]}
+        return set()
 
     def _merge_matches(self, tables: list[SourceTable]) -> int:
         first = tables[0]
@@ -378,7 +451,7 @@ class _Integration:
         cleaned = {n: a.rows_read - a.duplicates_removed - a.quarantined_at_source for n, a in accounts.items()}
         names = list(accounts)
         if combined.mode.startswith("join") and len(names) > 1:
-            join_rate = _ratio(staged.get("first_fully_matched", 0), cleaned[names[0]])
+            join_rate = _ratio(staged.get(f"fully_matched_{names[0]}", 0), cleaned[names[0]])
             matched = sum(staged.get(f"matched_{n}", 0) for n in names)
             overlap = 100.0 * _ratio(matched, sum(cleaned.values()))
         elif "merge_matched" in staged:
@@ -433,10 +506,6 @@ class _Integration:
             "data_lineage": {"source_mapping": {}, "transformation_history": self.history.steps},
             "processing_time": round(time.perf_counter() - started, 3),
         }
-
-
-def _any_null(columns: list[str]) -> str:
-    return " OR ".join(f"{q(c)} IS NULL" for c in columns)
 
 
 def _ratio(part: int, whole: int) -> float:

@@ -81,15 +81,6 @@ def plan_coercion(
     return Coercion(replacements, reason, converted_total)
 
 
-def null_counts(con: duckdb.DuckDBPyConnection, relation: str, columns: list[str]) -> dict[str, int]:
-    """Nulls per column, in one scan."""
-    if not columns:
-        return {}
-    exprs = ", ".join(f"count(*) - count({q(c)})" for c in columns)
-    row = con.execute(f"SELECT {exprs} FROM {relation}").fetchone()
-    return dict(zip(columns, (int(v) for v in row)))
-
-
 def required_null_reason(columns: list[str]) -> str | None:
     """SQL giving the quarantine reason of a row with a null in a required column."""
     if not columns:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow.parquet as pq
 
-from memories_dagster.connectors import sql as sql_connector
 from memories_dagster.connectors.files import PART_SEPARATOR, StagedOutput, copy_options, suffix_for
 from memories_dagster.engine.duck import columns_of, connect, q, sql_string
 from memories_dagster.engine.errors import IntegrationError
@@ -29,7 +31,8 @@ def partition_column(partitioning: Partitioning, column_type: str) -> tuple[str,
     if partitioning.granularity == "day" and column_type == "DATE":
         return column, None
     pattern = _DATE_PATTERNS[partitioning.granularity]
-    return f"{column}_{partitioning.granularity}", f"strftime(TRY_CAST({q(column)} AS TIMESTAMP), {sql_string(pattern)})"
+    value = q(column) if column_type.startswith(("DATE", "TIMESTAMP")) else f"TRY_CAST({q(column)} AS TIMESTAMP)"
+    return f"{column}_{partitioning.granularity}", f"strftime({value}, {sql_string(pattern)})"
 
 
 def file_stem(window: Window | None) -> str:
@@ -44,56 +47,103 @@ def write_output(
     table: str,
     window: Window | None = None,
     window_column: str | None = None,
+    laid_out: bool = False,
+    memory_limit: str | None = None,
 ) -> dict[str, Any]:
-    """Write the integrated Parquet file to the declared output; returns where and how much."""
-    rows = _rows(integrated_path)
+    """Write the integrated Parquet data to the declared output; returns where and how much.
+
+    ``laid_out`` says the integrated data is already in the output's Parquet layout (see
+    :func:`lay_out`): its files are then linked into place rather than written again.
+    """
     if output.output_format == "sql":
+        from memories_dagster.connectors import sql as sql_connector  # on use: pulls in pandas
+
         where = "output_config.output_destination"
         url = sql_connector.database_url(resolve(destination, where))
         delete_filter = sql_connector.window_bounds(url, window, window_column) if window and window_column else None
         written = sql_connector.replace_rows(url, table, integrated_path, delete_filter)
         return {"integrated_data_path": f"{redact(destination)}#{table}", "rows_written": written, "files": []}
-    return _write_files(integrated_path, output, destination, window, rows)
-
-
-def _rows(path: str) -> int:
-    return pq.ParquetFile(path).metadata.num_rows
-
-
-def _write_files(integrated_path: str, output: OutputConfig, destination: str, window: Window | None, rows: int) -> dict[str, Any]:
-    con = connect()
     staged = StagedOutput(destination)
     try:
-        scan = f"read_parquet({sql_string(integrated_path)})"
-        options = copy_options(output.output_format, destination)
-        if output.partitioning:
-            types = columns_of(con, scan)
-            column = output.partitioning.partition_by
-            if column not in types:
-                raise IntegrationError(
-                    f"output_config.partitioning.partition_by '{column}' is not a column of the "
-                    f"integrated data; its columns: {', '.join(types)}"
-                )
-            folder_column, derived = partition_column(output.partitioning, types[column])
-            select = f"SELECT *, {derived} AS {q(folder_column)} FROM {scan}" if derived else f"SELECT * FROM {scan}"
+        if laid_out:
             tree = staged.folder / "tree"
-            tree.mkdir()
-            stem = file_stem(window)
-            con.execute(
-                f"COPY ({select}) TO {sql_string(str(tree))} ({options}, PARTITION_BY ({q(folder_column)}), "
-                f"FILENAME_PATTERN {sql_string(stem + PART_SEPARATOR + '{i}')}, OVERWRITE_OR_IGNORE true)"
-            )
-            files = staged.commit_tree(tree, destination, stem if window else None)
+            link_tree(Path(integrated_path), tree)
+        else:
+            con = connect(memory_limit)
+            try:
+                scan = f"read_parquet({sql_string(integrated_path)})"
+                tree = lay_out(con, f"SELECT * FROM {scan}", columns_of(con, scan), output, destination, staged.folder / "tree", window)
+            finally:
+                con.close()
+        rows = parquet_rows(tree) if output.output_format == "parquet" else parquet_rows(Path(integrated_path))
+        if output.partitioning:
+            files = staged.commit_tree(tree, destination, file_stem(window) if window else None)
             return {"integrated_data_path": destination, "rows_written": rows, "files": files}
         suffix = suffix_for(output.output_format, destination)
         target = f"{destination.rstrip('/')}/{file_stem(window)}{suffix}" if window else destination
-        staged_file = staged.folder / f"data{suffix}"
-        con.execute(f"COPY (SELECT * FROM {scan}) TO {sql_string(str(staged_file))} ({options})")
-        staged.commit_file(staged_file, target)
+        staged.commit_file(tree, target)
         return {"integrated_data_path": target, "rows_written": rows, "files": [target]}
     finally:
         staged.discard()
-        con.close()
+
+
+def lay_out(
+    con: duckdb.DuckDBPyConnection,
+    select_sql: str,
+    types: dict[str, str],
+    output: OutputConfig,
+    destination: str,
+    target: Path,
+    window: Window | None,
+) -> Path:
+    """Write the rows of ``select_sql`` at ``target`` as the output's files.
+
+    Partitioned outputs become a folder of ``col=value/<stem>--<n>.<suffix>`` files, others
+    one file. The integrate step uses this to store a Parquet output's data ready to be linked.
+    """
+    options = copy_options(output.output_format, destination)
+    if not output.partitioning:
+        con.execute(f"COPY ({select_sql}) TO {sql_string(str(target))} ({options})")
+        return target
+    column = output.partitioning.partition_by
+    if column not in types:
+        raise IntegrationError(
+            f"output_config.partitioning.partition_by '{column}' is not a column of the "
+            f"integrated data; its columns: {', '.join(types)}"
+        )
+    folder_column, derived = partition_column(output.partitioning, types[column])
+    select = f"SELECT *, {derived} AS {q(folder_column)} FROM ({select_sql})" if derived else select_sql
+    target.mkdir(parents=True)
+    pattern = file_stem(window) + PART_SEPARATOR + "{i}"
+    con.execute(
+        f"COPY ({select}) TO {sql_string(str(target))} ({options}, PARTITION_BY ({q(folder_column)}), "
+        f"FILENAME_PATTERN {sql_string(pattern)}, OVERWRITE_OR_IGNORE true)"
+    )
+    return target
+
+
+def parquet_rows(path: Path) -> int:
+    """Rows of a Parquet file, or of every Parquet file under a folder (from their footers)."""
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Hard-link (or, across filesystems, copy) a file or a folder of files to ``target``.
+
+    Safe because stored asset files are never changed in place, only replaced by rename.
+    """
+    pairs = [(source, target)] if source.is_file() else [
+        (f, target / f.relative_to(source)) for f in source.rglob("*") if f.is_file()
+    ]
+    if source.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+    for origin, copy in pairs:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(origin, copy)
+        except OSError:
+            shutil.copy2(origin, copy)
 
 
 def default_destination(name: str, output: OutputConfig, incremental: bool) -> str:

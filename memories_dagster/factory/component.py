@@ -41,5 +41,5 @@ class IntegrationComponent(dg.Component, dg.Resolvable, dg.Model):
         loaded = LoadedSpec(name=asset_name(self.name or folder.name), file=folder / "defs.yaml", spec=spec, root=folder)
         project = next((p for p in (folder, *folder.parents) if (p / "pyproject.toml").exists()), folder)
         profile = load_profile(project)
-        resources = shared_resources(str(project / profile.storage_dir), str(project / profile.report_dir))
+        resources = shared_resources(str(project / profile.storage_dir), str(project / profile.report_dir), profile.engine_memory_limit)
         return dg.Definitions.merge(pipeline_definitions(loaded), dg.Definitions(resources=resources))

@@ -22,7 +22,7 @@ from memories_dagster.engine.write import default_destination, write_output
 from memories_dagster.factory.partitions import partitions_definition, window_of
 from memories_dagster.factory.schedules import pipeline_schedule
 from memories_dagster.factory.sensors import file_sensor
-from memories_dagster.resources import IO_MANAGER_KEY, MemoriesStorage
+from memories_dagster.resources import IO_MANAGER_KEY, MemoriesSettings
 from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
 from memories_dagster.specs.loading import LoadedSpec
@@ -92,11 +92,12 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
         kinds={source.source_type, "parquet"},
         description=f"Rows of source '{source.source_name}' ({source.source_type}), read as declared in {loaded.file.name}.",
     )
-    def read_source(context: dg.AssetExecutionContext, memories_storage: MemoriesStorage) -> dg.Output[TableFile]:
-        staging = memories_storage.staging_dir()
+    def read_source(context: dg.AssetExecutionContext, memories_settings: MemoriesSettings) -> dg.Output[TableFile]:
+        staging = memories_settings.staging_dir()
         try:
             location = _locate(loaded, source.connection_string, f"source '{source.source_name}' connection_string", source.source_type == "sql")
-            table = extract(source, location, str(staging / "source.parquet"), _window(context), window_column)
+            table = extract(source, location, str(staging / "source.parquet"), _window(context), window_column,
+                            memories_settings.engine_memory_limit)
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise _user_error(exc, f"pipeline '{loaded.name}' could not read source '{source.source_name}'") from None
@@ -108,7 +109,7 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
 
 
 def _integrated_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | None, window_column: str | None) -> dg.AssetsDefinition:
-    name, config = loaded.name, loaded.spec.integration_config
+    name, config, output = loaded.name, loaded.spec.integration_config, loaded.spec.output_config
     flags = config.data_quality_checks
     sources = [s.key for s in config.data_sources]
     integrated_key, quarantine_key = dg.AssetKey([name, "integrated"]), dg.AssetKey([name, "quarantine"])
@@ -133,13 +134,13 @@ def _integrated_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinitio
         check_specs=checks,
         partitions_def=partitions_def,
     )
-    def integrate_sources(context: dg.AssetExecutionContext, memories_storage: MemoriesStorage, **inputs: TableFile):
-        staging = memories_storage.staging_dir()
+    def integrate_sources(context: dg.AssetExecutionContext, memories_settings: MemoriesSettings, **inputs: TableFile):
+        staging = memories_settings.staging_dir()
         try:
             outcome = integrate(
                 config, {s: inputs[s].path for s in sources},
                 str(staging / "integrated.parquet"), str(staging / "quarantine.parquet"),
-                _window(context), window_column,
+                _window(context), window_column, output, memories_settings.engine_memory_limit,
             )
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
@@ -180,16 +181,19 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
         kinds={output.output_format},
         description=f"The integrated data written as {output.output_format} to {redact(declared)}, with the integration report.",
     )
-    def write(context: dg.AssetExecutionContext, memories_storage: MemoriesStorage, integrated: TableFile) -> dg.MaterializeResult:
+    def write(context: dg.AssetExecutionContext, memories_settings: MemoriesSettings, integrated: TableFile) -> dg.MaterializeResult:
         window = _window(context)
         try:
             destination = _locate(loaded, declared, "output_config.output_destination", output.output_format == "sql")
-            written = write_output(integrated.path, output, destination, output.table or name, window, window_column)
+            written = write_output(
+                integrated.path, output, destination, output.table or name, window, window_column,
+                laid_out=integrated.meta.get("laid_out", False), memory_limit=memories_settings.engine_memory_limit,
+            )
         except Exception as exc:
             raise _user_error(exc, f"pipeline '{name}' could not write its output; the previous output is unchanged") from None
         report = dict(integrated.meta["report"])
         report["integrated_data_path"] = written["integrated_data_path"]
-        path = memories_storage.report_path(name, context.partition_key if context.has_partition_key else None)
+        path = memories_settings.report_path(name, context.partition_key if context.has_partition_key else None)
         path.parent.mkdir(parents=True, exist_ok=True)
         staged = path.with_suffix(".json.tmp")
         staged.write_text(json.dumps(report, indent=2, default=str))

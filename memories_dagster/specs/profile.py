@@ -21,6 +21,10 @@ class ResourceProfile(Strict):
         "in_process", description="how a run executes its steps (see BENCHMARKS.md)"
     )
     max_concurrent: int | None = Field(None, ge=1, description="multiprocess: parallel steps")
+    engine_memory_limit: str | None = Field(
+        None, pattern=r"^\d+(\.\d+)?\s*[KMGT]i?B$",
+        description="memory DuckDB may use per step before spilling to disk, e.g. 4GB (default: a tenth of RAM, at least 1 GB)",
+    )
 
 
 def profile_name() -> str:

@@ -117,3 +117,17 @@ def test_secrets_are_resolved_from_the_environment_and_never_shown(project, monk
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.event_specific_data.error.message
     assert "missing_table" in message and "s3cr3t-value" not in message
+
+
+def test_runs_leave_no_staging_files_behind(project):
+    shutil.copy(DEMO, project.specs)
+    assert project.run("retail_orders").success
+    assert project.run("retail_orders").success
+    staging = project.root / ".memories" / "storage" / ".staging"
+    assert list(staging.iterdir()) == []
+    # the integrated data is stored in the output's layout and linked into the output
+    integrated = project.root / ".memories" / "storage" / "retail_orders" / "integrated" / "data.parquet"
+    stored = sorted(p.relative_to(integrated).as_posix() for p in integrated.rglob("*.parquet"))
+    written = sorted(p.relative_to(project.root / "output" / "retail_orders").as_posix()
+                     for p in (project.root / "output" / "retail_orders").rglob("*.parquet"))
+    assert stored == written == ["category=garden/part--0.parquet", "category=kitchen/part--0.parquet", "category=tools/part--0.parquet"]
