@@ -132,7 +132,7 @@ class _Integration:
         combined = combine(tables, self.config.integration_strategy)
         for table in tables:
             self.accounts[table.name].may_drop = table.name in combined.may_drop
-        try:  # a view: the combined rows are materialized once, as the staged table
+        try:  # views: rows are computed twice (bookkeeping, then output), never held whole
             self.con.execute(f"CREATE TEMP VIEW combined AS {combined.sql}")
             self.con.execute("SELECT * FROM combined LIMIT 0")
         except duckdb.Error as exc:
@@ -143,16 +143,19 @@ class _Integration:
         sql = self._late_format(sql, columns, tables)
         self._stage(sql, rules, columns, tables, combined)
         staged = self._measure(tables, columns, rules, combined, null_stats)
-        kept = f"SELECT {', '.join(q(c) for c in columns)} FROM staged WHERE {_KEPT}"
-        if layout is None:
-            copy_parquet(self.con, kept, integrated_path)
-        else:
-            types = {c: t for c, t in columns_of(self.con, "staged").items() if c in columns}
-            lay_out(self.con, kept, types, layout, "", Path(integrated_path), self.window)
+        types = {c: t for c, t in columns_of(self.con, "chain").items() if c in columns}
+        kept = f"SELECT {', '.join(q(c) for c in columns)} FROM chain WHERE {_KEPT}"
+        try:
+            if layout is None:
+                copy_parquet(self.con, kept, integrated_path)
+            else:
+                lay_out(self.con, kept, types, layout, "", Path(integrated_path), self.window)
+        except duckdb.Error as exc:
+            raise IntegrationError(f"writing the integrated rows failed: {str(exc).splitlines()[0]}") from None
         self.history.add("write integrated", staged["output_rows"])
         self.quarantine_parts.append(
-            "SELECT 'integration' AS _stage, NULL AS _source, __reason AS _reason, "
-            f"{record_json(columns)} AS _record FROM staged WHERE __reason IS NOT NULL AND NOT __outside"
+            "SELECT 'integration' AS _stage, NULL AS _source, __reason AS _reason, __record AS _record "
+            "FROM staged WHERE __record IS NOT NULL"
         )
         copy_parquet(self.con, " UNION ALL ".join(self.quarantine_parts), quarantine_path)
         quarantined = pq.ParquetFile(quarantine_path).metadata.num_rows
@@ -161,7 +164,6 @@ class _Integration:
         report = self._report(combined, staged, rules, null_stats, output_rows, quarantined, started)
         output_lineage = {c: lineage.get(c, []) for c in columns}
         report["data_lineage"]["source_mapping"] = output_lineage
-        types = {c: t for c, t in columns_of(self.con, "staged").items() if c in columns}
         return IntegrationOutcome(
             integrated=TableFile(integrated_path, output_rows, types, {"report": report, "laid_out": layout is not None}),
             quarantine=TableFile(quarantine_path, quarantined, {c: "VARCHAR" for c in QUARANTINE_COLUMNS}),
@@ -217,8 +219,8 @@ class _Integration:
     def _null_check(self, combined: Combined) -> tuple[str, list[str], dict[str, Any]]:
         """The null_check layer over the combined rows: fills, and the reason of rows to quarantine.
 
-        Counting is left to the one scan of the staged rows; columns whose nulls are filled or
-        rewritten later carry a ``__wasnull_<n>`` flag so nulls are counted as they came in.
+        Counting is left to the one scan of the staged rows: each column carries an
+        ``__isnull_<n>`` flag so nulls are counted as they came in, before fills and rules.
         """
         columns = list(combined.columns)
         stats: dict[str, Any] = {"nulls": {}, "filled": 0, "required": [], "flags": {}, "fills": []}
@@ -240,8 +242,7 @@ class _Integration:
                     "which the column holds"
                 )
         fills = {c: fill_sql(c, v, types[c]) for c, v in self.checks.null_fill.items()}
-        rewritten = {r.output_column for r in self.config.transformation_rules if r.output_column in columns}
-        flags = {c: f"__wasnull_{i}" for i, c in enumerate(columns) if c in set(fills) | rewritten}
+        flags = {c: f"__isnull_{i}" for i, c in enumerate(columns)}
         stats.update(required=required, flags=flags, fills=list(fills))
         replace = f" REPLACE ({', '.join(f'{sql} AS {q(c)}' for c, sql in fills.items())})" if fills else ""
         flag_sql = "".join(f", ({q(c)} IS NULL) AS {flag}" for c, flag in flags.items())
@@ -282,10 +283,16 @@ class _Integration:
         outside = "FALSE"
         if self.window and self.window_column in columns:
             outside = f"NOT coalesce({condition_sql(self.window, self.window_column)}, FALSE)"
+        self.con.execute(
+            f"CREATE TEMP VIEW chain AS SELECT *, CASE {' '.join(cases)} END AS __reason, "
+            f"{outside} AS __outside FROM ({sql}) AS s"
+        )
+        # The bookkeeping of every row (ids, flags, reasons), and the full row only where rejected.
+        internal = ", ".join(q(c) for c in columns_of(self.con, "chain") if c.startswith("__"))
         try:
             self.con.execute(
-                f"CREATE TEMP TABLE staged AS SELECT *, CASE {' '.join(cases)} END AS __reason, "
-                f"{outside} AS __outside FROM ({sql}) AS s"
+                f"CREATE TEMP TABLE staged AS SELECT {internal}, CASE WHEN __reason IS NOT NULL AND NOT "
+                f"__outside THEN {record_json(columns)} END AS __record FROM chain"
             )
         except duckdb.Error as exc:
             if type_clashes(tables):
@@ -320,7 +327,7 @@ class _Integration:
         flags = null_stats["flags"]
         if self.checks.null_check:
             for number, column in enumerate(combined.columns):
-                exprs[f"null_{number}"] = f"count(*) FILTER (WHERE {flags[column]})" if column in flags else f"count(*) - count({q(column)})"
+                exprs[f"null_{number}"] = f"count(*) FILTER (WHERE {flags[column]})"
             for column in null_stats["fills"]:
                 exprs[f"filled_{column}"] = f"count(*) FILTER (WHERE {flags[column]} AND __null_reason IS NULL)"
         staged_columns = columns_of(self.con, "staged")
