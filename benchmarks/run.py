@@ -91,6 +91,20 @@ def measure(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, 
     return elapsed, peak
 
 
+def report_summary(project: Path, name: str) -> str:
+    """The integration report of the run: speed must not come from skipping work."""
+    folder = project / ".memories" / "reports" / ("bench" if name == "memories" else "bench_daily")
+    report = json.loads(next(folder.glob("*.json")).read_text())
+    summary = report["integration_report"]
+    quality = summary["data_quality_summary"]
+    return (
+        f"report: {summary['total_records']} rows in, {summary['successful_integrations']} out, "
+        f"{summary['failed_integrations']} quarantined, {quality['duplicates_removed']} duplicates removed, "
+        f"{quality['null_values_handled']} nulls handled, balanced={summary['reconciliation']['balanced']}, "
+        f"{len(report['data_lineage']['transformation_history'])} lineage steps"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", type=float, default=1.0)
@@ -125,6 +139,8 @@ def main() -> None:
                 results[name].append(measure(command, env, project))
                 seconds, peak = results[name][-1]
                 print(f"round {round_number + 1} {name:20s} {seconds:7.2f} s {peak / 2**30:6.2f} GiB", flush=True)
+                if name.startswith("memories"):
+                    print("        " + report_summary(project, name), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     medians = {n: (statistics.median(s for s, _ in r), statistics.median(m for _, m in r)) for n, r in results.items()}
