@@ -11,6 +11,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from memories_dagster.connectors.files import is_remote, open_file_source
+from memories_dagster.connectors.mainframe import read_mainframe
 from memories_dagster.engine.duck import columns_of, connect, copy_parquet, q, sql_string
 from memories_dagster.engine.tables import TableFile
 from memories_dagster.engine.window import Window, condition_sql, expand, has_template
@@ -25,12 +26,14 @@ def extract(
     window: Window | None = None,
     window_column: str | None = None,
     memory_limit: str | None = None,
+    copybook: str | None = None,
 ) -> TableFile:
     """Read ``source`` from ``location`` (its resolved connection string) into ``out_path``.
 
     With a window, only the window's rows are read: a ``{partition_...}`` template in the path
     or the query's bind parameters select them at the source, else rows are filtered on
     ``window_column`` when the source has it. ``meta['window_filter']`` says which applied.
+    ``copybook`` is the resolved path of a mainframe source's copybook.
     """
     con = connect(memory_limit)
     try:
@@ -38,6 +41,15 @@ def extract(
             with tempfile.TemporaryDirectory(prefix="memories-sql-") as folder:
                 relation, how = _read_sql(con, source, location, window, window_column, Path(folder))
                 result = _write(con, relation, None, out_path)
+        elif source.source_type == "mainframe":
+            records = read_mainframe(source, expand(location, window), copybook or "")
+            con.register("mainframe_records", records.table)
+            how = "path template" if window and has_template(location) else None
+            condition = None
+            if window and how is None and window_column and window_column in records.table.column_names:
+                condition, how = condition_sql(window, window_column), f"column {window_column}"
+            result = _write(con, "mainframe_records", condition, out_path)
+            result.meta["invalid_values"] = records.invalid
         else:
             path = expand(location, window)
             view = open_file_source(con, source.key, source.source_type, path, source.options, source.sheet)

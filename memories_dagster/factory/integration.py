@@ -96,8 +96,9 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
         staging = memories_settings.staging_dir()
         try:
             location = _locate(loaded, source.connection_string, f"source '{source.source_name}' connection_string", source.source_type == "sql")
+            copybook = _locate(loaded, source.copybook, f"source '{source.source_name}' copybook", False) if source.copybook else None
             table = extract(source, location, str(staging / "source.parquet"), _window(context), window_column,
-                            memories_settings.engine_memory_limit)
+                            memories_settings.engine_memory_limit, copybook)
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise _user_error(exc, f"pipeline '{loaded.name}' could not read source '{source.source_name}'") from None

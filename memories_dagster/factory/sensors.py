@@ -18,7 +18,7 @@ from memories_dagster.engine.window import glob_of, key_pattern
 from memories_dagster.secrets import resolve
 from memories_dagster.specs.loading import LoadedSpec
 
-FILE_SOURCE_TYPES = ("csv", "json", "excel", "parquet")
+FILE_SOURCE_TYPES = ("csv", "json", "excel", "parquet", "mainframe")
 
 
 def file_sensor(loaded: LoadedSpec, job, partitions_def: dg.PartitionsDefinition | None) -> dg.SensorDefinition | None:

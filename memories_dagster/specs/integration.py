@@ -19,7 +19,7 @@ from memories_dagster.engine.expressions import ExpressionError, parse_expressio
 from memories_dagster.specs.cron import cron_problem
 from memories_dagster.engine.formats import FormatError, parse_format
 
-SUPPORTED_SOURCE_TYPES = ("csv", "json", "excel", "sql", "parquet")
+SUPPORTED_SOURCE_TYPES = ("csv", "json", "excel", "sql", "parquet", "mainframe")
 SUPPORTED_OUTPUT_FORMATS = ("csv", "json", "parquet", "sql")
 COLUMN_TYPES = ("string", "integer", "float", "decimal", "boolean", "date", "timestamp")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
@@ -58,13 +58,18 @@ class DataSource(Strict):
     """One input of the integration."""
 
     source_name: str = Field(min_length=1)
-    source_type: Literal["csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet"]
+    source_type: Literal["csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet", "mainframe"]
     connection_string: str = Field(min_length=1)
     query: str | None = None
     authentication: Authentication | None = None
     table: str | None = Field(None, description="sql: table to read when no query is given")
     sheet: str | int | None = Field(None, description="excel: sheet name or index")
     options: dict[str, Any] = Field(default_factory=dict, description="reader options")
+    copybook: str | None = Field(None, description="mainframe: path of the COBOL copybook")
+    encoding: str = Field("cp037", description="mainframe: EBCDIC code page (cp037, cp500, cp1047...)")
+    record_format: Literal["fixed", "variable"] = Field(
+        "fixed", description="mainframe: fixed-length records, or variable with a 4-byte RDW"
+    )
 
     @field_validator("source_type")
     @classmethod
@@ -75,6 +80,8 @@ class DataSource(Strict):
     def _sql_needs_query_or_table(self) -> DataSource:
         if self.source_type == "sql" and not (self.query or self.table):
             raise ValueError("a sql source needs `query` or `table`")
+        if self.source_type == "mainframe" and not self.copybook:
+            raise ValueError("a mainframe source needs `copybook`: the path of its COBOL copybook")
         return self
 
     @property

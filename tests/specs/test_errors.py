@@ -50,7 +50,7 @@ def delete(path):
 
 CASES = [
     (set_(["integration_config", "data_sources", 1, "source_type"], "xml"),
-     "integration_config.data_sources[1].source_type: 'xml' is not allowed; input should be 'csv', 'json', 'excel', 'sql', 'mongodb', 'redis', 'api' or 'parquet'"),
+     "integration_config.data_sources[1].source_type: 'xml' is not allowed; input should be 'csv', 'json', 'excel', 'sql', 'mongodb', 'redis', 'api', 'parquet' or 'mainframe'"),
     (set_(["integration_config", "joinkeys"], []),
      "integration_config.joinkeys: unknown key 'joinkeys'; allowed here: data_sources, integration_strategy, transformation_rules, data_quality_checks"),
     (delete(["integration_config", "data_sources", 0, "connection_string"]),
@@ -184,4 +184,13 @@ def test_a_file_that_is_not_utf8(tmp_path):
     file = tmp_path / "p.yaml"
     file.write_bytes(b"integration_config: \xff\xfe\n")
     with pytest.raises(SpecError, match="not UTF-8 text"):
+        load_integration_spec(file)
+
+
+def test_a_mainframe_source_needs_its_copybook(tmp_path):
+    document = broken(set_(["integration_config", "data_sources", 0], {
+        "source_name": "ledger", "source_type": "mainframe", "connection_string": "ledger.dat"}))
+    file = tmp_path / "p.yaml"
+    file.write_text(yaml.safe_dump(document))
+    with pytest.raises(SpecError, match=r"data_sources\[0\]: a mainframe source needs `copybook`"):
         load_integration_spec(file)
