@@ -18,6 +18,8 @@ from memories_dagster.engine.window import Window, condition_sql, expand, has_te
 from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
 
+API_BATCH_RECORDS = 50_000
+
 
 def extract(
     source: DataSource,
@@ -41,6 +43,12 @@ def extract(
             with tempfile.TemporaryDirectory(prefix="memories-sql-") as folder:
                 relation, how = _read_sql(con, source, location, window, window_column, Path(folder))
                 result = _write(con, relation, None, out_path)
+        elif source.source_type == "api":
+            with tempfile.TemporaryDirectory(prefix="memories-api-") as folder:
+                relation, stats = _read_api(source, location, window, Path(folder))
+                result = _write(con, relation, None, out_path)
+            how = "url template" if window and has_template(location) else None
+            result.meta.update(stats)
         elif source.source_type == "mainframe":
             records = read_mainframe(source, expand(location, window), copybook or "")
             con.register("mainframe_records", records.table)
@@ -81,6 +89,38 @@ def _write(con: duckdb.DuckDBPyConnection, relation: str, condition: str | None,
     copy_parquet(con, f"SELECT * FROM {relation} WHERE {condition or 'TRUE'}", out_path)
     rows = pq.ParquetFile(out_path).metadata.num_rows
     return TableFile(out_path, rows, columns_of(con, f"read_parquet({sql_string(out_path)})"))
+
+
+def _read_api(source: DataSource, location: str, window: Window | None, folder: Path) -> tuple[str, dict[str, int]]:
+    """Every record of the API, flattened (``main.temp`` -> ``main_temp``), in Parquet parts."""
+    import pandas as pd  # on use: pandas adds 0.2 s to every start of the code location
+
+    from memories_dagster.connectors.http import client_for
+
+    client = client_for(source, expand(location, window), lambda text, where: expand(resolve(text, where), window))
+    parts: list[Path] = []
+    batch: list[dict] = []
+
+    def flush() -> None:
+        frame = pd.json_normalize(batch, sep="_")
+        part = folder / f"part-{len(parts):05d}.parquet"
+        frame.to_parquet(part, index=False)
+        parts.append(part)
+        batch.clear()
+
+    try:
+        for record in client.records():
+            batch.append(record)
+            if len(batch) >= API_BATCH_RECORDS:
+                flush()
+        if batch or not parts:
+            flush()
+    finally:
+        client.close()
+    cache = client.cache
+    stats = {"requests": client.requests, "cache_hits": cache.hits if cache else 0, "cache_misses": cache.misses if cache else 0}
+    files = ", ".join(sql_string(str(p)) for p in parts)
+    return f"read_parquet([{files}], union_by_name = true)", stats
 
 
 def _read_sql(

@@ -102,7 +102,8 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise _user_error(exc, f"pipeline '{loaded.name}' could not read source '{source.source_name}'") from None
-        metadata = {**table_metadata(table), "location": table.meta["location"],
+        facts = {k: v for k, v in table.meta.items() if k not in ("source", "location", "window_filter")}
+        metadata = {**table_metadata(table), **facts, "location": table.meta["location"],
                     "window_filter": table.meta["window_filter"] or "none (whole source)"}
         return dg.Output(table, metadata=metadata)
 

@@ -19,7 +19,7 @@ from memories_dagster.engine.expressions import ExpressionError, parse_expressio
 from memories_dagster.specs.cron import cron_problem
 from memories_dagster.engine.formats import FormatError, parse_format
 
-SUPPORTED_SOURCE_TYPES = ("csv", "json", "excel", "sql", "parquet", "mainframe")
+SUPPORTED_SOURCE_TYPES = ("csv", "json", "excel", "sql", "parquet", "api", "mainframe")
 SUPPORTED_OUTPUT_FORMATS = ("csv", "json", "parquet", "sql")
 COLUMN_TYPES = ("string", "integer", "float", "decimal", "boolean", "date", "timestamp")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
@@ -54,6 +54,44 @@ class Authentication(Strict):
     api_key: str | None = None
 
 
+class PaginationSpec(Strict):
+    """How an API splits its results into pages."""
+
+    type: Literal["none", "page", "offset", "cursor", "link"] = "none"
+    page_param: str = "page"
+    size_param: str | None = None
+    page_size: int = Field(100, ge=1)
+    start: int = 1
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    cursor_param: str = "cursor"
+    cursor_path: str = "next_cursor"
+    max_pages: int = Field(10_000, ge=1)
+
+
+class ApiSettings(Strict):
+    """How an `api` source is called."""
+
+    method: Literal["GET", "POST"] = "GET"
+    params: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+    records_path: str | None = Field(None, description="dotted path of the records in the JSON body")
+    pagination: PaginationSpec = Field(default_factory=PaginationSpec)
+    requests_per_second: float | None = Field(None, gt=0)
+    burst: int = Field(1, ge=1)
+    attempts: int = Field(5, ge=1, le=20)
+    backoff_seconds: float = Field(0.5, ge=0)
+    max_backoff_seconds: float = Field(30.0, ge=0)
+    circuit_breaker_failures: int = Field(5, ge=1)
+    circuit_breaker_reset_seconds: float = Field(30.0, ge=0)
+    cache_ttl_seconds: float | None = Field(None, gt=0)
+    cache_redis_url: str | None = None
+    timeout_seconds: float = Field(30.0, gt=0)
+    api_key_header: str | None = Field(None, description="send authentication.api_key in this header (default: Bearer)")
+    api_key_param: str | None = Field(None, description="send authentication.api_key as this query parameter")
+
+
 class DataSource(Strict):
     """One input of the integration."""
 
@@ -65,6 +103,7 @@ class DataSource(Strict):
     table: str | None = Field(None, description="sql: table to read when no query is given")
     sheet: str | int | None = Field(None, description="excel: sheet name or index")
     options: dict[str, Any] = Field(default_factory=dict, description="reader options")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="api: how to call it")
     copybook: str | None = Field(None, description="mainframe: path of the COBOL copybook")
     encoding: str = Field("cp037", description="mainframe: EBCDIC code page (cp037, cp500, cp1047...)")
     record_format: Literal["fixed", "variable"] = Field(
