@@ -102,3 +102,34 @@ def mariadb() -> sa.Engine:
 def table_name() -> str:
     """A table name no other test uses."""
     return f"t_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def materialize_spec(tmp_path, monkeypatch):
+    """Write one spec into a fresh project under tmp_path and run its job through Dagster."""
+    import dagster as dg
+    import yaml
+
+    from memories_dagster.definitions import build_definitions
+
+    def run(name: str, document: dict):
+        folder = tmp_path / "assets" / "integrations"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(document))
+        monkeypatch.setenv("MEMORIES_ASSETS_DIR", str(tmp_path / "assets"))
+        job = build_definitions().resolve_job_def(f"{name}_job")
+        return job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+
+    return run
+
+
+def materialization_of(result, *key: str):
+    """The materialization event of an asset key in a run result."""
+    import dagster as dg
+
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            found = event.event_specific_data.materialization
+            if found.asset_key == dg.AssetKey(list(key)):
+                return found
+    raise AssertionError(f"no materialization of {'/'.join(key)}")

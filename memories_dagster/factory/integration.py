@@ -27,6 +27,7 @@ from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
 from memories_dagster.specs.loading import LoadedSpec
 
+URL_SOURCES = ("sql", "api", "redis")  # connection strings that are URLs, not paths
 CHECK_NAMES = ("duplicate_check", "null_check", "format_check", "business_rule_check")
 
 
@@ -49,10 +50,10 @@ def column_lineage(pipeline: str, lineage: dict[str, list[str]]) -> dg.TableColu
     return dg.TableColumnLineage(deps_by_column=deps)
 
 
-def _locate(loaded: LoadedSpec, text: str, where: str, is_sql: bool) -> str:
+def _locate(loaded: LoadedSpec, text: str, where: str, is_url: bool) -> str:
     """A declared location with ${ENV} resolved and relative paths taken from the project."""
     text = resolve(text, where)
-    if not is_sql:
+    if not is_url:
         return loaded.resolve_path(text)
     if text.startswith("sqlite:///") and not text.startswith("sqlite:////"):
         return "sqlite:///" + loaded.resolve_path(text[len("sqlite:///"):])
@@ -95,7 +96,8 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
     def read_source(context: dg.AssetExecutionContext, memories_settings: MemoriesSettings) -> dg.Output[TableFile]:
         staging = memories_settings.staging_dir()
         try:
-            location = _locate(loaded, source.connection_string, f"source '{source.source_name}' connection_string", source.source_type == "sql")
+            location = _locate(loaded, source.connection_string, f"source '{source.source_name}' connection_string",
+                               source.source_type in URL_SOURCES)
             copybook = _locate(loaded, source.copybook, f"source '{source.source_name}' copybook", False) if source.copybook else None
             table = extract(source, location, str(staging / "source.parquet"), _window(context), window_column,
                             memories_settings.engine_memory_limit, copybook)

@@ -19,7 +19,7 @@ from memories_dagster.engine.expressions import ExpressionError, parse_expressio
 from memories_dagster.specs.cron import cron_problem
 from memories_dagster.engine.formats import FormatError, parse_format
 
-SUPPORTED_SOURCE_TYPES = ("csv", "json", "excel", "sql", "parquet", "api", "mainframe")
+SUPPORTED_SOURCE_TYPES = ("csv", "json", "excel", "sql", "parquet", "api", "redis", "mainframe")
 SUPPORTED_OUTPUT_FORMATS = ("csv", "json", "parquet", "sql")
 COLUMN_TYPES = ("string", "integer", "float", "decimal", "boolean", "date", "timestamp")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
@@ -92,6 +92,13 @@ class ApiSettings(Strict):
     api_key_param: str | None = Field(None, description="send authentication.api_key as this query parameter")
 
 
+class RedisSettings(Strict):
+    """Which keys a `redis` source reads, and as what."""
+
+    pattern: str = Field("*", description="glob of the keys to read (SCAN MATCH)")
+    kind: Literal["auto", "hash", "json", "stream"] = "auto"
+
+
 class DataSource(Strict):
     """One input of the integration."""
 
@@ -104,6 +111,7 @@ class DataSource(Strict):
     sheet: str | int | None = Field(None, description="excel: sheet name or index")
     options: dict[str, Any] = Field(default_factory=dict, description="reader options")
     api: ApiSettings = Field(default_factory=ApiSettings, description="api: how to call it")
+    redis: RedisSettings = Field(default_factory=RedisSettings, description="redis: which keys")
     copybook: str | None = Field(None, description="mainframe: path of the COBOL copybook")
     encoding: str = Field("cp037", description="mainframe: EBCDIC code page (cp037, cp500, cp1047...)")
     record_format: Literal["fixed", "variable"] = Field(

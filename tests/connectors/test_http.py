@@ -9,6 +9,7 @@ from werkzeug import Request, Response
 
 from memories_dagster.connectors.http import ApiClient, ApiError, CircuitBreaker, Pagination, ResponseCache, TokenBucket, client_for
 from memories_dagster.specs.integration import DataSource
+from tests.conftest import materialization_of
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROWS = [{"id": i, "main": {"temp": 20 + i}} for i in range(1, 8)]
@@ -183,16 +184,11 @@ def test_a_404_names_the_source_and_hides_the_key(httpserver, monkeypatch):
     assert "very-secret-key" not in str(caught.value) and "appid=***" in str(caught.value)
 
 
-def test_an_api_source_declared_in_yaml_materializes_through_dagster(httpserver, tmp_path, monkeypatch):
-    import dagster as dg
+def test_an_api_source_declared_in_yaml_materializes_through_dagster(httpserver, tmp_path, materialize_spec):
     import pandas as pd
-    import yaml
-
-    from memories_dagster.definitions import build_definitions
 
     httpserver.expect_request("/v1/forecast").respond_with_handler(page_handler)
-    (tmp_path / "assets" / "integrations").mkdir(parents=True)
-    (tmp_path / "assets" / "integrations" / "weather.yaml").write_text(yaml.safe_dump({
+    result = materialize_spec("weather", {
         "integration_config": {"data_sources": [{
             "source_name": "observations", "source_type": "api",
             "connection_string": httpserver.url_for("/v1/forecast"),
@@ -201,12 +197,9 @@ def test_an_api_source_declared_in_yaml_materializes_through_dagster(httpserver,
             "transformation_rules": [{"rule_name": "f", "transformation_type": "calculation",
                                       "target_column": "temp_f", "transformation_logic": "main_temp * 9 / 5 + 32"}]},
         "output_config": {"output_format": "csv", "output_destination": "output/weather.csv"},
-    }))
-    monkeypatch.setenv("MEMORIES_ASSETS_DIR", str(tmp_path / "assets"))
-    result = build_definitions().resolve_job_def("weather_job").execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    })
     assert result.success
     frame = pd.read_csv(tmp_path / "output" / "weather.csv").sort_values("id")
     assert frame["temp_f"].tolist() == [(20 + i) * 9 / 5 + 32 for i in range(1, 8)]
-    source = next(e.event_specific_data.materialization for e in result.all_events
-                  if e.event_type_value == "ASSET_MATERIALIZATION" and e.event_specific_data.materialization.asset_key.path[-1] == "observations")
+    source = materialization_of(result, "weather", "sources", "observations")
     assert source.metadata["requests"].value == 2 and source.metadata["dagster/row_count"].value == 7

@@ -152,29 +152,22 @@ def test_a_million_records_decode_in_well_under_a_minute():
     assert elapsed < 60
 
 
-def test_a_mainframe_source_materializes_through_dagster(tmp_path, monkeypatch):
-    import dagster as dg
+def test_a_mainframe_source_materializes_through_dagster(tmp_path, materialize_spec):
     import pandas as pd
-    import yaml
 
-    from memories_dagster.definitions import build_definitions
-
-    (tmp_path / "assets" / "integrations").mkdir(parents=True)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "cust.cpy").write_text(COPYBOOK)
     (tmp_path / "data" / "cust.dat").write_bytes(
         record(1, "ANN", -1234567, 5, 7, 9, [1, -2], "0042", "cp500") + record(2, "BOB", 250, 1, 1, 1, [0, 0], "0007", "cp500")
     )
-    (tmp_path / "assets" / "integrations" / "ledger.yaml").write_text(yaml.safe_dump({
+    result = materialize_spec("ledger", {
         "integration_config": {"data_sources": [{
             "source_name": "customers", "source_type": "mainframe", "connection_string": "data/cust.dat",
             "copybook": "data/cust.cpy", "encoding": "cp500", "record_format": "fixed"}],
             "transformation_rules": [{"rule_name": "in_credit", "transformation_type": "validation",
                                       "transformation_logic": "balance >= 0"}]},
         "output_config": {"output_format": "parquet", "output_destination": "output/ledger.parquet"},
-    }))
-    monkeypatch.setenv("MEMORIES_ASSETS_DIR", str(tmp_path / "assets"))
-    result = build_definitions().resolve_job_def("ledger_job").execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    })
     assert result.success
     frame = pd.read_parquet(tmp_path / "output" / "ledger.parquet")
     assert frame.to_dict("records")[0]["balance"] == decimal.Decimal("2.50")

@@ -96,8 +96,8 @@ CASES = [
      "integration_config: join_type 'inner' needs join_keys (or give a merge_strategy)"),
     (set_(["integration_config", "data_sources", 0, "source_type"], "sql"),
      "integration_config.data_sources[0]: a sql source needs `query` or `table`"),
-    (set_(["integration_config", "data_sources", 0, "source_type"], "redis"),
-     "integration_config.data_sources[0].source_type: source_type 'redis' is in the seed's schema but its connector is not part of this release"),
+    (set_(["integration_config", "data_sources", 0, "source_type"], "mongodb"),
+     "integration_config.data_sources[0].source_type: source_type 'mongodb' is in the seed's schema but its connector is not part of this release"),
 ]
 
 
