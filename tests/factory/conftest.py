@@ -39,12 +39,3 @@ def project(tmp_path, monkeypatch) -> Project:
     monkeypatch.setenv("MEMORIES_ASSETS_DIR", str(tmp_path / "assets"))
     monkeypatch.delenv("MEMORIES_PROFILE", raising=False)
     return Project(tmp_path)
-
-
-def materialization(result, *key: str):
-    for event in result.all_events:
-        if event.event_type_value == "ASSET_MATERIALIZATION":
-            mat = event.event_specific_data.materialization
-            if mat.asset_key == dg.AssetKey(list(key)):
-                return mat
-    raise AssertionError(f"no materialization of {'/'.join(key)}")

@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 import yaml
 
-from tests.factory.conftest import materialization
+from tests.conftest import materialization_of as materialization
 
 
 def daily_spec(**extra):

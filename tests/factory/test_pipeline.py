@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from tests.factory.conftest import materialization
+from tests.conftest import materialization_of as materialization
 
 DEMO = Path(__file__).resolve().parents[2] / "assets" / "integrations" / "retail_orders.yaml"
 SEED_KEYS = {"integrated_data_path", "integration_report", "data_lineage", "processing_time"}
