@@ -58,6 +58,16 @@ def extract(
                 relation = records_to_parquet(redis_records(url, source.source_name, source.redis.pattern, source.redis.kind), Path(folder))
                 result = _write(con, relation, None, out_path)
             how = None
+        elif source.source_type == "mongodb":
+            from memories_dagster.connectors.mongo import mongo_documents
+
+            url = resolve(location, f"source '{source.source_name}' connection_string")
+            settings = source.mongodb
+            with tempfile.TemporaryDirectory(prefix="memories-mongo-") as folder:
+                documents = mongo_documents(url, source.source_name, settings)
+                relation = records_to_parquet(documents, Path(folder), settings.flatten_separator, settings.flatten_depth)
+                result = _write(con, relation, None, out_path)
+            how = None
         elif source.source_type == "mainframe":
             records = read_mainframe(source, expand(location, window), copybook or "")
             con.register("mainframe_records", records.table)
@@ -114,7 +124,7 @@ def _read_api(source: DataSource, location: str, window: Window | None, folder: 
     return relation, stats
 
 
-def records_to_parquet(records: Iterable[dict], folder: Path) -> str:
+def records_to_parquet(records: Iterable[dict], folder: Path, separator: str = "_", depth: int | None = None) -> str:
     """JSON-like records, nested objects flattened (``main.temp`` -> ``main_temp``), written in
     Parquet parts of ``RECORD_BATCH`` records; returns the relation reading them all."""
     import pandas as pd  # on use: pandas adds 0.2 s to every start of the code location
@@ -124,7 +134,7 @@ def records_to_parquet(records: Iterable[dict], folder: Path) -> str:
 
     def flush() -> None:
         part = folder / f"part-{len(parts):05d}.parquet"
-        pd.json_normalize(batch, sep="_").to_parquet(part, index=False)
+        pd.json_normalize(batch, sep=separator, max_level=depth).to_parquet(part, index=False)
         parts.append(part)
         batch.clear()
 

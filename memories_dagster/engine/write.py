@@ -63,6 +63,13 @@ def write_output(
         delete_filter = sql_connector.window_bounds(url, window, window_column) if window and window_column else None
         written = sql_connector.replace_rows(url, table, integrated_path, delete_filter)
         return {"integrated_data_path": f"{redact(destination)}#{table}", "rows_written": written, "files": []}
+    if output.output_format == "mongodb":
+        from memories_dagster.connectors.mongo import bson_ready, write_documents
+
+        url = resolve(destination, "output_config.output_destination")
+        batches = ([bson_ready(r) for r in b.to_pylist()] for b in pq.ParquetFile(integrated_path).iter_batches(5_000))
+        written = write_documents(url, output.database, output.collection or table, batches, output.upsert_keys)
+        return {"integrated_data_path": f"{redact(destination)}#{output.collection or table}", "rows_written": written, "files": []}
     staged = StagedOutput(destination)
     try:
         if laid_out:

@@ -27,7 +27,7 @@ from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
 from memories_dagster.specs.loading import LoadedSpec
 
-URL_SOURCES = ("sql", "api", "redis")  # connection strings that are URLs, not paths
+URL_SOURCES = ("sql", "api", "redis", "mongodb")  # connection strings that are URLs, not paths
 CHECK_NAMES = ("duplicate_check", "null_check", "format_check", "business_rule_check")
 
 
@@ -188,7 +188,7 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
     def write(context: dg.AssetExecutionContext, memories_settings: MemoriesSettings, integrated: TableFile) -> dg.MaterializeResult:
         window = _window(context)
         try:
-            destination = _locate(loaded, declared, "output_config.output_destination", output.output_format == "sql")
+            destination = _locate(loaded, declared, "output_config.output_destination", output.output_format in URL_SOURCES)
             written = write_output(
                 integrated.path, output, destination, output.table or name, window, window_column,
                 laid_out=integrated.meta.get("laid_out", False), memory_limit=memories_settings.engine_memory_limit,

@@ -19,8 +19,6 @@ from memories_dagster.engine.expressions import ExpressionError, parse_expressio
 from memories_dagster.specs.cron import cron_problem
 from memories_dagster.engine.formats import FormatError, parse_format
 
-SUPPORTED_SOURCE_TYPES = ("csv", "json", "excel", "sql", "parquet", "api", "redis", "mainframe")
-SUPPORTED_OUTPUT_FORMATS = ("csv", "json", "parquet", "sql")
 COLUMN_TYPES = ("string", "integer", "float", "decimal", "boolean", "date", "timestamp")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
@@ -29,15 +27,6 @@ def asset_name(text: str) -> str:
     """Turn a free-form name into one Dagster accepts in asset keys and group names."""
     name = _NAME_CHARS.sub("_", text.strip())
     return name if name and not name[0].isdigit() else f"_{name}"
-
-
-def _supported_now(key: str, value: str, supported: tuple[str, ...]) -> str:
-    if value not in supported:
-        raise ValueError(
-            f"{key} '{value}' is in the seed's schema but its connector is not part of this "
-            f"release; supported now: {', '.join(supported)}"
-        )
-    return value
 
 
 class Strict(BaseModel):
@@ -99,6 +88,19 @@ class RedisSettings(Strict):
     kind: Literal["auto", "hash", "json", "stream"] = "auto"
 
 
+class MongoSettings(Strict):
+    """What a `mongodb` source reads and how its documents become columns."""
+
+    database: str | None = Field(None, description="default: the database named in the URL")
+    collection: str | None = None
+    filter: dict[str, Any] = Field(default_factory=dict)
+    projection: dict[str, Any] = Field(default_factory=dict)
+    pipeline: list[dict[str, Any]] = Field(default_factory=list, description="aggregation pipeline (instead of filter)")
+    batch_size: int = Field(10_000, ge=1)
+    flatten_separator: str = Field("_", min_length=1, description="nested a.b becomes column a<sep>b")
+    flatten_depth: int | None = Field(None, ge=0, description="levels to flatten (default: all); deeper ones stay objects")
+
+
 class DataSource(Strict):
     """One input of the integration."""
 
@@ -112,21 +114,19 @@ class DataSource(Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="reader options")
     api: ApiSettings = Field(default_factory=ApiSettings, description="api: how to call it")
     redis: RedisSettings = Field(default_factory=RedisSettings, description="redis: which keys")
+    mongodb: MongoSettings = Field(default_factory=MongoSettings, description="mongodb: what to read")
     copybook: str | None = Field(None, description="mainframe: path of the COBOL copybook")
     encoding: str = Field("cp037", description="mainframe: EBCDIC code page (cp037, cp500, cp1047...)")
     record_format: Literal["fixed", "variable"] = Field(
         "fixed", description="mainframe: fixed-length records, or variable with a 4-byte RDW"
     )
 
-    @field_validator("source_type")
-    @classmethod
-    def _supported(cls, value: str) -> str:
-        return _supported_now("source_type", value, SUPPORTED_SOURCE_TYPES)
-
     @model_validator(mode="after")
     def _sql_needs_query_or_table(self) -> DataSource:
         if self.source_type == "sql" and not (self.query or self.table):
             raise ValueError("a sql source needs `query` or `table`")
+        if self.source_type == "mongodb" and not self.mongodb.collection:
+            raise ValueError("a mongodb source needs `mongodb.collection`")
         if self.source_type == "mainframe" and not self.copybook:
             raise ValueError("a mainframe source needs `copybook`: the path of its COBOL copybook")
         return self
@@ -321,14 +321,14 @@ class OutputConfig(Strict):
     output_destination: str | None = None
     partitioning: Partitioning | None = None
     table: str | None = Field(None, description="sql: target table (default: pipeline name)")
-
-    @field_validator("output_format")
-    @classmethod
-    def _supported(cls, value: str) -> str:
-        return _supported_now("output_format", value, SUPPORTED_OUTPUT_FORMATS)
+    collection: str | None = Field(None, description="mongodb: target collection (default: pipeline name)")
+    database: str | None = Field(None, description="mongodb: default: the database named in the URL")
+    upsert_keys: list[str] = Field(default_factory=list, description="mongodb: replace documents with equal keys")
 
     @model_validator(mode="after")
     def _sql_needs_url(self) -> OutputConfig:
+        if self.output_format == "mongodb" and not (self.output_destination or "").startswith(("mongodb://", "mongodb+srv://", "${")):
+            raise ValueError("a mongodb output needs `output_destination`: a URL such as mongodb://host:27017/db")
         if self.output_format == "sql" and "://" not in (self.output_destination or ""):
             raise ValueError(
                 "a sql output needs `output_destination`: a SQLAlchemy URL such as "

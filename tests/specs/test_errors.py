@@ -97,7 +97,7 @@ CASES = [
     (set_(["integration_config", "data_sources", 0, "source_type"], "sql"),
      "integration_config.data_sources[0]: a sql source needs `query` or `table`"),
     (set_(["integration_config", "data_sources", 0, "source_type"], "mongodb"),
-     "integration_config.data_sources[0].source_type: source_type 'mongodb' is in the seed's schema but its connector is not part of this release"),
+     "integration_config.data_sources[0]: a mongodb source needs `mongodb.collection`"),
 ]
 
 

@@ -1,0 +1,119 @@
+"""MongoDB through pymongo: documents in batches as a source, inserts or upserts as an output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from memories_dagster.connectors.files import ConnectorError
+from memories_dagster.secrets import redact
+
+WRITE_BATCH = 5_000
+
+
+def _client(url: str, name: str):
+    import pymongo  # on use: only pipelines with MongoDB need it
+
+    try:
+        client = pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000)
+        client.admin.command("ping")
+    except (pymongo.errors.PyMongoError, ValueError) as exc:
+        raise ConnectorError(redact(f"{name}: cannot reach MongoDB at {url}: {str(exc).splitlines()[0]}")) from None
+    return client
+
+
+def _database(client, url: str, database: str | None, name: str):
+    import pymongo
+
+    try:
+        return client[database] if database else client.get_default_database()
+    except pymongo.errors.ConfigurationError:
+        raise ConnectorError(f"{name}: name the database in the URL (mongodb://host/db) or in `database`") from None
+
+
+def _plain(value: Any) -> Any:
+    """BSON values Parquet cannot hold (ObjectId, Decimal128, lists) as plain ones."""
+    kind = type(value).__name__
+    if kind == "ObjectId":
+        return str(value)
+    if kind == "Decimal128":
+        return value.to_decimal()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return json.dumps(value, default=str)
+    return value
+
+
+def mongo_documents(url: str, source_name: str, settings) -> Iterator[dict[str, Any]]:
+    """The documents a source's filter/projection or aggregation pipeline selects."""
+    import pymongo
+
+    where = f"source '{source_name}'"
+    client = _client(url, where)
+    try:
+        collection = _database(client, url, settings.database, where)[settings.collection]
+        if settings.pipeline:
+            cursor = collection.aggregate(settings.pipeline, batchSize=settings.batch_size)
+        else:
+            cursor = collection.find(settings.filter, settings.projection or None, batch_size=settings.batch_size)
+        for document in cursor:
+            yield _plain(document)
+    except pymongo.errors.PyMongoError as exc:
+        raise ConnectorError(redact(f"{where}: reading {settings.collection} failed: {str(exc).splitlines()[0]}")) from None
+    finally:
+        client.close()
+
+
+def bson_ready(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as BSON can store it: decimals as Decimal128 (exact), dates as datetimes."""
+    import datetime as dt
+    import decimal
+
+    from bson.decimal128 import Decimal128
+
+    ready = {}
+    for key, value in row.items():
+        if isinstance(value, decimal.Decimal):
+            value = Decimal128(value)
+        elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            value = dt.datetime(value.year, value.month, value.day)
+        ready[key] = value
+    return ready
+
+
+def write_documents(url: str, database: str | None, collection_name: str, batches: Iterator[list[dict]], keys: list[str]) -> int:
+    """Insert the rows, or with ``keys`` upsert them (replace the documents with equal keys).
+
+    MongoDB writes here are not one transaction: a failure stops after the batches written so far,
+    and the error says how many rows that was.
+    """
+    import pymongo
+
+    where = f"output collection {collection_name}"
+    client = _client(url, where)
+    written = 0
+    try:
+        collection = _database(client, url, database, where)[collection_name]
+        for batch in batches:
+            if not batch:
+                continue
+            if keys:
+                missing = [k for k in keys if k not in batch[0]]
+                if missing:
+                    raise ConnectorError(f"{where}: upsert keys {', '.join(missing)} are not columns of the data")
+                # Replace by keys as delete-then-insert per batch: two round trips per 5,000 rows
+                # (ReplaceOne per row would be one per row on servers without bulk replace).
+                if len(keys) == 1:
+                    selector = {keys[0]: {"$in": [row[keys[0]] for row in batch]}}
+                else:
+                    selector = {"$or": [{k: row[k] for k in keys} for row in batch]}
+                collection.delete_many(selector)
+            collection.insert_many(batch, ordered=False)
+            written += len(batch)
+    except pymongo.errors.PyMongoError as exc:
+        raise ConnectorError(redact(f"{where}: writing failed after {written} rows: {str(exc).splitlines()[0]}")) from None
+    finally:
+        client.close()
+    return written
