@@ -6,7 +6,7 @@ import dagster as dg
 
 from memories_dagster.factory.integration import pipeline_definitions
 from memories_dagster.factory.invalid import invalid_spec_assets
-from memories_dagster.resources import shared_resources
+from memories_dagster.resources import profile_resources
 from memories_dagster.specs.loading import SpecError, SpecProblem, assets_root, discover_integrations
 from memories_dagster.specs.profile import ResourceProfile, load_profile
 
@@ -26,15 +26,14 @@ def build_definitions() -> dg.Definitions:
     profile = load_profile(project)
     pipelines, errors = discover_integrations(root)
     built = []
+    connection_types = {name: connection.type for name, connection in profile.connections.items()}
     for pipeline in pipelines:
         try:
-            built.append(pipeline_definitions(pipeline))
+            built.append(pipeline_definitions(pipeline, connection_types))
         except Exception as exc:  # one bad declaration must not take the code location down
             errors.append(SpecError([SpecProblem(pipeline.file, "", f"cannot be turned into Dagster definitions: {exc}")]))
     shared = dg.Definitions(
-        assets=invalid_spec_assets(errors),
-        resources=shared_resources(str(project / profile.storage_dir), str(project / profile.report_dir), profile.engine_memory_limit),
-        executor=executor_for(profile),
+        assets=invalid_spec_assets(errors), resources=profile_resources(project, profile), executor=executor_for(profile)
     )
     return dg.Definitions.merge(shared, *built)
 

@@ -1,4 +1,5 @@
-"""Typed Dagster resources: where the code location keeps data, and the Parquet IO manager."""
+"""Typed Dagster resources: where the code location keeps data, the Parquet IO manager, and the
+clouds and databases that a resource profile's ``connections`` declare."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
+from typing import Any
+
 import dagster as dg
+from dagster_aws.s3 import S3Resource
+from dagster_azure.adls2 import ADLS2Resource
+from dagster_azure.adls2.resources import ADLS2Key, ADLS2SASToken
+from dagster_gcp import GCSResource
 
 from memories_dagster.engine.tables import TableFile
 
@@ -90,3 +97,110 @@ def shared_resources(storage_dir: str, report_dir: str, engine_memory_limit: str
     """
     storage = MemoriesSettings(storage_dir=storage_dir, report_dir=report_dir, engine_memory_limit=engine_memory_limit)
     return {"memories_settings": storage, IO_MANAGER_KEY: ParquetIOManager(storage=storage)}
+
+
+def _secret(value: str | None) -> str | dg.EnvVar | None:
+    """``${NAME}`` as a Dagster EnvVar: read at run time, hidden in the UI."""
+    if value and value.startswith("${") and value.endswith("}") and value.count("${") == 1:
+        return dg.EnvVar(value[2:-1])
+    return value
+
+
+class S3Connection(S3Resource):
+    """dagster-aws S3Resource that also opens ``s3://`` paths for the engine (through s3fs)."""
+
+    def storage_options(self) -> dict[str, Any]:
+        """s3fs options from the resource's settings."""
+        options: dict[str, Any] = {}
+        if self.aws_access_key_id:
+            options.update(key=self.aws_access_key_id, secret=self.aws_secret_access_key)
+        if self.aws_session_token:
+            options["token"] = self.aws_session_token
+        if self.endpoint_url:
+            options["endpoint_url"] = self.endpoint_url
+        if self.region_name:
+            options["client_kwargs"] = {"region_name": self.region_name}
+        if self.profile_name:
+            options["profile"] = self.profile_name
+        if self.use_unsigned_session:
+            options["anon"] = True
+        return options
+
+
+class GcsConnection(GCSResource):
+    """dagster-gcp GCSResource that also opens ``gs://`` paths for the engine (through gcsfs)."""
+
+    endpoint_url: str | None = None
+    token: str | None = None
+
+    def storage_options(self) -> dict[str, Any]:
+        """gcsfs options from the resource's settings."""
+        options: dict[str, Any] = {}
+        for name in ("project", "endpoint_url", "token"):
+            if getattr(self, name):
+                options[name] = getattr(self, name)
+        return options
+
+
+class AzureConnection(ADLS2Resource):
+    """dagster-azure ADLS2Resource that also opens ``abfs://``/``az://`` paths (through adlfs)."""
+
+    connection_string: str | None = None
+
+    def storage_options(self) -> dict[str, Any]:
+        """adlfs options from the resource's settings."""
+        if self.connection_string:
+            return {"connection_string": self.connection_string}
+        options: dict[str, Any] = {"account_name": self.storage_account}
+        if isinstance(self.credential, ADLS2Key) and self.credential.key:
+            options["account_key"] = self.credential.key
+        elif isinstance(self.credential, ADLS2SASToken) and self.credential.token:
+            options["sas_token"] = self.credential.token
+        return options
+
+
+class SqlDatabase(dg.ConfigurableResource):
+    """A SQL database: SQLAlchemy URL and pool settings, shared by a pipeline's sources and outputs."""
+
+    url: str
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_pre_ping: bool = True
+    pool_recycle_seconds: int = 1800
+    connect_timeout_seconds: int = 10
+
+    def engine_options(self) -> dict[str, Any]:
+        """Keyword arguments for sqlalchemy.create_engine."""
+        return {"pool_size": self.pool_size, "max_overflow": self.max_overflow, "pool_pre_ping": self.pool_pre_ping,
+                "pool_recycle": self.pool_recycle_seconds, "connect_timeout": self.connect_timeout_seconds}
+
+
+def connection_resource(connection: Any) -> dg.ConfigurableResource:
+    """The typed Dagster resource of a profile's connection; ``${NAME}`` values become EnvVars."""
+    fields = {k: _secret(v) if isinstance(v, str) else v for k, v in connection.model_dump(exclude={"type"}).items()}
+    if connection.type == "s3":
+        return S3Connection(**{k: v for k, v in fields.items() if v is not None})
+    if connection.type == "gcs":
+        return GcsConnection(**{k: v for k, v in fields.items() if v is not None})
+    if connection.type == "adls2":
+        key, sas = fields.pop("account_key"), fields.pop("sas_token")
+        credential = ADLS2SASToken(token=sas) if sas else ADLS2Key(key=key)
+        return AzureConnection(credential=credential, **{k: v for k, v in fields.items() if v is not None})
+    return SqlDatabase(**fields)
+
+
+@functools.lru_cache(maxsize=None)
+def _connection_resources(profile_json: str) -> dict[str, dg.ConfigurableResource]:
+    from memories_dagster.specs.profile import ResourceProfile
+
+    profile = ResourceProfile.model_validate_json(profile_json)
+    return {name: connection_resource(connection) for name, connection in profile.connections.items()}
+
+
+def profile_resources(project: Path, profile: Any) -> dict[str, dg.ConfigurableResource]:
+    """Every resource a resource profile declares, one object per configuration (so that
+    definitions built apart, e.g. by several components, merge without conflicts)."""
+    return {
+        **shared_resources(str(project / profile.storage_dir), str(project / profile.report_dir), profile.engine_memory_limit),
+        **_connection_resources(profile.model_dump_json()),
+    }

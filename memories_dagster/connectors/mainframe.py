@@ -154,18 +154,18 @@ class MainframeRecords:
     invalid: dict[str, int]
 
 
-def read_mainframe(source, path: str, copybook_path: str) -> MainframeRecords:
+def read_mainframe(source, path: str, copybook_path: str, storage_options: dict | None = None) -> MainframeRecords:
     """Read and decode a mainframe source's data file through its copybook."""
-    name = source.source_name
+    name, storage_options = source.source_name, storage_options or {}
     try:
-        with fsspec.open(copybook_path, "r", encoding="utf-8") as handle:
+        with fsspec.open(copybook_path, "r", encoding="utf-8", **storage_options) as handle:
             layout = parse_copybook(handle.read())
     except FileNotFoundError:
         raise ConnectorError(f"source '{name}': no copybook at {copybook_path}") from None
     except CopybookError as exc:
         raise ConnectorError(f"source '{name}': copybook {copybook_path}: {exc}") from None
     try:
-        with fsspec.open(path, "rb") as handle:
+        with fsspec.open(path, "rb", **storage_options) as handle:
             data = handle.read()
     except FileNotFoundError:
         raise ConnectorError(f"source '{name}': no file at {path}") from None

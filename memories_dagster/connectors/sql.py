@@ -39,13 +39,20 @@ def database_url(url: str, username: str | None = None, password: str | None = N
     return parsed
 
 
-def create_engine(url: URL) -> sa.Engine:
-    """An engine that checks connections before use and fails fast when the server is down."""
+def create_engine(url: URL, options: dict | None = None) -> sa.Engine:
+    """An engine that checks connections before use and fails fast when the server is down.
+
+    ``options`` come from a SQL connection of the resource profile (pool size, timeouts).
+    """
+    options = {"pool_pre_ping": True, "connect_timeout": 10, **(options or {})}
+    timeout = options.pop("connect_timeout")
     args: dict[str, object] = {}
     if url.get_backend_name() in ("postgresql", "mysql", "mariadb"):
-        args["connect_timeout"] = 10
+        args["connect_timeout"] = timeout
+    if url.get_backend_name() == "sqlite":  # one file, no server: pool sizes do not apply
+        options = {k: v for k, v in options.items() if k not in ("pool_size", "max_overflow")}
     try:
-        return sa.create_engine(url, pool_pre_ping=True, connect_args=args)
+        return sa.create_engine(url, connect_args=args, **options)
     except (ImportError, sa.exc.NoSuchModuleError) as exc:
         raise ConnectorError(
             f"no database driver for {url.drivername} ({exc}); install it or name an installed "
@@ -86,6 +93,7 @@ def read_query(
     params: dict[str, object],
     window_filter: tuple[str, object, object] | None,
     folder: Path,
+    engine_options: dict | None = None,
 ) -> tuple[list[Path], bool]:
     """Run the source's query (or read its table) in chunks, one Parquet file per chunk.
 
@@ -94,7 +102,7 @@ def read_query(
     None: column = low), provided the query returns that column. Returns the files and whether
     the filter applied.
     """
-    engine = create_engine(url)
+    engine = create_engine(url, engine_options)
     quote = engine.dialect.identifier_preparer.quote
     sql = query or "SELECT * FROM " + ".".join(quote(p) for p in (table or "").split("."))
     bound = {k: v for k, v in params.items() if f":{k}" in sql}
@@ -131,6 +139,7 @@ def replace_rows(
     table: str,
     parquet_path: str,
     delete_filter: tuple[str, object, object] | None,
+    engine_options: dict | None = None,
 ) -> int:
     """In one transaction: delete the rows being replaced, then insert the Parquet file's rows.
 
@@ -139,7 +148,7 @@ def replace_rows(
     """
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
+    engine = create_engine(url, engine_options)
     schema, _, name = table.rpartition(".")
     written = 0
     try:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from memories_dagster.connectors.files import is_remote, open_file_source
 from memories_dagster.connectors.mainframe import read_mainframe
 from memories_dagster.engine.duck import columns_of, connect, copy_parquet, q, sql_string
-from memories_dagster.engine.tables import TableFile
+from memories_dagster.engine.tables import Access, TableFile
 from memories_dagster.engine.window import Window, condition_sql, expand, has_template
 from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
@@ -30,19 +30,22 @@ def extract(
     window_column: str | None = None,
     memory_limit: str | None = None,
     copybook: str | None = None,
+    access: Access | None = None,
 ) -> TableFile:
     """Read ``source`` from ``location`` (its resolved connection string) into ``out_path``.
 
     With a window, only the window's rows are read: a ``{partition_...}`` template in the path
     or the query's bind parameters select them at the source, else rows are filtered on
     ``window_column`` when the source has it. ``meta['window_filter']`` says which applied.
-    ``copybook`` is the resolved path of a mainframe source's copybook.
+    ``copybook`` is the resolved path of a mainframe source's copybook; ``access`` carries the
+    credentials and pool settings of the source's connection.
     """
     con = connect(memory_limit)
+    access = access or Access()
     try:
         if source.source_type == "sql":
             with tempfile.TemporaryDirectory(prefix="memories-sql-") as folder:
-                relation, how = _read_sql(con, source, location, window, window_column, Path(folder))
+                relation, how = _read_sql(con, source, location, window, window_column, Path(folder), access)
                 result = _write(con, relation, None, out_path)
         elif source.source_type == "api":
             with tempfile.TemporaryDirectory(prefix="memories-api-") as folder:
@@ -69,7 +72,7 @@ def extract(
                 result = _write(con, relation, None, out_path)
             how = None
         elif source.source_type == "mainframe":
-            records = read_mainframe(source, expand(location, window), copybook or "")
+            records = read_mainframe(source, expand(location, window), copybook or "", access.storage_options)
             con.register("mainframe_records", records.table)
             how = "path template" if window and has_template(location) else None
             condition = None
@@ -79,7 +82,8 @@ def extract(
             result.meta["invalid_values"] = records.invalid
         else:
             path = expand(location, window)
-            view = open_file_source(con, source.key, source.source_type, path, source.options, source.sheet)
+            view = open_file_source(con, source.key, source.source_type, path, source.options, source.sheet,
+                                    access.storage_options)
             how = "path template" if window and has_template(location) else None
             condition = None
             if window and how is None and window_column and window_column in columns_of(con, q(view)):
@@ -155,6 +159,7 @@ def _read_sql(
     window: Window | None,
     window_column: str | None,
     folder: Path,
+    access: Access,
 ) -> tuple[str, str | None]:
     from memories_dagster.connectors import sql as sql_connector  # on use: pulls in pandas
 
@@ -173,7 +178,7 @@ def _read_sql(
     if window and window_column and not binds_window:
         window_filter = sql_connector.window_bounds(url, window, window_column)
     parts, filtered = sql_connector.read_query(
-        url, source.source_name, query, table, params, window_filter, folder
+        url, source.source_name, query, table, params, window_filter, folder, access.engine_options
     )
     how = "query parameters" if binds_window else (f"column {window_column}" if filtered else None)
     files = ", ".join(sql_string(str(p)) for p in parts)

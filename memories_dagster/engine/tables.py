@@ -14,3 +14,12 @@ class TableFile:
     rows: int
     columns: dict[str, str]
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Access:
+    """How to reach a location: fsspec options (credentials, endpoint) for remote paths, and
+    SQLAlchemy engine options (pool, timeouts) for databases."""
+
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    engine_options: dict[str, Any] = field(default_factory=dict)

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from memories_dagster.connectors.files import PART_SEPARATOR, StagedOutput, copy_options, suffix_for
 from memories_dagster.engine.duck import columns_of, connect, q, sql_string
 from memories_dagster.engine.errors import IntegrationError
+from memories_dagster.engine.tables import Access
 from memories_dagster.engine.window import Window
 from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import OutputConfig, Partitioning
@@ -49,6 +50,7 @@ def write_output(
     window_column: str | None = None,
     laid_out: bool = False,
     memory_limit: str | None = None,
+    access: Access | None = None,
 ) -> dict[str, Any]:
     """Write the integrated Parquet data to the declared output; returns where and how much.
 
@@ -61,7 +63,7 @@ def write_output(
         where = "output_config.output_destination"
         url = sql_connector.database_url(resolve(destination, where))
         delete_filter = sql_connector.window_bounds(url, window, window_column) if window and window_column else None
-        written = sql_connector.replace_rows(url, table, integrated_path, delete_filter)
+        written = sql_connector.replace_rows(url, table, integrated_path, delete_filter, access.engine_options if access else None)
         return {"integrated_data_path": f"{redact(destination)}#{table}", "rows_written": written, "files": []}
     if output.output_format == "mongodb":
         from memories_dagster.connectors.mongo import bson_ready, write_documents
@@ -70,7 +72,7 @@ def write_output(
         batches = ([bson_ready(r) for r in b.to_pylist()] for b in pq.ParquetFile(integrated_path).iter_batches(5_000))
         written = write_documents(url, output.database, output.collection or table, batches, output.upsert_keys)
         return {"integrated_data_path": f"{redact(destination)}#{output.collection or table}", "rows_written": written, "files": []}
-    staged = StagedOutput(destination)
+    staged = StagedOutput(destination, access.storage_options if access else None)
     try:
         if laid_out:
             tree = staged.folder / "tree"

@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 
 from memories_dagster.factory.integration import pipeline_definitions
-from memories_dagster.resources import shared_resources
+from memories_dagster.resources import profile_resources
 from memories_dagster.specs.integration import IntegrationSpec, asset_name
 from memories_dagster.specs.loading import LoadedSpec, parse_model
 from memories_dagster.specs.profile import load_profile
@@ -41,5 +41,6 @@ class IntegrationComponent(dg.Component, dg.Resolvable, dg.Model):
         loaded = LoadedSpec(name=asset_name(self.name or folder.name), file=folder / "defs.yaml", spec=spec, root=folder)
         project = next((p for p in (folder, *folder.parents) if (p / "pyproject.toml").exists()), folder)
         profile = load_profile(project)
-        resources = shared_resources(str(project / profile.storage_dir), str(project / profile.report_dir), profile.engine_memory_limit)
-        return dg.Definitions.merge(pipeline_definitions(loaded), dg.Definitions(resources=resources))
+        resources = profile_resources(project, profile)
+        connections = {name: connection.type for name, connection in profile.connections.items()}
+        return dg.Definitions.merge(pipeline_definitions(loaded, connections), dg.Definitions(resources=resources))

@@ -19,6 +19,7 @@ from memories_dagster.engine.integrate import IntegrationOutcome, integrate
 from memories_dagster.engine.tables import TableFile
 from memories_dagster.engine.window import Window
 from memories_dagster.engine.write import default_destination, write_output
+from memories_dagster.factory.connections import access_of, used_connections
 from memories_dagster.factory.partitions import partitions_definition, window_of
 from memories_dagster.factory.schedules import pipeline_schedule
 from memories_dagster.factory.sensors import file_sensor
@@ -69,9 +70,11 @@ def _window(context: dg.AssetExecutionContext) -> Window | None:
     return window_of(context) if context.has_partition_key else None
 
 
-def pipeline_definitions(loaded: LoadedSpec) -> dg.Definitions:
-    """Every Dagster definition of one integration spec."""
+def pipeline_definitions(loaded: LoadedSpec, connections: dict[str, str] | None = None) -> dg.Definitions:
+    """Every Dagster definition of one integration spec; ``connections`` (name -> type) are the
+    resource profile's, which the spec may name."""
     name, spec = loaded.name, loaded.spec
+    used_connections(loaded, connections or {})
     partitions_def = partitions_definition(name, spec.partitions)
     window_column = spec.partitions.column if spec.partitions else None
     description = spec.description or f"Integration pipeline declared in {loaded.file.name}"
@@ -92,15 +95,17 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
         io_manager_key=IO_MANAGER_KEY,
         kinds={source.source_type, "parquet"},
         description=f"Rows of source '{source.source_name}' ({source.source_type}), read as declared in {loaded.file.name}.",
+        required_resource_keys={source.connection} if source.connection else None,
     )
     def read_source(context: dg.AssetExecutionContext, memories_settings: MemoriesSettings) -> dg.Output[TableFile]:
         staging = memories_settings.staging_dir()
         try:
-            location = _locate(loaded, source.connection_string, f"source '{source.source_name}' connection_string",
+            access, url = access_of(context, source.connection)
+            location = _locate(loaded, source.connection_string or url or "", f"source '{source.source_name}' connection_string",
                                source.source_type in URL_SOURCES)
             copybook = _locate(loaded, source.copybook, f"source '{source.source_name}' copybook", False) if source.copybook else None
             table = extract(source, location, str(staging / "source.parquet"), _window(context), window_column,
-                            memories_settings.engine_memory_limit, copybook)
+                            memories_settings.engine_memory_limit, copybook, access)
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise _user_error(exc, f"pipeline '{loaded.name}' could not read source '{source.source_name}'") from None
@@ -183,15 +188,19 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
         partitions_def=partitions_def,
         ins={"integrated": dg.AssetIn(key=[name, "integrated"])},
         kinds={output.output_format},
+        required_resource_keys={output.connection} if output.connection else None,
         description=f"The integrated data written as {output.output_format} to {redact(declared)}, with the integration report.",
     )
     def write(context: dg.AssetExecutionContext, memories_settings: MemoriesSettings, integrated: TableFile) -> dg.MaterializeResult:
         window = _window(context)
         try:
-            destination = _locate(loaded, declared, "output_config.output_destination", output.output_format in URL_SOURCES)
+            access, url = access_of(context, output.connection)
+            destination = _locate(loaded, output.output_destination or url or declared, "output_config.output_destination",
+                                  output.output_format in URL_SOURCES)
             written = write_output(
                 integrated.path, output, destination, output.table or name, window, window_column,
                 laid_out=integrated.meta.get("laid_out", False), memory_limit=memories_settings.engine_memory_limit,
+                access=access,
             )
         except Exception as exc:
             raise _user_error(exc, f"pipeline '{name}' could not write its output; the previous output is unchanged") from None

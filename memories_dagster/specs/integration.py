@@ -106,7 +106,8 @@ class DataSource(Strict):
 
     source_name: str = Field(min_length=1)
     source_type: Literal["csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet", "mainframe"]
-    connection_string: str = Field(min_length=1)
+    connection_string: str | None = Field(None, min_length=1)
+    connection: str | None = Field(None, description="a connection of the resource profile: credentials, endpoint, pool")
     query: str | None = None
     authentication: Authentication | None = None
     table: str | None = Field(None, description="sql: table to read when no query is given")
@@ -123,6 +124,11 @@ class DataSource(Strict):
 
     @model_validator(mode="after")
     def _sql_needs_query_or_table(self) -> DataSource:
+        if not self.connection_string and not (self.connection and self.source_type == "sql"):
+            raise ValueError(
+                "`connection_string` is required (a sql source may name a `connection` of the "
+                "resource profile instead)"
+            )
         if self.source_type == "sql" and not (self.query or self.table):
             raise ValueError("a sql source needs `query` or `table`")
         if self.source_type == "mongodb" and not self.mongodb.collection:
@@ -321,6 +327,7 @@ class OutputConfig(Strict):
     output_destination: str | None = None
     partitioning: Partitioning | None = None
     table: str | None = Field(None, description="sql: target table (default: pipeline name)")
+    connection: str | None = Field(None, description="a connection of the resource profile: credentials, endpoint, pool")
     collection: str | None = Field(None, description="mongodb: target collection (default: pipeline name)")
     database: str | None = Field(None, description="mongodb: default: the database named in the URL")
     upsert_keys: list[str] = Field(default_factory=list, description="mongodb: replace documents with equal keys")
@@ -329,7 +336,7 @@ class OutputConfig(Strict):
     def _sql_needs_url(self) -> OutputConfig:
         if self.output_format == "mongodb" and not (self.output_destination or "").startswith(("mongodb://", "mongodb+srv://", "${")):
             raise ValueError("a mongodb output needs `output_destination`: a URL such as mongodb://host:27017/db")
-        if self.output_format == "sql" and "://" not in (self.output_destination or ""):
+        if self.output_format == "sql" and "://" not in (self.output_destination or "") and not self.connection:
             raise ValueError(
                 "a sql output needs `output_destination`: a SQLAlchemy URL such as "
                 f"sqlite:///output/data.db, not {self.output_destination!r}"

@@ -174,10 +174,10 @@ def test_a_spec_that_breaks_while_building_definitions_is_reported(project, monk
     project.add("boom.yaml", {**daily_spec(), "name": "boom"})
     real = definitions.pipeline_definitions
 
-    def fragile(loaded):
+    def fragile(loaded, connections):
         if loaded.name == "boom":
             raise RuntimeError("scheduler said no")
-        return real(loaded)
+        return real(loaded, connections)
 
     monkeypatch.setattr(definitions, "pipeline_definitions", fragile)
     graph = project.definitions().resolve_asset_graph()

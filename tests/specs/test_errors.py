@@ -54,7 +54,7 @@ CASES = [
     (set_(["integration_config", "joinkeys"], []),
      "integration_config.joinkeys: unknown key 'joinkeys'; allowed here: data_sources, integration_strategy, transformation_rules, data_quality_checks"),
     (delete(["integration_config", "data_sources", 0, "connection_string"]),
-     "integration_config.data_sources[0].connection_string: required, but missing"),
+     "integration_config.data_sources[0]: `connection_string` is required (a sql source may name a `connection` of the resource profile instead)"),
     (delete(["integration_config"]), "integration_config: required, but missing"),
     (set_(["integration_config", "data_sources"], []),
      "integration_config.data_sources: List should have at least 1 item after validation, not 0"),
