@@ -26,7 +26,7 @@ def build_definitions() -> dg.Definitions:
     profile = load_profile(project)
     pipelines, errors = discover_integrations(root)
     built = []
-    connection_types = {name: connection.type for name, connection in profile.connections.items()}
+    connection_types = dict(profile.connections)
     for pipeline in pipelines:
         try:
             built.append(pipeline_definitions(pipeline, connection_types))

@@ -106,59 +106,6 @@ def _secret(value: str | None) -> str | dg.EnvVar | None:
     return value
 
 
-class S3Connection(S3Resource):
-    """dagster-aws S3Resource that also opens ``s3://`` paths for the engine (through s3fs)."""
-
-    def storage_options(self) -> dict[str, Any]:
-        """s3fs options from the resource's settings."""
-        options: dict[str, Any] = {}
-        if self.aws_access_key_id:
-            options.update(key=self.aws_access_key_id, secret=self.aws_secret_access_key)
-        if self.aws_session_token:
-            options["token"] = self.aws_session_token
-        if self.endpoint_url:
-            options["endpoint_url"] = self.endpoint_url
-        if self.region_name:
-            options["client_kwargs"] = {"region_name": self.region_name}
-        if self.profile_name:
-            options["profile"] = self.profile_name
-        if self.use_unsigned_session:
-            options["anon"] = True
-        return options
-
-
-class GcsConnection(GCSResource):
-    """dagster-gcp GCSResource that also opens ``gs://`` paths for the engine (through gcsfs)."""
-
-    endpoint_url: str | None = None
-    token: str | None = None
-
-    def storage_options(self) -> dict[str, Any]:
-        """gcsfs options from the resource's settings."""
-        options: dict[str, Any] = {}
-        for name in ("project", "endpoint_url", "token"):
-            if getattr(self, name):
-                options[name] = getattr(self, name)
-        return options
-
-
-class AzureConnection(ADLS2Resource):
-    """dagster-azure ADLS2Resource that also opens ``abfs://``/``az://`` paths (through adlfs)."""
-
-    connection_string: str | None = None
-
-    def storage_options(self) -> dict[str, Any]:
-        """adlfs options from the resource's settings."""
-        if self.connection_string:
-            return {"connection_string": self.connection_string}
-        options: dict[str, Any] = {"account_name": self.storage_account}
-        if isinstance(self.credential, ADLS2Key) and self.credential.key:
-            options["account_key"] = self.credential.key
-        elif isinstance(self.credential, ADLS2SASToken) and self.credential.token:
-            options["sas_token"] = self.credential.token
-        return options
-
-
 class SqlDatabase(dg.ConfigurableResource):
     """A SQL database: SQLAlchemy URL and pool settings, shared by a pipeline's sources and outputs."""
 
@@ -169,23 +116,26 @@ class SqlDatabase(dg.ConfigurableResource):
     pool_recycle_seconds: int = 1800
     connect_timeout_seconds: int = 10
 
-    def engine_options(self) -> dict[str, Any]:
-        """Keyword arguments for sqlalchemy.create_engine."""
-        return {"pool_size": self.pool_size, "max_overflow": self.max_overflow, "pool_pre_ping": self.pool_pre_ping,
-                "pool_recycle": self.pool_recycle_seconds, "connect_timeout": self.connect_timeout_seconds}
 
 
 def connection_resource(connection: Any) -> dg.ConfigurableResource:
-    """The typed Dagster resource of a profile's connection; ``${NAME}`` values become EnvVars."""
+    """The typed Dagster resource of a profile's connection; ``${NAME}`` values become EnvVars.
+
+    The resources are there for the UI and for a project's own assets (a boto3 client, a GCS
+    client); the engine reads the same declaration (factory.connections), so that a run of a
+    pipeline does not build clients it does not use.
+    """
     fields = {k: _secret(v) if isinstance(v, str) else v for k, v in connection.model_dump(exclude={"type"}).items()}
+    fields = {k: v for k, v in fields.items() if v is not None}
     if connection.type == "s3":
-        return S3Connection(**{k: v for k, v in fields.items() if v is not None})
+        return S3Resource(**fields)
     if connection.type == "gcs":
-        return GcsConnection(**{k: v for k, v in fields.items() if v is not None})
+        return GCSResource(**({"project": fields["project"]} if "project" in fields else {}))
     if connection.type == "adls2":
-        key, sas = fields.pop("account_key"), fields.pop("sas_token")
-        credential = ADLS2SASToken(token=sas) if sas else ADLS2Key(key=key)
-        return AzureConnection(credential=credential, **{k: v for k, v in fields.items() if v is not None})
+        sas = fields.get("sas_token")
+        credential = ADLS2SASToken(token=sas) if sas else ADLS2Key(key=fields.get("account_key", ""))
+        return ADLS2Resource(storage_account=fields["storage_account"], credential=credential,
+                             endpoint_suffix=fields["endpoint_suffix"])
     return SqlDatabase(**fields)
 
 

@@ -42,5 +42,5 @@ class IntegrationComponent(dg.Component, dg.Resolvable, dg.Model):
         project = next((p for p in (folder, *folder.parents) if (p / "pyproject.toml").exists()), folder)
         profile = load_profile(project)
         resources = profile_resources(project, profile)
-        connections = {name: connection.type for name, connection in profile.connections.items()}
+        connections = dict(profile.connections)
         return dg.Definitions.merge(pipeline_definitions(loaded, connections), dg.Definitions(resources=resources))

@@ -1,15 +1,15 @@
 """Connections of the resource profile as used by a pipeline: checked names, and engine access."""
 
-import dagster as dg
+from typing import Any
 
 from memories_dagster.engine.tables import Access
-from memories_dagster.resources import SqlDatabase
+from memories_dagster.secrets import resolve
 from memories_dagster.specs.loading import LoadedSpec
 
 _STORAGE_TYPES = ("s3", "gcs", "adls2")
 
 
-def used_connections(loaded: LoadedSpec, known: dict[str, str]) -> set[str]:
+def used_connections(loaded: LoadedSpec, known: dict[str, Any]) -> set[str]:
     """Names of the profile connections a spec uses; an unknown or unfit one is an error."""
     spec = loaded.spec
     uses = [(s.connection, s.source_type, f"source '{s.source_name}'") for s in spec.integration_config.data_sources]
@@ -22,17 +22,54 @@ def used_connections(loaded: LoadedSpec, known: dict[str, str]) -> set[str]:
             listed = ", ".join(sorted(known)) or "none"
             raise ValueError(f"{where} names connection '{name}', which the resource profile does not have (it has: {listed})")
         wanted = ("sql",) if kind == "sql" else _STORAGE_TYPES
-        if known[name] not in wanted:
-            raise ValueError(f"{where} ({kind}) names connection '{name}' of type {known[name]}; it needs one of type {' or '.join(wanted)}")
+        if known[name].type not in wanted:
+            raise ValueError(
+                f"{where} ({kind}) names connection '{name}' of type {known[name].type}; "
+                f"it needs one of type {' or '.join(wanted)}"
+            )
         names.add(name)
     return names
 
 
-def access_of(context: dg.AssetExecutionContext | dg.SensorEvaluationContext, name: str | None) -> tuple[Access, str | None]:
-    """How the engine reaches a connection, and the database URL it gives (SQL connections)."""
-    if name is None:
+def access_of(connection: Any, name: str) -> tuple[Access, str | None]:
+    """How the engine reaches a connection (``${ENV}`` read now), and a SQL connection's URL."""
+    if connection is None:
         return Access(), None
-    resource = getattr(context.resources, name)
-    if isinstance(resource, SqlDatabase):
-        return Access(engine_options=resource.engine_options()), resource.url
-    return Access(storage_options=resource.storage_options()), None
+    values = {
+        k: resolve(v, f"connection '{name}' {k}") if isinstance(v, str) else v
+        for k, v in connection.model_dump(exclude={"type"}).items() if v is not None
+    }
+    if connection.type == "sql":
+        options = {"pool_size": values["pool_size"], "max_overflow": values["max_overflow"],
+                   "pool_pre_ping": values["pool_pre_ping"], "pool_recycle": values["pool_recycle_seconds"],
+                   "connect_timeout": values["connect_timeout_seconds"]}
+        return Access(engine_options=options), values["url"]
+    return Access(storage_options=_storage_options(connection.type, values)), None
+
+
+def _storage_options(kind: str, values: dict[str, Any]) -> dict[str, Any]:
+    """fsspec options (s3fs, gcsfs, adlfs) from a connection's declared values."""
+    if kind == "s3":
+        options: dict[str, Any] = {}
+        if "aws_access_key_id" in values:
+            options.update(key=values["aws_access_key_id"], secret=values.get("aws_secret_access_key"))
+        if "aws_session_token" in values:
+            options["token"] = values["aws_session_token"]
+        if "endpoint_url" in values:
+            options["endpoint_url"] = values["endpoint_url"]
+        if "region_name" in values:
+            options["client_kwargs"] = {"region_name": values["region_name"]}
+        if "profile_name" in values:
+            options["profile"] = values["profile_name"]
+        if values.get("use_unsigned_session"):
+            options["anon"] = True
+        return options
+    if kind == "gcs":
+        return {k: values[k] for k in ("project", "endpoint_url", "token") if k in values}
+    if "connection_string" in values:
+        return {"connection_string": values["connection_string"]}
+    options = {"account_name": values["storage_account"]}
+    for key in ("account_key", "sas_token"):
+        if key in values:
+            options[key] = values[key]
+    return options

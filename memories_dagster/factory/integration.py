@@ -28,6 +28,7 @@ from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
 from memories_dagster.specs.loading import LoadedSpec
 
+SETTINGS_KEY = "memories_settings"
 URL_SOURCES = ("sql", "api", "redis", "mongodb")  # connection strings that are URLs, not paths
 CHECK_NAMES = ("duplicate_check", "null_check", "format_check", "business_rule_check")
 
@@ -70,24 +71,27 @@ def _window(context: dg.AssetExecutionContext) -> Window | None:
     return window_of(context) if context.has_partition_key else None
 
 
-def pipeline_definitions(loaded: LoadedSpec, connections: dict[str, str] | None = None) -> dg.Definitions:
-    """Every Dagster definition of one integration spec; ``connections`` (name -> type) are the
-    resource profile's, which the spec may name."""
+def pipeline_definitions(loaded: LoadedSpec, connections: dict[str, Any] | None = None) -> dg.Definitions:
+    """Every Dagster definition of one integration spec; ``connections`` are the resource
+    profile's, which the spec may name."""
     name, spec = loaded.name, loaded.spec
-    used_connections(loaded, connections or {})
+    connections = connections or {}
+    used_connections(loaded, connections)
     partitions_def = partitions_definition(name, spec.partitions)
     window_column = spec.partitions.column if spec.partitions else None
     description = spec.description or f"Integration pipeline declared in {loaded.file.name}"
-    source_assets = [_source_asset(loaded, s, partitions_def, window_column) for s in spec.integration_config.data_sources]
+    source_assets = [_source_asset(loaded, s, partitions_def, window_column, connections.get(s.connection or ""))
+                     for s in spec.integration_config.data_sources]
     integrated = _integrated_asset(loaded, partitions_def, window_column)
-    output = _output_asset(loaded, partitions_def, window_column)
+    output = _output_asset(loaded, partitions_def, window_column, connections.get(spec.output_config.connection or ""))
     job = dg.define_asset_job(f"{name}_job", selection=dg.AssetSelection.groups(name), description=description)
-    sensors = [s for s in [file_sensor(loaded, job, partitions_def)] if s is not None]
+    sensors = [s for s in [file_sensor(loaded, job, partitions_def, connections)] if s is not None]
     schedules = [pipeline_schedule(loaded, job, partitions_def)] if spec.schedule else []
     return dg.Definitions(assets=[*source_assets, integrated, output], jobs=[job], sensors=sensors, schedules=schedules)
 
 
-def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.PartitionsDefinition | None, window_column: str | None) -> dg.AssetsDefinition:
+def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.PartitionsDefinition | None,
+                  window_column: str | None, connection: Any) -> dg.AssetsDefinition:
     @dg.asset(
         key=[loaded.name, "sources", source.key],
         group_name=loaded.name,
@@ -95,12 +99,13 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
         io_manager_key=IO_MANAGER_KEY,
         kinds={source.source_type, "parquet"},
         description=f"Rows of source '{source.source_name}' ({source.source_type}), read as declared in {loaded.file.name}.",
-        required_resource_keys={source.connection} if source.connection else None,
+        required_resource_keys={SETTINGS_KEY},
     )
-    def read_source(context: dg.AssetExecutionContext, memories_settings: MemoriesSettings) -> dg.Output[TableFile]:
+    def read_source(context: dg.AssetExecutionContext) -> dg.Output[TableFile]:
+        memories_settings: MemoriesSettings = context.resources.memories_settings
         staging = memories_settings.staging_dir()
         try:
-            access, url = access_of(context, source.connection)
+            access, url = access_of(connection, source.connection or "")
             location = _locate(loaded, source.connection_string or url or "", f"source '{source.source_name}' connection_string",
                                source.source_type in URL_SOURCES)
             copybook = _locate(loaded, source.copybook, f"source '{source.source_name}' copybook", False) if source.copybook else None
@@ -178,7 +183,8 @@ def _integration_events(name: str, outcome: IntegrationOutcome):
         )
 
 
-def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | None, window_column: str | None) -> dg.AssetsDefinition:
+def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | None, window_column: str | None,
+                  connection: Any) -> dg.AssetsDefinition:
     name, output = loaded.name, loaded.spec.output_config
     declared = output.output_destination or default_destination(name, output, partitions_def is not None)
 
@@ -188,13 +194,14 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
         partitions_def=partitions_def,
         ins={"integrated": dg.AssetIn(key=[name, "integrated"])},
         kinds={output.output_format},
-        required_resource_keys={output.connection} if output.connection else None,
+        required_resource_keys={SETTINGS_KEY},
         description=f"The integrated data written as {output.output_format} to {redact(declared)}, with the integration report.",
     )
-    def write(context: dg.AssetExecutionContext, memories_settings: MemoriesSettings, integrated: TableFile) -> dg.MaterializeResult:
+    def write(context: dg.AssetExecutionContext, integrated: TableFile) -> dg.MaterializeResult:
+        memories_settings: MemoriesSettings = context.resources.memories_settings
         window = _window(context)
         try:
-            access, url = access_of(context, output.connection)
+            access, url = access_of(connection, output.connection or "")
             destination = _locate(loaded, output.output_destination or url or declared, "output_config.output_destination",
                                   output.output_format in URL_SOURCES)
             written = write_output(

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import dagster as dg
 
 from memories_dagster.connectors.files import file_signatures
 from memories_dagster.engine.window import glob_of, key_pattern
+from memories_dagster.factory.connections import access_of
 from memories_dagster.secrets import resolve
 from memories_dagster.specs.loading import LoadedSpec
 
 FILE_SOURCE_TYPES = ("csv", "json", "excel", "parquet", "mainframe")
 
 
-def file_sensor(loaded: LoadedSpec, job, partitions_def: dg.PartitionsDefinition | None) -> dg.SensorDefinition | None:
+def file_sensor(loaded: LoadedSpec, job, partitions_def: dg.PartitionsDefinition | None,
+                connections: dict[str, Any] | None = None) -> dg.SensorDefinition | None:
     """The sensor of one pipeline, or None when it has no file source."""
     sources = [s for s in loaded.spec.integration_config.data_sources if s.source_type in FILE_SOURCE_TYPES]
     if not sources:
@@ -34,10 +37,11 @@ def file_sensor(loaded: LoadedSpec, job, partitions_def: dg.PartitionsDefinition
         description=f"Runs {loaded.name} when a file of its sources is new or changed.",
     )
     def watch_files(context: dg.SensorEvaluationContext):
-        templates = [loaded.resolve_path(resolve(s.connection_string, f"source '{s.source_name}'")) for s in sources]
+        templates = [loaded.resolve_path(resolve(s.connection_string or "", f"source '{s.source_name}'")) for s in sources]
         seen: dict[str, list[float]] = {}
-        for template in templates:
-            seen.update(file_signatures(glob_of(template)))
+        for source, template in zip(sources, templates):
+            access, _ = access_of((connections or {}).get(source.connection or ""), source.connection or "")
+            seen.update(file_signatures(glob_of(template), access.storage_options))
         before = json.loads(context.cursor) if context.cursor else {}
         changed = sorted(p for p, sig in seen.items() if before.get(p) != sig)
         cursor = json.dumps(seen, sort_keys=True)

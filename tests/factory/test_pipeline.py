@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from tests.conftest import materialization_of as materialization
 
@@ -131,3 +132,25 @@ def test_runs_leave_no_staging_files_behind(project):
     written = sorted(p.relative_to(project.root / "output" / "retail_orders").as_posix()
                      for p in (project.root / "output" / "retail_orders").rglob("*.parquet"))
     assert stored == written == ["category=garden/part--0.parquet", "category=kitchen/part--0.parquet", "category=tools/part--0.parquet"]
+
+
+@pytest.mark.parametrize("profile", ["local", "aws", "gcp", "azure"])
+def test_shipped_profiles_load_with_their_connections(profile, monkeypatch):
+    from memories_dagster.definitions import build_definitions
+
+    monkeypatch.delenv("MEMORIES_ASSETS_DIR", raising=False)
+    monkeypatch.setenv("MEMORIES_PROFILE", profile)
+    defs = build_definitions()
+    assert defs.resolve_asset_graph().get_all_asset_keys()
+    if profile != "local":
+        assert "lake" in defs.resources
+
+
+def test_an_unknown_connection_is_reported_on_the_spec(project):
+    project.add("bad.yaml", {
+        "integration_config": {"data_sources": [{"source_name": "a", "source_type": "csv", "connection": "lake",
+                                                 "connection_string": "s3://b/a.csv"}]},
+    })
+    graph = project.definitions().resolve_asset_graph()
+    assert "names connection 'lake', which the resource profile does not have (it has: none)" in \
+        graph.get(dg.AssetKey(["invalid_specs", "bad"])).description
