@@ -83,8 +83,10 @@ def bson_ready(row: dict[str, Any]) -> dict[str, Any]:
     return ready
 
 
-def write_documents(url: str, database: str | None, collection_name: str, batches: Iterator[list[dict]], keys: list[str]) -> int:
-    """Insert the rows, or with ``keys`` upsert them (replace the documents with equal keys).
+def write_documents(url: str, database: str | None, collection_name: str, batches: Iterator[list[dict]],
+                    mode: str, keys: list[str]) -> int:
+    """``replace`` the collection's documents, ``append`` the rows, or ``upsert`` them (replace
+    the documents with equal ``keys``).
 
     MongoDB writes here are not one transaction: a failure stops after the batches written so far,
     and the error says how many rows that was.
@@ -96,10 +98,12 @@ def write_documents(url: str, database: str | None, collection_name: str, batche
     written = 0
     try:
         collection = _database(client, url, database, where)[collection_name]
+        if mode == "replace":
+            collection.delete_many({})
         for batch in batches:
             if not batch:
                 continue
-            if keys:
+            if mode == "upsert":
                 missing = [k for k in keys if k not in batch[0]]
                 if missing:
                     raise ConnectorError(f"{where}: upsert keys {', '.join(missing)} are not columns of the data")

@@ -140,11 +140,14 @@ def replace_rows(
     parquet_path: str,
     delete_filter: tuple[str, object, object] | None,
     engine_options: dict | None = None,
+    mode: str = "replace",
+    keys: list[str] | None = None,
 ) -> int:
-    """In one transaction: delete the rows being replaced, then insert the Parquet file's rows.
+    """Write the Parquet file's rows into ``table`` in one transaction; nothing changes on failure.
 
-    ``delete_filter`` (column, low, high) limits the delete to one partition's rows; without it
-    every row of the table is replaced. Nothing changes if any step fails.
+    ``replace``: delete the rows being replaced first, all of them or with ``delete_filter``
+    (column, low, high) one partition's; ``append``: insert only; ``upsert``: for each batch,
+    delete the rows whose ``keys`` equal an incoming row's, then insert the batch.
     """
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -153,8 +156,13 @@ def replace_rows(
     written = 0
     try:
         with engine.begin() as conn:
+            target = None
             if sa.inspect(conn).has_table(name, schema=schema or None):
                 target = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=conn)
+                missing = [k for k in keys or [] if k not in target.c]
+                if missing:
+                    raise ConnectorError(f"upsert keys {', '.join(missing)} are not columns of table {table}")
+            if target is not None and mode == "replace":
                 delete = target.delete()
                 if delete_filter:
                     column, low, high = delete_filter
@@ -163,6 +171,11 @@ def replace_rows(
                 conn.execute(delete)
             for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=WRITE_CHUNK_ROWS * 10):
                 frame = batch.to_pandas()
+                if target is not None and mode == "upsert":
+                    incoming = list(frame[keys].itertuples(index=False, name=None))
+                    columns = [target.c[k] for k in keys]
+                    selector = columns[0].in_([row[0] for row in incoming]) if len(keys) == 1 else sa.tuple_(*columns).in_(incoming)
+                    conn.execute(target.delete().where(selector))
                 frame.to_sql(
                     name, conn, schema=schema or None, if_exists="append", index=False,
                     chunksize=WRITE_CHUNK_ROWS, method="multi",

@@ -63,14 +63,17 @@ def write_output(
         where = "output_config.output_destination"
         url = sql_connector.database_url(resolve(destination, where))
         delete_filter = sql_connector.window_bounds(url, window, window_column) if window and window_column else None
-        written = sql_connector.replace_rows(url, table, integrated_path, delete_filter, access.engine_options if access else None)
+        if output.mode != "replace":
+            delete_filter = None
+        written = sql_connector.replace_rows(url, table, integrated_path, delete_filter,
+                                             access.engine_options if access else None, output.mode, output.upsert_keys)
         return {"integrated_data_path": f"{redact(destination)}#{table}", "rows_written": written, "files": []}
     if output.output_format == "mongodb":
         from memories_dagster.connectors.mongo import bson_ready, write_documents
 
         url = resolve(destination, "output_config.output_destination")
         batches = ([bson_ready(r) for r in b.to_pylist()] for b in pq.ParquetFile(integrated_path).iter_batches(5_000))
-        written = write_documents(url, output.database, output.collection or table, batches, output.upsert_keys)
+        written = write_documents(url, output.database, output.collection or table, batches, output.mode, output.upsert_keys)
         return {"integrated_data_path": f"{redact(destination)}#{output.collection or table}", "rows_written": written, "files": []}
     staged = StagedOutput(destination, access.storage_options if access else None)
     try:

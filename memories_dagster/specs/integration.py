@@ -330,10 +330,15 @@ class OutputConfig(Strict):
     connection: str | None = Field(None, description="a connection of the resource profile: credentials, endpoint, pool")
     collection: str | None = Field(None, description="mongodb: target collection (default: pipeline name)")
     database: str | None = Field(None, description="mongodb: default: the database named in the URL")
-    upsert_keys: list[str] = Field(default_factory=list, description="mongodb: replace documents with equal keys")
+    mode: Literal["replace", "append", "upsert"] = Field(
+        "replace", description="sql and mongodb: replace the rows (or the partition's), append, or upsert on upsert_keys"
+    )
+    upsert_keys: list[str] = Field(default_factory=list, description="sql and mongodb: columns that identify a row for upsert")
 
     @model_validator(mode="after")
     def _sql_needs_url(self) -> OutputConfig:
+        if (self.mode == "upsert") != bool(self.upsert_keys):
+            raise ValueError("`mode: upsert` and `upsert_keys` go together: the keys say which rows an incoming row replaces")
         if self.output_format == "mongodb" and not (self.output_destination or "").startswith(("mongodb://", "mongodb+srv://", "${")):
             raise ValueError("a mongodb output needs `output_destination`: a URL such as mongodb://host:27017/db")
         if self.output_format == "sql" and "://" not in (self.output_destination or "") and not self.connection:

@@ -66,17 +66,17 @@ def test_insert_and_upsert_outputs(mongo, tmp_path):
     integrated = tmp_path / "i.parquet"
     pd.DataFrame({"sku": ["A", "D"], "price": [decimal.Decimal("3.10"), decimal.Decimal("4.00")],
                   "seen": pd.to_datetime(["2024-01-01", "2024-01-02"]).date}).to_parquet(integrated, index=False)
-    upsert = OutputConfig(output_format="mongodb", output_destination=URL, collection="products", upsert_keys=["sku"])
+    upsert = OutputConfig(output_format="mongodb", output_destination=URL, collection="products", mode="upsert", upsert_keys=["sku"])
     assert write_output(str(integrated), upsert, URL, "t")["rows_written"] == 2
     assert write_output(str(integrated), upsert, URL, "t")["rows_written"] == 2  # idempotent
     products = {d["sku"]: d for d in mongo.shop.products.find()}
     assert len(products) == 4 and str(products["A"]["price"]) == "3.10" and "qty" not in products["A"]
-    insert = OutputConfig(output_format="mongodb", output_destination=URL, collection="log")
+    insert = OutputConfig(output_format="mongodb", output_destination=URL, collection="log", mode="append")
     write_output(str(integrated), insert, URL, "t")
     write_output(str(integrated), insert, URL, "t")
     assert mongo.shop.log.count_documents({}) == 4
     with pytest.raises(ConnectorError, match="upsert keys code are not columns of the data"):
-        bad = OutputConfig(output_format="mongodb", output_destination=URL, collection="p", upsert_keys=["code"])
+        bad = OutputConfig(output_format="mongodb", output_destination=URL, collection="p", mode="upsert", upsert_keys=["code"])
         write_output(str(integrated), bad, URL, "t")
 
 
@@ -87,7 +87,7 @@ def test_a_mongodb_pipeline_materializes_through_dagster(mongo, tmp_path, materi
                               "mongodb": {"collection": "products", "projection": {"_id": 0, "tags": 0}}}],
             "transformation_rules": [{"rule_name": "empty", "transformation_type": "validation", "transformation_logic": "qty == 0"}],
         },
-        "output_config": {"output_format": "mongodb", "output_destination": URL, "collection": "restock", "upsert_keys": ["sku"]},
+        "output_config": {"output_format": "mongodb", "output_destination": URL, "collection": "restock", "mode": "upsert", "upsert_keys": ["sku"]},
     })
     assert result.success
     assert [(d["sku"], d["supplier_name"]) for d in mongo.shop.restock.find()] == [("B", "Globex")]

@@ -131,3 +131,32 @@ def test_a_password_with_reserved_characters_from_the_environment(monkeypatch, t
     assert "127.0.0.1:1" in message  # the password did not swallow the host
     for part in ("s3cr", "Hunter", "%40"):
         assert part not in message
+
+
+def test_append_and_upsert_modes(database, table_name, tmp_path):
+    url = url_of(database)
+    first, second = tmp_path / "first.parquet", tmp_path / "second.parquet"
+    ROWS.to_parquet(first, index=False)
+    ROWS.iloc[[1, 2]].assign(amount=[20.0, 30.0], id=[2, 4]).to_parquet(second, index=False)
+    try:
+        append = OutputConfig(output_format="sql", output_destination=url, table=table_name, mode="append")
+        write_output(str(first), append, url, table_name)
+        write_output(str(first), append, url, table_name)
+        assert pd.read_sql(f"SELECT count(*) AS n FROM {table_name}", database)["n"][0] == 6
+        replace = OutputConfig(output_format="sql", output_destination=url, table=table_name)
+        write_output(str(first), replace, url, table_name)
+        upsert = OutputConfig(output_format="sql", output_destination=url, table=table_name, mode="upsert", upsert_keys=["id"])
+        write_output(str(second), upsert, url, table_name)
+        frame = pd.read_sql(f"SELECT id, amount FROM {table_name} ORDER BY id", database)
+        assert frame.values.tolist() == [[1, 1.5], [2, 20.0], [3, 3.5], [4, 30.0]]
+        bad = OutputConfig(output_format="sql", output_destination=url, table=table_name, mode="upsert", upsert_keys=["nope"])
+        with pytest.raises(ConnectorError, match=f"upsert keys nope are not columns of table {table_name}"):
+            write_output(str(second), bad, url, table_name)
+    finally:
+        with database.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table_name}"))
+
+
+def test_upsert_needs_keys():
+    with pytest.raises(ValueError, match="`mode: upsert` and `upsert_keys` go together"):
+        OutputConfig(output_format="sql", output_destination="sqlite:///x.db", mode="upsert")
