@@ -142,7 +142,7 @@ class ResponseCache:
 class Pagination:
     """How the API splits results into pages."""
 
-    type: str = "none"  # none, page, offset, cursor, link
+    type: str = "none"  # none, page, offset, cursor, link, odata
     page_param: str = "page"
     size_param: str | None = None
     page_size: int = 100
@@ -211,11 +211,14 @@ class ApiClient:
             params[paging.page_param] = paging.start
         if paging.type == "offset":
             params[paging.offset_param], params[paging.limit_param] = 0, paging.page_size
+        if paging.type == "odata":
+            params.setdefault("$top", paging.page_size)
+            params.setdefault("$skip", 0)
         if paging.size_param and paging.type == "page":
             params[paging.size_param] = paging.page_size
         for _ in range(paging.max_pages):
             body, links = self.fetch(url, params)
-            page = dig(body, self.records_path)
+            page = dig(body, self.records_path) if self.records_path or paging.type != "odata" else odata_records(body)
             if page is None:
                 page = []
             if isinstance(page, dict):
@@ -238,6 +241,14 @@ class ApiClient:
                 if not cursor:
                     return
                 params[paging.cursor_param] = cursor
+            elif paging.type == "odata":
+                following = odata_next(body)
+                if following:  # server-driven paging: the link carries its own $skiptoken
+                    url, params = str(httpx.URL(url).join(following)), {}
+                elif len(page) < int(params.get("$top", paging.page_size)):
+                    return
+                else:
+                    params["$skip"] = int(params.get("$skip", 0)) + len(page)
             elif paging.type == "link":
                 following = links.get("next")
                 if not following:
@@ -307,6 +318,24 @@ class ApiClient:
         return body, links
 
 
+def odata_records(body: Any) -> Any:
+    """The entities of an OData response: v4 ``value``, v2 ``d.results`` (or ``d`` itself)."""
+    if isinstance(body, dict) and "value" in body:
+        return body["value"]
+    inner = body.get("d") if isinstance(body, dict) else None
+    if isinstance(inner, dict):
+        return inner.get("results", [inner])
+    return inner
+
+
+def odata_next(body: Any) -> str | None:
+    """The next-page link of an OData response: v4 ``@odata.nextLink``, v2 ``d.__next``."""
+    if not isinstance(body, dict):
+        return None
+    inner = body.get("d")
+    return body.get("@odata.nextLink") or (inner.get("__next") if isinstance(inner, dict) else None)
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds to wait from a Retry-After header: a number, or an HTTP date."""
     if not value:
@@ -339,6 +368,9 @@ def client_for(source, url: str, secret) -> ApiClient:
         password = secret(auth_spec.password or "", f"{where} authentication.password")
         auth = httpx.BasicAuth(secret(auth_spec.username, f"{where} authentication.username"), password)
     paging = settings.pagination
+    if source.source_type == "odata":
+        headers.setdefault("Accept", "application/json")
+        paging = paging.model_copy(update={"type": "odata"})
     return ApiClient(
         source.source_name, url, method=settings.method, params=params, headers=headers,
         body=settings.body, auth=auth, records_path=settings.records_path,

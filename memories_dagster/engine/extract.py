@@ -47,7 +47,7 @@ def extract(
             with tempfile.TemporaryDirectory(prefix="memories-sql-") as folder:
                 relation, how = _read_sql(con, source, location, window, window_column, Path(folder), access)
                 result = _write(con, relation, None, out_path)
-        elif source.source_type == "api":
+        elif source.source_type in ("api", "odata"):
             with tempfile.TemporaryDirectory(prefix="memories-api-") as folder:
                 relation, stats = _read_api(source, location, window, Path(folder))
                 result = _write(con, relation, None, out_path)

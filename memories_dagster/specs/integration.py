@@ -105,7 +105,7 @@ class DataSource(Strict):
     """One input of the integration."""
 
     source_name: str = Field(min_length=1)
-    source_type: Literal["csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet", "mainframe"]
+    source_type: Literal["csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet", "odata", "mainframe"]
     connection_string: str | None = Field(None, min_length=1)
     connection: str | None = Field(None, description="a connection of the resource profile: credentials, endpoint, pool")
     query: str | None = None

@@ -203,3 +203,28 @@ def test_an_api_source_declared_in_yaml_materializes_through_dagster(httpserver,
     assert frame["temp_f"].tolist() == [(20 + i) * 9 / 5 + 32 for i in range(1, 8)]
     source = materialization_of(result, "weather", "sources", "observations")
     assert source.metadata["requests"].value == 2 and source.metadata["dagster/row_count"].value == 7
+
+
+def test_odata_v4_next_links_and_v2_client_paging(httpserver):
+    people = [{"UserName": f"u{i}", "Age": 20 + i} for i in range(5)]
+
+    def v4(request):
+        start = int(request.args.get("$skiptoken", 0))
+        body = {"@odata.context": "$metadata#People", "value": people[start:start + 2]}
+        if start + 2 < len(people):
+            body["@odata.nextLink"] = f"People?$skiptoken={start + 2}"
+        return Response(json.dumps(body), content_type="application/json")
+
+    def v2(request):
+        assert request.headers["Accept"] == "application/json"
+        skip, top = int(request.args["$skip"]), int(request.args["$top"])
+        return Response(json.dumps({"d": {"results": people[skip:skip + top]}}), content_type="application/json")
+
+    httpserver.expect_request("/v4/People").respond_with_handler(v4)
+    httpserver.expect_request("/sap/opu/odata/sap/API_BP/A_BusinessPartner").respond_with_handler(v2)
+    for path in ("/v4/People", "/sap/opu/odata/sap/API_BP/A_BusinessPartner"):
+        source = DataSource(source_name="bp", source_type="odata", connection_string="x",
+                            api={"params": {"$select": "UserName,Age"}, "pagination": {"page_size": 2}})
+        client = client_for(source, httpserver.url_for(path), lambda text, where: text)
+        assert [r["UserName"] for r in client.records()] == [f"u{i}" for i in range(5)], path
+        assert client.requests == 3
