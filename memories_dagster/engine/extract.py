@@ -53,6 +53,14 @@ def extract(
                 result = _write(con, relation, None, out_path)
             how = "url template" if window and has_template(location) else None
             result.meta.update(stats)
+        elif source.source_type == "graphql":
+            from memories_dagster.connectors.graphql import graphql_records
+
+            secret = lambda text, where: expand(resolve(text, where), window)  # noqa: E731
+            with tempfile.TemporaryDirectory(prefix="memories-graphql-") as folder:
+                relation = records_to_parquet(graphql_records(source, expand(location, window), secret), Path(folder))
+                result = _write(con, relation, None, out_path)
+            how = None
         elif source.source_type == "redis":
             from memories_dagster.connectors.redis_source import redis_records
 

@@ -29,7 +29,7 @@ from memories_dagster.specs.integration import DataSource
 from memories_dagster.specs.loading import LoadedSpec
 
 SETTINGS_KEY = "memories_settings"
-URL_SOURCES = ("sql", "api", "odata", "redis", "mongodb")  # connection strings that are URLs, not paths
+URL_SOURCES = ("sql", "api", "odata", "graphql", "redis", "mongodb")  # connection strings that are URLs, not paths
 CHECK_NAMES = ("duplicate_check", "null_check", "format_check", "business_rule_check")
 
 

@@ -81,6 +81,20 @@ class ApiSettings(Strict):
     api_key_param: str | None = Field(None, description="send authentication.api_key as this query parameter")
 
 
+class GraphqlSettings(Strict):
+    """The query of a `graphql` source and how its pages are followed."""
+
+    query: str = ""
+    variables: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    records_path: str = Field("", description="dotted path of the records in `data`, e.g. orders.edges")
+    node_key: str | None = Field(None, description="take each record's field, e.g. node for Relay edges")
+    page_info_path: str | None = Field(None, description="dotted path of pageInfo {hasNextPage endCursor}")
+    cursor_variable: str = "after"
+    max_pages: int = Field(10_000, ge=1)
+    timeout_seconds: float = Field(30.0, gt=0)
+
+
 class RedisSettings(Strict):
     """Which keys a `redis` source reads, and as what."""
 
@@ -105,7 +119,9 @@ class DataSource(Strict):
     """One input of the integration."""
 
     source_name: str = Field(min_length=1)
-    source_type: Literal["csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet", "odata", "mainframe"]
+    source_type: Literal[
+        "csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet", "odata", "graphql", "mainframe"
+    ]
     connection_string: str | None = Field(None, min_length=1)
     connection: str | None = Field(None, description="a connection of the resource profile: credentials, endpoint, pool")
     query: str | None = None
@@ -115,6 +131,7 @@ class DataSource(Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="reader options")
     api: ApiSettings = Field(default_factory=ApiSettings, description="api: how to call it")
     redis: RedisSettings = Field(default_factory=RedisSettings, description="redis: which keys")
+    graphql: GraphqlSettings = Field(default_factory=GraphqlSettings, description="graphql: the query")
     mongodb: MongoSettings = Field(default_factory=MongoSettings, description="mongodb: what to read")
     copybook: str | None = Field(None, description="mainframe: path of the COBOL copybook")
     encoding: str = Field("cp037", description="mainframe: EBCDIC code page (cp037, cp500, cp1047...)")
@@ -131,6 +148,8 @@ class DataSource(Strict):
             )
         if self.source_type == "sql" and not (self.query or self.table):
             raise ValueError("a sql source needs `query` or `table`")
+        if self.source_type == "graphql" and not (self.graphql.query and self.graphql.records_path):
+            raise ValueError("a graphql source needs `graphql.query` and `graphql.records_path`")
         if self.source_type == "mongodb" and not self.mongodb.collection:
             raise ValueError("a mongodb source needs `mongodb.collection`")
         if self.source_type == "mainframe" and not self.copybook:
