@@ -20,6 +20,7 @@ from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
 
 RECORD_BATCH = 50_000
+NO_RECORDS_COLUMN = "_no_records"
 
 
 def extract(
@@ -53,12 +54,14 @@ def extract(
                 result = _write(con, relation, None, out_path)
             how = "url template" if window and has_template(location) else None
             result.meta.update(stats)
-        elif source.source_type == "graphql":
+        elif source.source_type in ("graphql", "soap"):
             from memories_dagster.connectors.graphql import graphql_records
+            from memories_dagster.connectors.soap import soap_records
 
+            read = graphql_records if source.source_type == "graphql" else soap_records
             secret = lambda text, where: expand(resolve(text, where), window)  # noqa: E731
-            with tempfile.TemporaryDirectory(prefix="memories-graphql-") as folder:
-                relation = records_to_parquet(graphql_records(source, expand(location, window), secret), Path(folder))
+            with tempfile.TemporaryDirectory(prefix=f"memories-{source.source_type}-") as folder:
+                relation = records_to_parquet(read(source, expand(location, window), secret), Path(folder))
                 result = _write(con, relation, None, out_path)
             how = None
         elif source.source_type == "redis":
@@ -146,7 +149,10 @@ def records_to_parquet(records: Iterable[dict], folder: Path, separator: str = "
 
     def flush() -> None:
         part = folder / f"part-{len(parts):05d}.parquet"
-        pd.json_normalize(batch, sep=separator, max_level=depth).to_parquet(part, index=False)
+        frame = pd.json_normalize(batch, sep=separator, max_level=depth)
+        if frame.columns.empty:  # no records, so no columns: Parquet needs one
+            frame = pd.DataFrame({NO_RECORDS_COLUMN: pd.Series([], dtype="bool")})
+        frame.to_parquet(part, index=False)
         parts.append(part)
         batch.clear()
 

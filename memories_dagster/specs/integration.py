@@ -95,6 +95,17 @@ class GraphqlSettings(Strict):
     timeout_seconds: float = Field(30.0, gt=0)
 
 
+class SoapSettings(Strict):
+    """The operation a `soap` source calls (connection_string is the WSDL's URL or path)."""
+
+    operation: str = ""
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    records_path: str | None = Field(None, description="dotted path of the records in the result")
+    service: str | None = Field(None, description="service name, when the WSDL has several")
+    port: str | None = None
+    timeout_seconds: float = Field(30.0, gt=0)
+
+
 class RedisSettings(Strict):
     """Which keys a `redis` source reads, and as what."""
 
@@ -120,7 +131,7 @@ class DataSource(Strict):
 
     source_name: str = Field(min_length=1)
     source_type: Literal[
-        "csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet", "odata", "graphql", "mainframe"
+        "csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet", "odata", "graphql", "soap", "mainframe"
     ]
     connection_string: str | None = Field(None, min_length=1)
     connection: str | None = Field(None, description="a connection of the resource profile: credentials, endpoint, pool")
@@ -132,6 +143,7 @@ class DataSource(Strict):
     api: ApiSettings = Field(default_factory=ApiSettings, description="api: how to call it")
     redis: RedisSettings = Field(default_factory=RedisSettings, description="redis: which keys")
     graphql: GraphqlSettings = Field(default_factory=GraphqlSettings, description="graphql: the query")
+    soap: SoapSettings = Field(default_factory=SoapSettings, description="soap: the operation")
     mongodb: MongoSettings = Field(default_factory=MongoSettings, description="mongodb: what to read")
     copybook: str | None = Field(None, description="mainframe: path of the COBOL copybook")
     encoding: str = Field("cp037", description="mainframe: EBCDIC code page (cp037, cp500, cp1047...)")
@@ -150,6 +162,8 @@ class DataSource(Strict):
             raise ValueError("a sql source needs `query` or `table`")
         if self.source_type == "graphql" and not (self.graphql.query and self.graphql.records_path):
             raise ValueError("a graphql source needs `graphql.query` and `graphql.records_path`")
+        if self.source_type == "soap" and not self.soap.operation:
+            raise ValueError("a soap source needs `soap.operation`")
         if self.source_type == "mongodb" and not self.mongodb.collection:
             raise ValueError("a mongodb source needs `mongodb.collection`")
         if self.source_type == "mainframe" and not self.copybook:

@@ -228,3 +228,12 @@ def test_odata_v4_next_links_and_v2_client_paging(httpserver):
         client = client_for(source, httpserver.url_for(path), lambda text, where: text)
         assert [r["UserName"] for r in client.records()] == [f"u{i}" for i in range(5)], path
         assert client.requests == 3
+
+
+def test_an_api_with_no_records_gives_an_empty_table(httpserver, tmp_path):
+    from memories_dagster.engine.extract import NO_RECORDS_COLUMN, extract
+
+    httpserver.expect_request("/empty").respond_with_json([])
+    source = DataSource(source_name="s", source_type="api", connection_string=httpserver.url_for("/empty"))
+    table = extract(source, source.connection_string, str(tmp_path / "o.parquet"))
+    assert table.rows == 0 and list(table.columns) == [NO_RECORDS_COLUMN]
