@@ -110,8 +110,9 @@ def read_query(
     filtered = False
     try:
         with engine.connect() as conn:
+            probe = conn.execute(sa.text(f"SELECT * FROM ({sql}) AS probe WHERE 1 = 0"), bound)
+            geometries = _geometry_columns(conn, probe)
             if window_filter:
-                probe = conn.execute(sa.text(f"SELECT * FROM ({sql}) AS probe WHERE 1 = 0"), bound)
                 column, low, high = window_filter
                 if column in probe.keys():
                     filtered = True
@@ -124,6 +125,8 @@ def read_query(
             conn = conn.execution_options(stream_results=True)
             chunks = pd.read_sql_query(sa.text(sql), conn, params=bound, chunksize=READ_CHUNK_ROWS)
             for number, chunk in enumerate(chunks):
+                for column in geometries:
+                    chunk[column] = _wkt(chunk[column])
                 part = folder / f"part-{number:05d}.parquet"
                 pq.write_table(pa.Table.from_pandas(chunk, preserve_index=False), part)
                 parts.append(part)
@@ -132,6 +135,26 @@ def read_query(
     finally:
         engine.dispose()
     return parts, filtered
+
+
+def _geometry_columns(conn: sa.Connection, probe: sa.CursorResult) -> list[str]:
+    """PostGIS geometry/geography columns of a result (they arrive as hex-encoded EWKB)."""
+    if conn.dialect.name != "postgresql" or probe.cursor is None or not probe.cursor.description:
+        return []
+    oids = {row[0] for row in conn.execute(sa.text("SELECT oid FROM pg_type WHERE typname IN ('geometry', 'geography')"))}
+    return [column.name for column in probe.cursor.description if column.type_code in oids]
+
+
+def _wkt(values: pd.Series) -> pd.Series:
+    """Hex EWKB geometries as WKT text, all at once (shapely), nulls kept."""
+    import shapely  # on use: only PostGIS sources need it
+
+    present = values.notna()
+    text = pd.Series(None, index=values.index, dtype=object)
+    if present.any():
+        shapes = shapely.from_wkb(values[present].to_numpy())
+        text[present] = shapely.to_wkt(shapes, rounding_precision=-1)
+    return text
 
 
 def replace_rows(

@@ -160,3 +160,27 @@ def test_append_and_upsert_modes(database, table_name, tmp_path):
 def test_upsert_needs_keys():
     with pytest.raises(ValueError, match="`mode: upsert` and `upsert_keys` go together"):
         OutputConfig(output_format="sql", output_destination="sqlite:///x.db", mode="upsert")
+
+
+def test_postgis_geometries_come_back_as_wkt(postgres, table_name, tmp_path):
+    with postgres.begin() as conn:
+        available = conn.execute(sa.text("SELECT count(*) FROM pg_available_extensions WHERE name = 'postgis'")).scalar()
+        if not available:
+            pytest.fail("PostGIS is not installed for this PostgreSQL: apt-get install postgresql-15-postgis-3 "
+                        "(.ci/run does)", pytrace=False)
+        conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis"))
+        conn.execute(sa.text(f"CREATE TABLE {table_name} (site TEXT, location geometry(Point, 4326), area geography)"))
+        conn.execute(sa.text(
+            f"INSERT INTO {table_name} VALUES ('a', ST_SetSRID(ST_MakePoint(13.4049, 52.52), 4326), "
+            "ST_GeogFromText('POLYGON((0 0, 1 0, 1 1, 0 1, 0 0))')), ('b', NULL, NULL)"
+        ))
+    try:
+        source = DataSource(source_name="sites", source_type="sql", connection_string=url_of(postgres), table=table_name)
+        _, frame = read(tmp_path, source)
+        rows = frame.sort_values("site").to_dict("records")
+        assert rows[0]["location"] == "POINT (13.4049 52.52)"
+        assert rows[0]["area"] == "POLYGON ((0 0, 1 0, 1 1, 0 1, 0 0))"
+        assert rows[1]["location"] is None
+    finally:
+        with postgres.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {table_name}"))
