@@ -12,11 +12,11 @@ from memories_dagster.secrets import redact
 WRITE_BATCH = 5_000
 
 
-def _client(url: str, name: str):
+def _client(url: str, name: str, timeout: float = 10.0):
     import pymongo  # on use: only pipelines with MongoDB need it
 
     try:
-        client = pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000)
+        client = pymongo.MongoClient(url, serverSelectionTimeoutMS=int(timeout * 1000))
         client.admin.command("ping")
     except (pymongo.errors.PyMongoError, ValueError) as exc:
         raise ConnectorError(redact(f"{name}: cannot reach MongoDB at {url}: {str(exc).splitlines()[0]}")) from None
@@ -51,7 +51,7 @@ def mongo_documents(url: str, source_name: str, settings) -> Iterator[dict[str, 
     import pymongo
 
     where = f"source '{source_name}'"
-    client = _client(url, where)
+    client = _client(url, where, settings.timeout_seconds)
     try:
         collection = _database(client, url, settings.database, where)[settings.collection]
         if settings.pipeline:

@@ -124,6 +124,7 @@ class MongoSettings(Strict):
     batch_size: int = Field(10_000, ge=1)
     flatten_separator: str = Field("_", min_length=1, description="nested a.b becomes column a<sep>b")
     flatten_depth: int | None = Field(None, ge=0, description="levels to flatten (default: all); deeper ones stay objects")
+    timeout_seconds: float = Field(10.0, gt=0, description="how long to wait for the server")
 
 
 class DataSource(Strict):

@@ -143,7 +143,7 @@ def test_read_and_write_partitioned_outputs_atomically(store, tmp_path, monkeypa
     assert {p: fs.cat(p) for p in sorted(fs.find(f"{bucket}/{prefix}/out"))} == before
 
 
-def test_wrong_credentials_are_a_clear_error(s3_store, tmp_path, monkeypatch):
+def test_an_unreachable_endpoint_is_a_clear_error(s3_store, tmp_path, monkeypatch):
     root, connection, fs = s3_store
     fs.pipe(f"lake/{tmp_path.name}/in/orders.csv", ORDERS.encode())
     project(tmp_path, {**connection, "endpoint_url": "http://127.0.0.1:1"}, root, tmp_path.name)

@@ -237,3 +237,17 @@ def test_an_api_with_no_records_gives_an_empty_table(httpserver, tmp_path):
     source = DataSource(source_name="s", source_type="api", connection_string=httpserver.url_for("/empty"))
     table = extract(source, source.connection_string, str(tmp_path / "o.parquet"))
     assert table.rows == 0 and list(table.columns) == [NO_RECORDS_COLUMN]
+
+
+def test_an_odata_source_materializes_through_dagster(httpserver, tmp_path, materialize_spec):
+    import pandas as pd
+
+    partners = [{"BusinessPartner": str(i), "Name": f"p{i}"} for i in range(3)]
+    httpserver.expect_request("/A_BusinessPartner").respond_with_json({"d": {"results": partners}})
+    result = materialize_spec("partners", {
+        "integration_config": {"data_sources": [{"source_name": "bp", "source_type": "odata",
+                                                 "connection_string": httpserver.url_for("/A_BusinessPartner")}]},
+        "output_config": {"output_format": "csv", "output_destination": "output/bp.csv"},
+    })
+    assert result.success
+    assert sorted(pd.read_csv(tmp_path / "output" / "bp.csv")["Name"]) == ["p0", "p1", "p2"]

@@ -116,3 +116,11 @@ def test_against_a_real_server(tmp_path):
         assert sorted(pd.read_parquet(tmp_path / "o.parquet")["supplier_address_city"]) == ["Berlin", "Berlin"]
     finally:
         database.drop_collection(collection)
+
+
+def test_an_unreachable_server_is_named_without_the_password(tmp_path):
+    source = DataSource(source_name="products", source_type="mongodb", connection_string="mongodb://app:pw-s3cret@127.0.0.1:1/shop",
+                        mongodb={"collection": "products", "timeout_seconds": 0.5})
+    with pytest.raises(ConnectorError, match=r"source 'products': cannot reach MongoDB at mongodb://app:\*\*\*@127.0.0.1:1/shop") as caught:
+        extract(source, source.connection_string, str(tmp_path / "o.parquet"))
+    assert "pw-s3cret" not in str(caught.value)

@@ -184,3 +184,33 @@ def test_postgis_geometries_come_back_as_wkt(postgres, table_name, tmp_path):
     finally:
         with postgres.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE {table_name}"))
+
+
+def test_wrong_credentials_are_named_without_the_password(mariadb, tmp_path):
+    url = mariadb.url.set(username="nobody", password="wr0ng-pass").render_as_string(hide_password=False)
+    source = DataSource(source_name="erp", source_type="sql", connection_string=url, table="t")
+    with pytest.raises(ConnectorError, match=r"source 'erp': query failed \(mysql\+pymysql://nobody:\*\*\*@127.0.0.1:3306/test\): .*Access denied") as caught:
+        read(tmp_path, source)
+    assert "wr0ng-pass" not in str(caught.value)
+
+
+def test_a_sql_connection_of_the_profile_through_dagster(postgres, table_name, tmp_path, monkeypatch, materialize_spec):
+    import yaml
+
+    ROWS.to_sql(table_name, postgres, index=False)
+    (tmp_path / "resources").mkdir()
+    (tmp_path / "resources" / "db.yaml").write_text(yaml.safe_dump({"connections": {"warehouse": {
+        "type": "sql", "url": url_of(postgres), "pool_size": 2, "connect_timeout_seconds": 5}}}))
+    monkeypatch.setenv("MEMORIES_PROFILE", "db")
+    try:
+        result = materialize_spec("from_warehouse", {
+            "integration_config": {"data_sources": [{"source_name": "sales", "source_type": "sql", "connection": "warehouse",
+                                                     "query": f"SELECT id, amount FROM {table_name}"}]},
+            "output_config": {"output_format": "sql", "connection": "warehouse", "table": f"{table_name}_copy", "mode": "replace"},
+        })
+        assert result.success
+        assert pd.read_sql(f"SELECT sum(amount) AS s FROM {table_name}_copy", postgres)["s"][0] == 7.5
+    finally:
+        with postgres.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table_name}"))
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table_name}_copy"))
