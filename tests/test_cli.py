@@ -69,3 +69,16 @@ def test_dagster_asset_materialize_one_partition(tmp_path):
     assert report["integrated_data_path"].endswith("orders.db#orders")
     orders = pd.read_json(tmp_path / "sample_data" / "orders.jsonl", lines=True)
     assert report["integration_report"]["total_records"] == (orders["order_date"].astype(str) == "2024-02-14").sum() + 122
+
+
+@pytest.mark.slow
+def test_dg_launch_materializes_the_demo(tmp_path):
+    shutil.copytree(PROJECT / "sample_data", tmp_path / "sample_data")
+    shutil.copytree(PROJECT / "assets", tmp_path / "assets")
+    (tmp_path / "home").mkdir()
+    env = {"MEMORIES_ASSETS_DIR": str(tmp_path / "assets"), "DAGSTER_HOME": str(tmp_path / "home")}
+    result = run([str(DAGSTER.with_name("dg")), "launch", "--assets", 'key:"customer_master/*"'], PROJECT, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import sqlite3
+    count = sqlite3.connect(tmp_path / "output" / "demo.db").execute("SELECT count(*) FROM customers").fetchone()[0]
+    assert count == 120
