@@ -9,6 +9,7 @@ Supports what record layouts use: levels 01-49 with groups, ``PIC`` strings (``X
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ class Field:
     digits: int = 0
     scale: int = 0
     signed: bool = False
+    path: tuple[str, ...] = ()  # the groups it sits in, outermost first
 
 
 @dataclass
@@ -41,6 +43,8 @@ class _Item:
     children: list[_Item] = field(default_factory=list)
 
 
+_CLAUSES = {"PIC", "PICTURE", "USAGE", "OCCURS", "REDEFINES", "VALUE", "VALUES", "COMP", "COMP-3", "BINARY",
+            "ASCENDING", "DESCENDING", "SYNC", "SYNCHRONIZED", "DISPLAY", "PACKED-DECIMAL"}
 _PIC_PART = re.compile(r"([XA9SVP])(?:\((\d+)\))?")
 _USAGES = {
     "COMP-3": "packed", "COMPUTATIONAL-3": "packed", "PACKED-DECIMAL": "packed",
@@ -79,27 +83,67 @@ def parse_copybook(text: str) -> Layout:
         (stack[-1].children if stack else roots).append(item)
         stack.append(item)
     fields: list[Field] = []
-    record = roots[0] if len(roots) == 1 and roots[0].pic is None else _Item(1, "RECORD", children=roots)
-    _layout(record, 0, "", fields)
+    # Several 01 records describe the same storage (alternative layouts): they overlay.
+    for root in roots:
+        if root.pic is None:
+            _layout(root, 0, "", fields, [])
+        else:
+            _layout(_Item(1, "RECORD", children=[root]), 0, "", fields, [])
     if not fields:
         raise CopybookError("the copybook describes no named elementary field")
-    return Layout(fields, _size(record))
+    return Layout(_unique_names(fields), max(_size(root) for root in roots))
+
+
+def _unique_names(fields: list[Field]) -> list[Field]:
+    """Fields of the same name (CITY under BILL and under SHIP) get their groups' names."""
+    counts: dict[str, int] = {}
+    for spec in fields:
+        counts[spec.name] = counts.get(spec.name, 0) + 1
+    named = []
+    for spec in fields:
+        if counts[spec.name] > 1 and spec.path:
+            spec = dataclasses.replace(spec, name="_".join([*spec.path, spec.name]))
+        named.append(spec)
+    seen = [f.name for f in named]
+    repeated = sorted({n for n in seen if seen.count(n) > 1})
+    if repeated:
+        raise CopybookError(f"field names {', '.join(repeated)} repeat even with their groups' names")
+    return named
 
 
 def _statements(text: str) -> list[str]:
+    raw_lines = [line for line in text.splitlines() if line.strip()]
+    # Fixed format: sequence numbers in columns 1-6, or every line's text from column 8 on.
+    fixed = any(re.fullmatch(r"\d{6}", line[:6]) for line in raw_lines) or all(
+        len(line) - len(line.lstrip()) >= 7 or line[6:7] in ("*", "/") for line in raw_lines
+    )
     lines = []
-    for raw in text.splitlines():
-        line = raw.rstrip("\n")
-        fixed = len(line) > 6 and re.fullmatch(r"[0-9 ]{6}", line[:6]) is not None and line[:6].strip() != ""
-        if len(line) > 6 and (fixed or line[:6] == " " * 6):
+    for line in raw_lines:
+        if fixed:
             if line[6:7] in ("*", "/"):
                 continue
             line = line[7:72]
         if line.lstrip().startswith("*"):
             continue
         lines.append(line)
-    body = " ".join(lines)
-    return [s.strip() for s in re.split(r"\.(?=\s|$)", body) if s.strip()]
+    return _split_statements(" ".join(lines))
+
+
+def _split_statements(body: str) -> list[str]:
+    """Statements end with a period followed by a space, outside quoted literals."""
+    statements, current, quote = [], [], None
+    for position, char in enumerate(body):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in ("'", '"'):
+            quote = char
+        elif char == "." and (position + 1 == len(body) or body[position + 1].isspace()):
+            statements.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    statements.append("".join(current).strip())
+    return [s for s in statements if s]
 
 
 def _item(statement: str) -> _Item | None:
@@ -139,6 +183,12 @@ def _item(statement: str) -> _Item | None:
             item.redefines = words[position].upper()
         elif word == "VALUE" or word == "VALUES":
             break  # a VALUE clause describes initial contents, not layout
+        elif word == "INDEXED":
+            position += 2 if position + 1 < len(words) and words[position + 1].upper() == "BY" else 1
+            while position + 1 < len(words) and words[position + 1].upper() not in _CLAUSES:
+                position += 1  # the index names
+        elif word in ("ASCENDING", "DESCENDING"):
+            break  # KEY IS ... describes a sort order, not layout
         elif word in ("SIGN", "SEPARATE", "LEADING", "TRAILING"):
             raise CopybookError(f"SIGN clauses are not supported (overpunched signs are): '{statement}'")
         elif word.startswith("COMP"):
@@ -199,7 +249,7 @@ def _size(item: _Item) -> int:
     return digits
 
 
-def _layout(item: _Item, offset: int, suffix: str, fields: list[Field]) -> None:
+def _layout(item: _Item, offset: int, suffix: str, fields: list[Field], path: list[str]) -> None:
     if item.pic is None:
         positions: dict[str, int] = {}
         cursor = offset
@@ -211,7 +261,8 @@ def _layout(item: _Item, offset: int, suffix: str, fields: list[Field]) -> None:
             width = _size(child)
             for occurrence in range(child.occurs):
                 label = suffix + (f"_{occurrence + 1}" if child.occurs > 1 else "")
-                _layout(child, start + occurrence * width, label, fields)
+                inner = path if item.level == 1 else [*path, column_name(item.name)]
+                _layout(child, start + occurrence * width, label, fields, inner)
             if not child.redefines:
                 cursor = start + width * child.occurs
         return
@@ -222,4 +273,4 @@ def _layout(item: _Item, offset: int, suffix: str, fields: list[Field]) -> None:
         kind = {"packed": "packed", "binary": "binary"}.get(item.usage, "zoned")
     elif item.usage != "display":
         raise CopybookError(f"{item.name}: a text PIC cannot be {item.usage}")
-    fields.append(Field(column_name(item.name) + suffix, offset, _size(item), kind, digits, scale, signed))
+    fields.append(Field(column_name(item.name) + suffix, offset, _size(item), kind, digits, scale, signed, tuple(path)))

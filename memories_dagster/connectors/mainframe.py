@@ -20,6 +20,7 @@ from memories_dagster.connectors.copybook import CopybookError, Field, Layout, p
 from memories_dagster.connectors.files import ConnectorError
 
 _POSITIVE = (0x0C, 0x0F, 0x0A, 0x0E)
+GATHER_RECORDS = 100_000
 _NEGATIVE = (0x0D, 0x0B)
 
 
@@ -56,17 +57,22 @@ def records(data: bytes, layout: Layout, record_format: str, name: str) -> np.nd
     matrix = np.full((len(starts), width), 0x40, dtype=np.uint8)  # short records: EBCDIC spaces
     begin, size = np.array(starts, dtype=np.int64), np.minimum(np.array(lengths, dtype=np.int64), width)
     columns = np.arange(width)
-    mask = columns[None, :] < size[:, None]
-    matrix[mask] = buffer[(begin[:, None] + columns[None, :])[mask]]
+    for first in range(0, len(starts), GATHER_RECORDS):  # bounded index matrices, not n x width at once
+        rows = slice(first, first + GATHER_RECORDS)
+        mask = columns[None, :] < size[rows, None]
+        matrix[rows][mask] = buffer[(begin[rows, None] + columns[None, :])[mask]]
     return matrix
 
 
 def decode(matrix: np.ndarray, layout: Layout, encoding: str) -> tuple[pa.Table, dict[str, int]]:
     """Decode every field of every record; returns the table and invalid values per column."""
     try:
-        table = bytes(range(256)).decode(encoding).encode("latin-1")
-    except (LookupError, UnicodeError):
-        raise ConnectorError(f"encoding '{encoding}' is not an EBCDIC code page this reader knows (e.g. cp037, cp500, cp1047)") from None
+        characters = bytes(range(256)).decode(encoding)
+    except LookupError:
+        raise ConnectorError(f"encoding '{encoding}' is unknown; EBCDIC code pages are e.g. cp037, cp500, cp1047, cp1140") from None
+    except UnicodeDecodeError:
+        raise ConnectorError(f"encoding '{encoding}' is not a single-byte code page") from None
+    table = np.array([ord(c) for c in characters], dtype=np.uint32)
     arrays, invalid = {}, {}
     for spec in layout.fields:
         block = matrix[:, spec.offset:spec.offset + spec.size]
@@ -83,12 +89,12 @@ def decode(matrix: np.ndarray, layout: Layout, encoding: str) -> tuple[pa.Table,
     return pa.table(arrays), invalid
 
 
-def _text(block: np.ndarray, table: bytes) -> pa.Array:
+def _text(block: np.ndarray, table: np.ndarray) -> pa.Array:
+    """Bytes to text through the code page's table of code points: any single-byte code page."""
     count, width = block.shape
-    translated = np.ascontiguousarray(block).tobytes().translate(table)
-    strings = np.frombuffer(translated, dtype=f"S{width}") if width else np.zeros(count, dtype="S1")
-    decoded = np.char.rstrip(np.char.decode(strings, "latin-1"), " ")
-    return pa.array(decoded, type=pa.string())
+    code_points = np.ascontiguousarray(table[block])  # (n, width) UCS-4
+    strings = code_points.view(f"<U{width}").ravel() if width else np.full(count, "", dtype="<U1")
+    return pa.array(np.char.rstrip(strings, " "), type=pa.string())
 
 
 def _sign(nibble: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -101,11 +107,17 @@ def _sign(nibble: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _digits_value(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact integers from a (n, k) matrix of decimal digits (k <= 18), and rows with a bad digit."""
+    """Exact integers from a (n, k) matrix of decimal digits, and rows with a bad digit.
+
+    Up to 18 significant digits fit an int64; leading digit positions beyond them (the pad
+    nibble of an even-digit COMP-3 field) must be zero.
+    """
+    bad = np.zeros(len(digits), dtype=bool)
     if digits.shape[1] > 18:
-        raise ConnectorError("fields of more than 18 digits are not supported")
+        bad = (digits[:, :-18] != 0).any(axis=1)
+        digits = digits[:, -18:]
     powers = 10 ** np.arange(digits.shape[1] - 1, -1, -1, dtype=np.int64)
-    return digits.astype(np.int64) @ powers, (digits > 9).any(axis=1)
+    return digits.astype(np.int64) @ powers, bad | (digits > 9).any(axis=1)
 
 
 def _zoned(block: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -127,19 +139,23 @@ def _packed(block: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
 def _binary(block: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
     dtype = {2: "i2", 4: "i4", 8: "i8"}[block.shape[1]]
     values = np.ascontiguousarray(block).view(f">{dtype if signed else 'u' + dtype[1:]}").ravel()
-    return values.astype(np.int64), np.zeros(len(values), dtype=bool)
+    # an unsigned doubleword may exceed int64: kept as uint64 (see _decimal)
+    return values.astype(np.uint64 if values.dtype.kind == "u" and values.itemsize == 8 else np.int64), np.zeros(len(values), dtype=bool)
 
 
 def _decimal(unscaled: np.ndarray, bad: np.ndarray, spec: Field) -> pa.Array:
     """Integers for scale 0, else exact decimal128(precision, scale) from the unscaled values."""
     mask = pa.array(bad) if bad.any() else None
     if spec.scale == 0:
-        return pa.array(unscaled, type=pa.int64(), mask=bad if bad.any() else None)
+        kind = pa.uint64() if unscaled.dtype == np.uint64 else pa.int64()
+        return pa.array(unscaled, type=kind, mask=bad if bad.any() else None)
     # decimal128 is a 16-byte little-endian two's complement integer: low word, then the sign.
     words = np.empty((len(unscaled), 2), dtype="<i8")
-    words[:, 0], words[:, 1] = unscaled, np.where(unscaled < 0, -1, 0)
+    words[:, 0] = unscaled.view(np.int64) if unscaled.dtype == np.uint64 else unscaled
+    words[:, 1] = 0 if unscaled.dtype == np.uint64 else np.where(unscaled < 0, -1, 0)
     validity = None if mask is None else pa.array(~bad).buffers()[1]
-    precision = max(spec.digits, spec.scale, 1)
+    # a binary field holds more than its PIC digits (S9(4) COMP: up to 32767): size the precision by bytes
+    precision = {2: 5, 4: 10, 8: 20}[spec.size] if spec.kind == "binary" else max(spec.digits, spec.scale, 1)
     return pa.Array.from_buffers(
         pa.decimal128(precision, spec.scale), len(unscaled),
         [validity, pa.py_buffer(words.tobytes())], null_count=int(bad.sum()),

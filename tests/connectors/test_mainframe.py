@@ -172,3 +172,38 @@ def test_a_mainframe_source_materializes_through_dagster(tmp_path, materialize_s
     frame = pd.read_parquet(tmp_path / "output" / "ledger.parquet")
     assert frame.to_dict("records")[0]["balance"] == decimal.Decimal("2.50")
     assert frame["cust_name"].tolist() == ["BOB"]  # ANN's negative balance is quarantined
+
+
+def test_review_edge_cases_of_layouts_and_values():
+    # 18-digit packed amounts, duplicate names under groups, indented free format,
+    # INDEXED BY, a period inside a literal, two 01 layouts overlaying each other
+    text = """
+    01  REC-A.
+        05  AMOUNT        PIC S9(16)V99 COMP-3.
+        05  BILL.
+            10  CITY      PIC X(3).
+        05  SHIP.
+            10  CITY      PIC X(3).
+        05  TAGS OCCURS 2 TIMES INDEXED BY TAG-IX.
+            10  TAG       PIC X(1).
+        05  NOTE          PIC X(2) VALUE 'A. B'.
+    01  REC-B.
+        05  WHOLE         PIC X(10).
+    """
+    layout = parse_copybook(text)
+    names = [f.name for f in layout.fields]
+    assert names == ["amount", "bill_city", "ship_city", "tag_1", "tag_2", "note", "whole"]
+    assert layout.length == 10 + 3 + 3 + 2 + 2
+    data = packed(-123456789012345678, 18) + "BERPAR".encode("cp037") + "XY".encode("cp037") + "OK".encode("cp037")
+    table, invalid = decode(records(data, layout, "fixed", "s"), layout, "cp037")
+    row = table.to_pylist()[0]
+    assert row["amount"] == decimal.Decimal("-1234567890123456.78") and (row["bill_city"], row["ship_city"]) == ("BER", "PAR")
+    assert invalid == {}
+
+
+def test_binary_fields_keep_their_full_range_and_code_pages_beyond_latin1():
+    layout = parse_copybook("01 R.\n 05 S PIC S9(3)V9 COMP.\n 05 U PIC 9(18) COMP.\n 05 T PIC X(1).")
+    data = struct.pack(">h", 32000) + struct.pack(">Q", 2**63 + 5) + "€".encode("cp1140")
+    table, _ = decode(records(data, layout, "fixed", "s"), layout, "cp1140")
+    table.validate(full=True)
+    assert table.to_pylist() == [{"s": decimal.Decimal("3200.0"), "u": 2**63 + 5, "t": "€"}]
