@@ -43,8 +43,9 @@ def resolve(text: str, where: str) -> str:
         secret = os.environ[name]
         if match.start() < userinfo_end:
             secret = urllib.parse.quote(secret, safe="")
-        if len(secret) >= 3:
-            _RESOLVED.update({secret, urllib.parse.unquote(secret)})
+        if len(secret) >= 3:  # every form it may take in a URL or a message
+            raw = urllib.parse.unquote(secret)
+            _RESOLVED.update({secret, raw, urllib.parse.quote(raw, safe=""), urllib.parse.quote_plus(raw)})
         return secret
 
     return _REFERENCE.sub(value, text)

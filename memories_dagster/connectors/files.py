@@ -7,6 +7,7 @@ run leaves the previous output as it was.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -162,8 +163,18 @@ class StagedOutput:
         if is_remote(target_root):
             fs, remote_root = fsspec.core.url_to_fs(target_root, **self.storage_options)
             stale = _remote_files(fs, remote_root, replace_stem)
-            for path, rel in zip(written, relative):
-                fs.put_file(str(path), f"{remote_root}/{rel}")
+            # Upload under a staging prefix first: a failed upload leaves the previous objects
+            # alone. Then server-side copies into place (object stores have no rename), then the
+            # stale and staged objects go.
+            staging = f"{remote_root.rstrip('/')}/.staging-{uuid.uuid4().hex[:12]}"
+            try:
+                for path, rel in zip(written, relative):
+                    fs.put_file(str(path), f"{staging}/{rel}")
+                for rel in relative:
+                    fs.copy(f"{staging}/{rel}", f"{remote_root}/{rel}")
+            finally:
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    fs.rm(staging, recursive=True)
             fresh = {f"{remote_root}/{rel}" for rel in relative}
             for old in stale - fresh:
                 fs.rm_file(old)
@@ -188,7 +199,7 @@ class StagedOutput:
 def _remote_files(fs: fsspec.AbstractFileSystem, root: str, stem: str | None) -> set[str]:
     if not fs.exists(root):
         return set()
-    files = set(fs.find(root))
+    files = {f for f in fs.find(root) if "/.staging-" not in f}
     if stem is None:
         return files
     return {f for f in files if stem_of(f.rsplit("/", 1)[-1]) == stem}

@@ -33,7 +33,12 @@ def graphql_records(source, url: str, secret) -> Iterator[dict[str, Any]]:
         with Client(transport=transport, fetch_schema_from_transport=False) as session:
             for _ in range(settings.max_pages):
                 data = session.execute(document, variable_values=variables)
-                page = dig(data, settings.records_path) or []
+                page = dig(data, settings.records_path)
+                if page is None:
+                    raise ConnectorError(
+                        f"{where}: graphql.records_path '{settings.records_path}' is not in the response's data; "
+                        f"its top-level fields: {', '.join(data) if isinstance(data, dict) else 'none'}"
+                    )
                 for record in page:
                     node = record.get(settings.node_key) if settings.node_key and isinstance(record, dict) else record
                     yield node

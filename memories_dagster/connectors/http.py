@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -102,6 +103,7 @@ class ResponseCache:
     def __init__(self, ttl: float, redis_url: str | None = None) -> None:
         self.ttl = ttl
         self.hits = self.misses = 0
+        self.unavailable = False
         self._memory: dict[str, tuple[float, Any]] = {}
         self._redis = None
         if redis_url:
@@ -110,15 +112,16 @@ class ResponseCache:
             self._redis = redis.Redis.from_url(redis_url, socket_timeout=5)
 
     @staticmethod
-    def key(method: str, url: str, params: dict[str, Any]) -> str:
-        """A key that names the request, without credentials (they are not in url or params)."""
-        raw = json.dumps([method, url, sorted((str(k), str(v)) for k, v in params.items())])
+    def key(method: str, url: str, params: dict[str, Any], body: Any = None, headers: Any = None) -> str:
+        """A key naming the whole request (credentials only as part of a one-way hash)."""
+        raw = json.dumps([method, url, sorted((str(k), str(v)) for k, v in params.items()), body,
+                          sorted((str(k), str(v)) for k, v in dict(headers or {}).items())], default=str)
         return "memories:api:" + hashlib.sha256(raw.encode()).hexdigest()
 
     def get(self, key: str) -> Any | None:
-        """The cached body, or None."""
+        """The cached body, or None (also when the cache server cannot be reached)."""
         if self._redis is not None:
-            value = self._redis.get(key)
+            value = self._guard(lambda: self._redis.get(key))
             body = None if value is None else json.loads(value)
         else:
             stamp, body = self._memory.get(key, (0.0, None))
@@ -133,9 +136,22 @@ class ResponseCache:
     def put(self, key: str, body: Any) -> None:
         """Keep a body for the TTL."""
         if self._redis is not None:
-            self._redis.set(key, json.dumps(body), ex=max(1, int(self.ttl)))
+            self._guard(lambda: self._redis.set(key, json.dumps(body), ex=max(1, int(self.ttl))))
         else:
             self._memory[key] = (time.monotonic(), body)
+
+
+    def _guard(self, call):
+        """A cache that is down is a cache miss, with a warning, not a failed source."""
+        import redis
+
+        try:
+            return call()
+        except redis.RedisError as exc:
+            if not self.unavailable:
+                logging.getLogger("memories_dagster").warning("response cache unavailable, reading without it: %s", redact(str(exc)))
+            self.unavailable = True
+            return None
 
 
 @dataclass
@@ -193,6 +209,7 @@ class ApiClient:
     ) -> None:
         self.name, self.url, self.method = name, url, method.upper()
         self.params, self.body = dict(params or {}), body
+        self.sticky: dict[str, Any] = {}  # sent on every page, next links included (an API key)
         self.records_path = records_path
         self.pagination = pagination or Pagination()
         self.rate, self.breaker, self.cache = rate, breaker, cache
@@ -219,6 +236,11 @@ class ApiClient:
         for _ in range(paging.max_pages):
             body, links = self.fetch(url, params)
             page = dig(body, self.records_path) if self.records_path or paging.type != "odata" else odata_records(body)
+            if page is None and self.records_path and isinstance(body, dict):
+                raise ApiError(
+                    f"source '{self.name}': records_path '{self.records_path}' is not in the response of "
+                    f"{redact(url)}; its top-level keys: {', '.join(map(str, body)) or 'none'}"
+                )
             if page is None:
                 page = []
             if isinstance(page, dict):
@@ -258,7 +280,8 @@ class ApiClient:
 
     def fetch(self, url: str, params: dict[str, Any]) -> tuple[Any, dict[str, str]]:
         """One page: from the cache, or through breaker, rate limit and retries."""
-        key = ResponseCache.key(self.method, url, params) if self.cache else ""
+        params = {**params, **self.sticky}
+        key = ResponseCache.key(self.method, url, params, self.body, self.client.headers) if self.cache else ""
         if self.cache:
             cached = self.cache.get(key)
             if cached is not None:
@@ -283,7 +306,7 @@ class ApiClient:
         error = state.outcome.exception() if state.outcome else None
         exponential = min(self.max_backoff, self.backoff * 2 ** (state.attempt_number - 1))
         if isinstance(error, _Retryable) and error.wait is not None:
-            return min(max(error.wait, 0.0), self.max_backoff)
+            return max(error.wait, 0.0)  # the server said how long: waiting less would only be refused again
         return exponential
 
     def _request(self, url: str, params: dict[str, Any]) -> tuple[Any, dict[str, str]]:
@@ -293,7 +316,9 @@ class ApiClient:
             self.rate.acquire()
         self.requests += 1
         try:
-            response = self.client.request(self.method, url, params=params or None, json=self.body)
+            # merged, not replaced: a next link's own query (p=2, $skiptoken) stays
+            target = httpx.URL(url).copy_merge_params(params) if params else url
+            response = self.client.request(self.method, target, json=self.body)
         except httpx.TransportError:
             if self.breaker:
                 self.breaker.record(False)
@@ -356,10 +381,11 @@ def client_for(source, url: str, secret) -> ApiClient:
     headers = {k: secret(v, f"{where} api.headers.{k}") for k, v in settings.headers.items()}
     params = {k: secret(v, f"{where} api.params.{k}") if isinstance(v, str) else v for k, v in settings.params.items()}
     auth: httpx.Auth | None = None
+    sticky: dict[str, Any] = {}
     if auth_spec and auth_spec.api_key:
         key = secret(auth_spec.api_key, f"{where} authentication.api_key")
         if settings.api_key_param:
-            params[settings.api_key_param] = key
+            sticky[settings.api_key_param] = key
         elif settings.api_key_header:
             headers[settings.api_key_header] = key
         else:
@@ -371,13 +397,18 @@ def client_for(source, url: str, secret) -> ApiClient:
     if source.source_type == "odata":
         headers.setdefault("Accept", "application/json")
         paging = paging.model_copy(update={"type": "odata"})
-    return ApiClient(
+    client = ApiClient(
         source.source_name, url, method=settings.method, params=params, headers=headers,
         body=settings.body, auth=auth, records_path=settings.records_path,
         pagination=Pagination(**paging.model_dump()),
         rate=TokenBucket(settings.requests_per_second, settings.burst) if settings.requests_per_second else None,
         breaker=CircuitBreaker(settings.circuit_breaker_failures, settings.circuit_breaker_reset_seconds),
-        cache=ResponseCache(settings.cache_ttl_seconds, settings.cache_redis_url) if settings.cache_ttl_seconds else None,
+        cache=ResponseCache(
+            settings.cache_ttl_seconds,
+            secret(settings.cache_redis_url, f"{where} api.cache_redis_url") if settings.cache_redis_url else None,
+        ) if settings.cache_ttl_seconds else None,
         attempts=settings.attempts, backoff=settings.backoff_seconds, max_backoff=settings.max_backoff_seconds,
         timeout=settings.timeout_seconds,
     )
+    client.sticky = sticky
+    return client

@@ -185,6 +185,15 @@ def replace_rows(
                 missing = [k for k in keys or [] if k not in target.c]
                 if missing:
                     raise ConnectorError(f"upsert keys {', '.join(missing)} are not columns of table {table}")
+                if delete_filter and delete_filter[0] not in target.c:
+                    raise ConnectorError(
+                        f"partitions.column {delete_filter[0]} is not a column of table {table}, so a "
+                        "partition's rows cannot be found to replace them"
+                    )
+            data_columns = pq.ParquetFile(parquet_path).schema_arrow.names
+            absent = [k for k in keys or [] if k not in data_columns]
+            if absent:
+                raise ConnectorError(f"upsert keys {', '.join(absent)} are not columns of the data; its columns: {', '.join(data_columns)}")
             if target is not None and mode == "replace":
                 delete = target.delete()
                 if delete_filter:
@@ -194,6 +203,8 @@ def replace_rows(
                 conn.execute(delete)
             for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=WRITE_CHUNK_ROWS * 10):
                 frame = batch.to_pandas()
+                if mode == "upsert":  # one row per key: the last one given wins
+                    frame = frame.drop_duplicates(subset=keys, keep="last")
                 if target is not None and mode == "upsert":
                     incoming = list(frame[keys].itertuples(index=False, name=None))
                     columns = [target.c[k] for k in keys]

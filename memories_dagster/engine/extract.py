@@ -150,6 +150,10 @@ def records_to_parquet(records: Iterable[dict], folder: Path, separator: str = "
     def flush() -> None:
         part = folder / f"part-{len(parts):05d}.parquet"
         frame = pd.json_normalize(batch, sep=separator, max_level=depth)
+        for column in frame.columns[frame.dtypes == object]:
+            kinds = {type(v) for v in frame[column] if v is not None and v == v}
+            if len(kinds) > 1:  # 10115 here, "SW1A" there: text keeps both
+                frame[column] = frame[column].map(lambda v: None if v is None or v != v else str(v))
         if frame.columns.empty:  # no records, so no columns: Parquet needs one
             frame = pd.DataFrame({NO_RECORDS_COLUMN: pd.Series([], dtype="bool")})
         frame.to_parquet(part, index=False)

@@ -107,3 +107,33 @@ def test_fsspec_urls_are_read_and_written(tmp_path):
     assert sorted(memory.ls("/lake/out", detail=False)) == ["/lake/out/day=2024-01-01", "/lake/out/day=2024-01-02", "/lake/out/day=2024-01-03"]
     assert len(result["files"]) == 3
     memory.rm("/lake", recursive=True)
+
+
+def test_a_failed_upload_leaves_the_previous_remote_objects(tmp_path, monkeypatch):
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from memories_dagster.engine.write import write_output
+    from memories_dagster.specs.integration import OutputConfig
+
+    memory = fsspec.filesystem("memory")
+    frame = pd.DataFrame({"id": [1, 2], "region": ["north", "south"]})
+    integrated = tmp_path / "i.parquet"
+    frame.to_parquet(integrated, index=False)
+    config = OutputConfig(partitioning={"partition_by": "region", "partition_type": "category"})
+    write_output(str(integrated), config, "memory://lake2/out", "t")
+    before = {p: memory.cat(p) for p in memory.find("/lake2/out")}
+    frame.assign(id=[10, 20]).to_parquet(integrated, index=False)
+    real_put, calls = MemoryFileSystem.put_file, []
+
+    def failing_put(self, lpath, rpath, **kwargs):
+        calls.append(rpath)
+        if len(calls) == 2:
+            raise OSError("connection reset")
+        return real_put(self, lpath, rpath, **kwargs)
+
+    monkeypatch.setattr(MemoryFileSystem, "put_file", failing_put)
+    with pytest.raises(OSError):
+        write_output(str(integrated), config, "memory://lake2/out", "t")
+    assert {p: memory.cat(p) for p in memory.find("/lake2/out")} == before
+    memory.rm("/lake2", recursive=True)

@@ -251,3 +251,58 @@ def test_an_odata_source_materializes_through_dagster(httpserver, tmp_path, mate
     })
     assert result.success
     assert sorted(pd.read_csv(tmp_path / "output" / "bp.csv")["Name"]) == ["p0", "p1", "p2"]
+
+
+def test_review_fixes_for_keys_cache_and_retry_after(httpserver, monkeypatch):
+    from memories_dagster.secrets import resolve
+
+    # an API key that must be URL-encoded is hidden in every form
+    monkeypatch.setenv("B64_KEY", "abc+def/ghi==")
+    httpserver.expect_request("/missing").respond_with_data("nope", status=404)
+    source = DataSource(source_name="w", source_type="api", connection_string="x",
+                        authentication={"api_key": "${B64_KEY}"}, api={"api_key_param": "appid"})
+    with pytest.raises(ApiError) as caught:
+        list(client_for(source, httpserver.url_for("/missing"), resolve).records())
+    assert "abc" not in str(caught.value) and "appid=***" in str(caught.value)
+
+    # the cache tells POST bodies apart
+    httpserver.expect_request("/search", method="POST").respond_with_handler(
+        lambda request: Response(json.dumps([json.loads(request.data)]), content_type="application/json"))
+    cache = ResponseCache(ttl=60)
+    berlin = ApiClient("s", httpserver.url_for("/search"), method="POST", body={"city": "Berlin"}, cache=cache)
+    paris = ApiClient("s", httpserver.url_for("/search"), method="POST", body={"city": "Paris"}, cache=cache)
+    assert list(berlin.records()) == [{"city": "Berlin"}] and list(paris.records()) == [{"city": "Paris"}]
+
+    # Retry-After is waited for in full, beyond the backoff cap
+    calls = []
+
+    def limited(request):
+        calls.append(time.monotonic())
+        return Response("wait", status=429, headers={"Retry-After": "1"}) if len(calls) == 1 else Response("[]", content_type="application/json")
+
+    httpserver.expect_request("/slowdown").respond_with_handler(limited)
+    list(ApiClient("s", httpserver.url_for("/slowdown"), max_backoff=0.1).records())
+    assert calls[1] - calls[0] >= 0.95
+
+
+def test_a_cache_that_is_down_is_read_around(httpserver):
+    httpserver.expect_request("/data").respond_with_json([{"id": 1}])
+    client = ApiClient("s", httpserver.url_for("/data"), cache=ResponseCache(ttl=60, redis_url="redis://127.0.0.1:1/0"))
+    assert list(client.records()) == [{"id": 1}] and client.cache.unavailable
+
+
+def test_a_wrong_records_path_is_an_error_and_keys_follow_next_links(httpserver):
+    httpserver.expect_request("/wrapped").respond_with_json({"items": []})
+    with pytest.raises(ApiError, match="records_path 'data' is not in the response of .*; its top-level keys: items"):
+        list(ApiClient("s", httpserver.url_for("/wrapped"), records_path="data").records())
+
+    def linked(request):
+        assert request.args["appid"] == "k"  # on the next link's page too
+        if request.args.get("p") == "2":
+            return Response("[{\"id\": 2}]", content_type="application/json")
+        return Response("[{\"id\": 1}]", headers={"Link": '</paged?p=2>; rel="next"'}, content_type="application/json")
+
+    httpserver.expect_request("/paged").respond_with_handler(linked)
+    source = DataSource(source_name="s", source_type="api", connection_string="x", authentication={"api_key": "k"},
+                        api={"api_key_param": "appid", "pagination": {"type": "link"}})
+    assert [r["id"] for r in client_for(source, httpserver.url_for("/paged"), lambda text, where: text).records()] == [1, 2]

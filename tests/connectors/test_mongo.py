@@ -124,3 +124,9 @@ def test_an_unreachable_server_is_named_without_the_password(tmp_path):
     with pytest.raises(ConnectorError, match=r"source 'products': cannot reach MongoDB at mongodb://app:\*\*\*@127.0.0.1:1/shop") as caught:
         extract(source, source.connection_string, str(tmp_path / "o.parquet"))
     assert "pw-s3cret" not in str(caught.value)
+
+
+def test_a_field_of_mixed_types_becomes_text(mongo, tmp_path):
+    mongo.shop.addresses.insert_many([{"zip": 10115}, {"zip": "SW1A"}, {"zip": None}])
+    frame = read(tmp_path, collection="addresses", projection={"_id": 0})
+    assert sorted(frame["zip"].dropna()) == ["10115", "SW1A"]

@@ -214,3 +214,28 @@ def test_a_sql_connection_of_the_profile_through_dagster(postgres, table_name, t
         with postgres.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table_name}"))
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table_name}_copy"))
+
+
+def test_upsert_keeps_one_row_per_key_and_names_missing_columns(database, table_name, tmp_path):
+    url = url_of(database)
+    data = tmp_path / "d.parquet"
+    pd.DataFrame({"a": [1, 1, 2], "b": [1, 1, 1], "v": [1.0, 2.0, 3.0]}).to_parquet(data, index=False)
+    upsert = OutputConfig(output_format="sql", output_destination=url, table=table_name, mode="upsert", upsert_keys=["a", "b"])
+    try:
+        write_output(str(data), upsert, url, table_name)
+        write_output(str(data), upsert, url, table_name)
+        frame = pd.read_sql(f"SELECT a, b, v FROM {table_name} ORDER BY a", database)
+        assert frame.values.tolist() == [[1, 1, 2.0], [2, 1, 3.0]]
+        missing = OutputConfig(output_format="sql", output_destination=url, table=table_name, mode="upsert", upsert_keys=["a", "zz"])
+        with pytest.raises(ConnectorError, match="upsert keys zz are not columns of"):
+            write_output(str(data), missing, url, table_name)
+        window = Window("2024-01-01", dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2))
+        with pytest.raises(ConnectorError, match=f"partitions.column day is not a column of table {table_name}"):
+            write_output(str(data), replace_config(url, table_name), url, table_name, window, "day")
+    finally:
+        with database.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table_name}"))
+
+
+def replace_config(url, table):
+    return OutputConfig(output_format="sql", output_destination=url, table=table)
