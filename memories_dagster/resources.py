@@ -116,14 +116,21 @@ class SqlDatabase(dg.ConfigurableResource):
     pool_recycle_seconds: int = 1800
     connect_timeout_seconds: int = 10
 
+    def engine_options(self) -> dict[str, Any]:
+        """Keyword arguments for sqlalchemy.create_engine."""
+        return {"pool_size": self.pool_size, "max_overflow": self.max_overflow, "pool_pre_ping": self.pool_pre_ping,
+                "pool_recycle": self.pool_recycle_seconds, "connect_timeout": self.connect_timeout_seconds}
+
 
 
 def connection_resource(connection: Any) -> dg.ConfigurableResource:
     """The typed Dagster resource of a profile's connection; ``${NAME}`` values become EnvVars.
 
-    The resources are there for the UI and for a project's own assets (a boto3 client, a GCS
-    client); the engine reads the same declaration (factory.connections), so that a run of a
-    pipeline does not build clients it does not use.
+    Pipelines read and write SQL databases through the SqlDatabase resource. The cloud resources
+    are there for the UI and for a project's own assets (a boto3 client, a GCS client); the
+    engine reads the same declaration for them (factory.connections), so that a pipeline run
+    builds no client it does not use (a GCS client would demand Google default credentials even
+    against an emulator).
     """
     fields = {k: _secret(v) if isinstance(v, str) else v for k, v in connection.model_dump(exclude={"type"}).items()}
     fields = {k: v for k, v in fields.items() if v is not None}

@@ -82,3 +82,9 @@ def test_dg_launch_materializes_the_demo(tmp_path):
     import sqlite3
     count = sqlite3.connect(tmp_path / "output" / "demo.db").execute("SELECT count(*) FROM customers").fetchone()[0]
     assert count == 120
+
+
+def test_the_shipped_api_examples_validate():
+    result = run([str(MEMORIES), "validate", str(PROJECT / "examples")], PROJECT)
+    assert result.returncode == 0, result.stdout
+    assert "3 valid, 0 invalid" in result.stdout

@@ -31,19 +31,26 @@ def used_connections(loaded: LoadedSpec, known: dict[str, Any]) -> set[str]:
     return names
 
 
-def access_of(connection: Any, name: str) -> tuple[Access, str | None]:
-    """How the engine reaches a connection (``${ENV}`` read now), and a SQL connection's URL."""
+def resource_keys(connection: Any, name: str | None) -> set[str]:
+    """Resources an asset needs for a connection: the SQL database resource, by its name."""
+    return {name} if connection is not None and name and connection.type == "sql" else set()
+
+
+def access_of(connection: Any, name: str, resources: Any = None) -> tuple[Access, str | None]:
+    """How the engine reaches a connection (``${ENV}`` read now), and a SQL connection's URL.
+
+    A SQL connection comes from its Dagster resource (``resources.<name>``), object stores from
+    their declaration.
+    """
     if connection is None:
         return Access(), None
+    if connection.type == "sql":
+        database = getattr(resources, name)
+        return Access(engine_options=database.engine_options()), resolve(database.url, f"connection '{name}' url")
     values = {
         k: resolve(v, f"connection '{name}' {k}") if isinstance(v, str) else v
         for k, v in connection.model_dump(exclude={"type"}).items() if v is not None
     }
-    if connection.type == "sql":
-        options = {"pool_size": values["pool_size"], "max_overflow": values["max_overflow"],
-                   "pool_pre_ping": values["pool_pre_ping"], "pool_recycle": values["pool_recycle_seconds"],
-                   "connect_timeout": values["connect_timeout_seconds"]}
-        return Access(engine_options=options), values["url"]
     return Access(storage_options=_storage_options(connection.type, values)), None
 
 

@@ -19,7 +19,7 @@ from memories_dagster.engine.integrate import IntegrationOutcome, integrate
 from memories_dagster.engine.tables import TableFile
 from memories_dagster.engine.window import Window
 from memories_dagster.engine.write import default_destination, write_output
-from memories_dagster.factory.connections import access_of, used_connections
+from memories_dagster.factory.connections import access_of, resource_keys, used_connections
 from memories_dagster.factory.partitions import partitions_definition, window_of
 from memories_dagster.factory.schedules import pipeline_schedule
 from memories_dagster.factory.sensors import file_sensor
@@ -99,13 +99,13 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
         io_manager_key=IO_MANAGER_KEY,
         kinds={source.source_type, "parquet"},
         description=f"Rows of source '{source.source_name}' ({source.source_type}), read as declared in {loaded.file.name}.",
-        required_resource_keys={SETTINGS_KEY},
+        required_resource_keys={SETTINGS_KEY, *resource_keys(connection, source.connection)},
     )
     def read_source(context: dg.AssetExecutionContext) -> dg.Output[TableFile]:
         memories_settings: MemoriesSettings = context.resources.memories_settings
         staging = memories_settings.staging_dir()
         try:
-            access, url = access_of(connection, source.connection or "")
+            access, url = access_of(connection, source.connection or "", context.resources)
             location = _locate(loaded, source.connection_string or url or "", f"source '{source.source_name}' connection_string",
                                source.source_type in URL_SOURCES)
             copybook = _locate(loaded, source.copybook, f"source '{source.source_name}' copybook", False) if source.copybook else None
@@ -194,14 +194,14 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
         partitions_def=partitions_def,
         ins={"integrated": dg.AssetIn(key=[name, "integrated"])},
         kinds={output.output_format},
-        required_resource_keys={SETTINGS_KEY},
+        required_resource_keys={SETTINGS_KEY, *resource_keys(connection, output.connection)},
         description=f"The integrated data written as {output.output_format} to {redact(declared)}, with the integration report.",
     )
     def write(context: dg.AssetExecutionContext, integrated: TableFile) -> dg.MaterializeResult:
         memories_settings: MemoriesSettings = context.resources.memories_settings
         window = _window(context)
         try:
-            access, url = access_of(connection, output.connection or "")
+            access, url = access_of(connection, output.connection or "", context.resources)
             destination = _locate(loaded, output.output_destination or url or declared, "output_config.output_destination",
                                   output.output_format in URL_SOURCES)
             written = write_output(

@@ -87,7 +87,7 @@ def test_429_with_retry_after_is_waited_for(httpserver):
         return Response("[{\"id\": 1}]", content_type="application/json")
 
     httpserver.expect_request("/limited").respond_with_handler(limited)
-    client = ApiClient("s", httpserver.url_for("/limited"), backoff=0.01)
+    client = ApiClient("s", httpserver.url_for("/limited"), backoff=0.01, max_backoff=0.1)  # Retry-After wins
     assert list(client.records()) == [{"id": 1}]
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.95
 
@@ -171,17 +171,18 @@ def test_redis_cache_is_shared_between_runs(httpserver):
     assert (first.requests, second.requests, second.cache.hits) == (1, 0, 1)
 
 
-def test_a_404_names_the_source_and_hides_the_key(httpserver, monkeypatch):
+@pytest.mark.parametrize("key", ["very-secret-key", "abc+def/ghi=="])  # the second needs URL-encoding
+def test_a_404_names_the_source_and_hides_the_key(httpserver, monkeypatch, key):
     from memories_dagster.secrets import resolve
 
-    monkeypatch.setenv("WEATHER_KEY", "very-secret-key")
+    monkeypatch.setenv("WEATHER_KEY", key)
     httpserver.expect_request("/missing").respond_with_data("nope", status=404)
     source = DataSource(source_name="weather", source_type="api", connection_string="x",
                         authentication={"api_key": "${WEATHER_KEY}"}, api={"api_key_param": "appid"})
     with pytest.raises(ApiError) as caught:
         list(client_for(source, httpserver.url_for("/missing"), resolve).records())
     assert "source 'weather': HTTP 404 NOT FOUND from http://" in str(caught.value)
-    assert "very-secret-key" not in str(caught.value) and "appid=***" in str(caught.value)
+    assert key[:3] not in str(caught.value) and "appid=***" in str(caught.value)
 
 
 def test_an_api_source_declared_in_yaml_materializes_through_dagster(httpserver, tmp_path, materialize_spec):
@@ -253,36 +254,13 @@ def test_an_odata_source_materializes_through_dagster(httpserver, tmp_path, mate
     assert sorted(pd.read_csv(tmp_path / "output" / "bp.csv")["Name"]) == ["p0", "p1", "p2"]
 
 
-def test_review_fixes_for_keys_cache_and_retry_after(httpserver, monkeypatch):
-    from memories_dagster.secrets import resolve
-
-    # an API key that must be URL-encoded is hidden in every form
-    monkeypatch.setenv("B64_KEY", "abc+def/ghi==")
-    httpserver.expect_request("/missing").respond_with_data("nope", status=404)
-    source = DataSource(source_name="w", source_type="api", connection_string="x",
-                        authentication={"api_key": "${B64_KEY}"}, api={"api_key_param": "appid"})
-    with pytest.raises(ApiError) as caught:
-        list(client_for(source, httpserver.url_for("/missing"), resolve).records())
-    assert "abc" not in str(caught.value) and "appid=***" in str(caught.value)
-
-    # the cache tells POST bodies apart
+def test_the_cache_tells_post_bodies_apart(httpserver):
     httpserver.expect_request("/search", method="POST").respond_with_handler(
         lambda request: Response(json.dumps([json.loads(request.data)]), content_type="application/json"))
     cache = ResponseCache(ttl=60)
     berlin = ApiClient("s", httpserver.url_for("/search"), method="POST", body={"city": "Berlin"}, cache=cache)
     paris = ApiClient("s", httpserver.url_for("/search"), method="POST", body={"city": "Paris"}, cache=cache)
     assert list(berlin.records()) == [{"city": "Berlin"}] and list(paris.records()) == [{"city": "Paris"}]
-
-    # Retry-After is waited for in full, beyond the backoff cap
-    calls = []
-
-    def limited(request):
-        calls.append(time.monotonic())
-        return Response("wait", status=429, headers={"Retry-After": "1"}) if len(calls) == 1 else Response("[]", content_type="application/json")
-
-    httpserver.expect_request("/slowdown").respond_with_handler(limited)
-    list(ApiClient("s", httpserver.url_for("/slowdown"), max_backoff=0.1).records())
-    assert calls[1] - calls[0] >= 0.95
 
 
 def test_a_cache_that_is_down_is_read_around(httpserver):
