@@ -15,10 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
-from dagster_azure.adls2 import ADLS2Resource
-from dagster_azure.adls2.resources import ADLS2Key, ADLS2SASToken
-from dagster_gcp import GCSResource
 
 from memories_dagster.engine.tables import TableFile
 
@@ -134,11 +130,19 @@ def connection_resource(connection: Any) -> dg.ConfigurableResource:
     """
     fields = {k: _secret(v) if isinstance(v, str) else v for k, v in connection.model_dump(exclude={"type"}).items()}
     fields = {k: v for k, v in fields.items() if v is not None}
+    # Imported here: each cloud library adds about a second to every start of the code location.
     if connection.type == "s3":
+        from dagster_aws.s3 import S3Resource
+
         return S3Resource(**fields)
     if connection.type == "gcs":
+        from dagster_gcp import GCSResource
+
         return GCSResource(**({"project": fields["project"]} if "project" in fields else {}))
     if connection.type == "adls2":
+        from dagster_azure.adls2 import ADLS2Resource
+        from dagster_azure.adls2.resources import ADLS2Key, ADLS2SASToken
+
         sas = fields.get("sas_token")
         credential = ADLS2SASToken(token=sas) if sas else ADLS2Key(key=fields.get("account_key", ""))
         return ADLS2Resource(storage_account=fields["storage_account"], credential=credential,

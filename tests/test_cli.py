@@ -88,3 +88,12 @@ def test_the_shipped_api_examples_validate():
     result = run([str(MEMORIES), "validate", str(PROJECT / "examples")], PROJECT)
     assert result.returncode == 0, result.stdout
     assert "3 valid, 0 invalid" in result.stdout
+
+
+def test_the_readme_example_spec_is_valid(tmp_path):
+    text = (PROJECT / "README.md").read_text()
+    section = text.split("## Declaring a pipeline", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "orders.yaml").write_text(example)
+    result = run([str(MEMORIES), "validate", str(tmp_path / "orders.yaml")], tmp_path)
+    assert result.returncode == 0, result.stdout
