@@ -97,3 +97,12 @@ def test_the_readme_example_spec_is_valid(tmp_path):
     (tmp_path / "orders.yaml").write_text(example)
     result = run([str(MEMORIES), "validate", str(tmp_path / "orders.yaml")], tmp_path)
     assert result.returncode == 0, result.stdout
+
+
+def test_loading_the_code_location_leaves_heavy_libraries_for_later(tmp_path):
+    """Each of these adds up to a second to every `dagster asset materialize` (BENCHMARKS.md)."""
+    heavy = ["pandas", "dagster_aws", "dagster_gcp", "dagster_azure", "s3fs", "gcsfs", "adlfs", "zeep", "gql"]
+    probe = f"import sys, memories_dagster.definitions; print([m for m in {heavy!r} if m in sys.modules])"
+    result = run([sys.executable, "-c", probe], PROJECT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
