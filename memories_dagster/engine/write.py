@@ -69,10 +69,10 @@ def write_output(
                                              access.engine_options if access else None, output.mode, output.upsert_keys)
         return {"integrated_data_path": f"{redact(destination)}#{table}", "rows_written": written, "files": []}
     if output.output_format == "mongodb":
-        from memories_dagster.connectors.mongo import bson_ready, write_documents
+        from memories_dagster.connectors.mongo import WRITE_BATCH, bson_ready, write_documents
 
         url = resolve(destination, "output_config.output_destination")
-        batches = ([bson_ready(r) for r in b.to_pylist()] for b in pq.ParquetFile(integrated_path).iter_batches(5_000))
+        batches = ([bson_ready(r) for r in b.to_pylist()] for b in pq.ParquetFile(integrated_path).iter_batches(WRITE_BATCH))
         written = write_documents(url, output.database, output.collection or table, batches, output.mode, output.upsert_keys)
         return {"integrated_data_path": f"{redact(destination)}#{output.collection or table}", "rows_written": written, "files": []}
     staged = StagedOutput(destination, access.storage_options if access else None)

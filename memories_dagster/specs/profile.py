@@ -77,10 +77,6 @@ class ResourceProfile(Strict):
         default_factory=dict, description="named clouds and databases that specs refer to with `connection:`"
     )
 
-    def connection_names(self) -> list[str]:
-        """Names specs may use."""
-        return sorted(self.connections)
-
 
 def profile_name() -> str:
     """$MEMORIES_PROFILE, default ``local``."""
