@@ -66,6 +66,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             os.replace(target, old)
             os.replace(obj.path, target)
             shutil.rmtree(old, ignore_errors=True)
+        elif target.exists() and os.path.samefile(obj.path, target):
+            os.unlink(obj.path)  # a reused snapshot: already in place (rename of a hard link is a no-op)
         else:
             os.replace(obj.path, target)
         os.replace(staged_sidecar, sidecar)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import glob
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -15,6 +18,7 @@ from memories_dagster.connectors.files import is_remote, open_file_source
 from memories_dagster.connectors.mainframe import read_mainframe
 from memories_dagster.engine.duck import columns_of, connect, copy_parquet, q, sql_string
 from memories_dagster.engine.tables import Access, TableFile
+from memories_dagster.engine.write import link_tree
 from memories_dagster.engine.window import Window, condition_sql, expand, has_template
 from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
@@ -32,6 +36,7 @@ def extract(
     memory_limit: str | None = None,
     copybook: str | None = None,
     access: Access | None = None,
+    snapshot_dir: Path | None = None,
 ) -> TableFile:
     """Read ``source`` from ``location`` (its resolved connection string) into ``out_path``.
 
@@ -39,7 +44,9 @@ def extract(
     or the query's bind parameters select them at the source, else rows are filtered on
     ``window_column`` when the source has it. ``meta['window_filter']`` says which applied.
     ``copybook`` is the resolved path of a mainframe source's copybook; ``access`` carries the
-    credentials and pool settings of the source's connection.
+    credentials and pool settings of the source's connection. With ``snapshot_dir``, a local
+    file source read whole is not read again while its files are unchanged (size and
+    modification time): every daily run of a pipeline with a large dimension file reuses it.
     """
     con = connect(memory_limit)
     access = access or Access()
@@ -101,12 +108,39 @@ def extract(
                 condition, how = condition_sql(window, window_column), f"column {window_column}"
             if condition is None and _is_plain_parquet_file(source, path):
                 result = _snapshot(con, path, out_path)  # already Parquet: a byte copy is the snapshot
+            elif condition is None and snapshot_dir is not None and not is_remote(path):
+                result = _reuse_or_write(con, q(view), _signature(source, path), snapshot_dir, out_path)
             else:
                 result = _write(con, q(view), condition, out_path)
         result.meta.update(source=source.key, location=redact(location), window_filter=how)
         return result
     finally:
         con.close()
+
+
+def _signature(source: DataSource, path: str) -> str:
+    """What a whole-file read depends on: the files' sizes and modification times, the reader."""
+    files = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in sorted(glob.glob(path))]
+    facts = [source.source_type, source.options, source.sheet, files]
+    return hashlib.sha256(json.dumps(facts, default=str).encode()).hexdigest()[:24]
+
+
+def _reuse_or_write(con: duckdb.DuckDBPyConnection, relation: str, signature: str, folder: Path, out_path: str) -> TableFile:
+    cached = folder / f"{signature}.parquet"
+    if cached.exists():
+        link_tree(cached, Path(out_path))
+        result = TableFile(out_path, pq.ParquetFile(out_path).metadata.num_rows, columns_of(con, f"read_parquet({sql_string(out_path)})"))
+        result.meta["snapshot"] = "reused: files unchanged"
+        return result
+    result = _write(con, relation, None, out_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.parquet"):  # one snapshot per source: the files as they are now
+        old.unlink(missing_ok=True)
+    staged = folder / f".{signature}.tmp"
+    link_tree(Path(out_path), staged)
+    os.replace(staged, cached)
+    result.meta["snapshot"] = "read"
+    return result
 
 
 def _is_plain_parquet_file(source: DataSource, path: str) -> bool:

@@ -10,6 +10,7 @@ checks ``duplicate_check``, ``null_check``, ``format_check`` and ``business_rule
 import json
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -109,8 +110,9 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
             location = _locate(loaded, source.connection_string or url or "", f"source '{source.source_name}' connection_string",
                                source.source_type in URL_SOURCES)
             copybook = _locate(loaded, source.copybook, f"source '{source.source_name}' copybook", False) if source.copybook else None
+            snapshots = Path(memories_settings.storage_dir, loaded.name, "sources", source.key, ".snapshots")
             table = extract(source, location, str(staging / "source.parquet"), _window(context), window_column,
-                            memories_settings.engine_memory_limit, copybook, access)
+                            memories_settings.engine_memory_limit, copybook, access, snapshots)
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise _user_error(exc, f"pipeline '{loaded.name}' could not read source '{source.source_name}'") from None

@@ -183,3 +183,18 @@ def test_a_spec_that_breaks_while_building_definitions_is_reported(project, monk
     graph = project.definitions().resolve_asset_graph()
     assert "scheduler said no" in graph.get(dg.AssetKey(["invalid_specs", "boom"])).description
     assert dg.AssetKey(["fine", "output"]) in graph.get_all_asset_keys()
+
+
+def test_a_whole_read_source_is_reused_while_its_file_is_unchanged(project):
+    project.add("daily.yaml", daily_spec())
+    instance = dg.DagsterInstance.ephemeral()
+    states = []
+    for key in ("2024-01-05", "2024-01-06", "2024-01-07"):
+        if key == "2024-01-07":  # the customer file changes: read again
+            csv = project.root / "sample_data" / "customers.csv"
+            csv.write_text(csv.read_text() + "999,New Customer,new@example.com,DE,100,2024-01-01,retail\n")
+        result = project.run("daily", key, instance)
+        states.append(materialization(result, "daily", "sources", "customers").metadata["snapshot"].value)
+    assert states == ["read", "reused: files unchanged", "read"]
+    rows = materialization(result, "daily", "sources", "customers").metadata["dagster/row_count"].value
+    assert rows == 123  # the new row is there
