@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -24,6 +25,7 @@ from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
 
 RECORD_BATCH = 50_000
+RECORD_SOURCES = ("api", "odata", "graphql", "soap", "redis", "mongodb")
 NO_RECORDS_COLUMN = "_no_records"
 
 
@@ -48,74 +50,119 @@ def extract(
     file source read whole is not read again while its files are unchanged (size and
     modification time): every daily run of a pipeline with a large dimension file reuses it.
     """
-    con = connect(memory_limit)
-    access = access or Access()
+    read = _Read(connect(memory_limit), source, location, out_path, window, window_column,
+                 access or Access(), copybook, snapshot_dir)
     try:
-        if source.source_type == "sql":
-            with tempfile.TemporaryDirectory(prefix="memories-sql-") as folder:
-                relation, how = _read_sql(con, source, location, window, window_column, Path(folder), access)
-                result = _write(con, relation, None, out_path)
-        elif source.source_type in ("api", "odata"):
-            with tempfile.TemporaryDirectory(prefix="memories-api-") as folder:
-                relation, stats = _read_api(source, location, window, Path(folder))
-                result = _write(con, relation, None, out_path)
-            how = "url template" if window and has_template(location) else None
-            result.meta.update(stats)
-        elif source.source_type in ("graphql", "soap"):
-            from memories_dagster.connectors.graphql import graphql_records
-            from memories_dagster.connectors.soap import soap_records
-
-            read = graphql_records if source.source_type == "graphql" else soap_records
-            secret = lambda text, where: expand(resolve(text, where), window)  # noqa: E731
-            with tempfile.TemporaryDirectory(prefix=f"memories-{source.source_type}-") as folder:
-                relation = records_to_parquet(read(source, expand(location, window), secret), Path(folder))
-                result = _write(con, relation, None, out_path)
-            how = None
-        elif source.source_type == "redis":
-            from memories_dagster.connectors.redis_source import redis_records
-
-            url = resolve(location, f"source '{source.source_name}' connection_string")
-            with tempfile.TemporaryDirectory(prefix="memories-redis-") as folder:
-                relation = records_to_parquet(redis_records(url, source.source_name, source.redis.pattern, source.redis.kind), Path(folder))
-                result = _write(con, relation, None, out_path)
-            how = None
-        elif source.source_type == "mongodb":
-            from memories_dagster.connectors.mongo import mongo_documents
-
-            url = resolve(location, f"source '{source.source_name}' connection_string")
-            settings = source.mongodb
-            with tempfile.TemporaryDirectory(prefix="memories-mongo-") as folder:
-                documents = mongo_documents(url, source.source_name, settings)
-                relation = records_to_parquet(documents, Path(folder), settings.flatten_separator, settings.flatten_depth)
-                result = _write(con, relation, None, out_path)
-            how = None
-        elif source.source_type == "mainframe":
-            records = read_mainframe(source, expand(location, window), copybook or "", access.storage_options)
-            con.register("mainframe_records", records.table)
-            how = "path template" if window and has_template(location) else None
-            condition = None
-            if window and how is None and window_column and window_column in records.table.column_names:
-                condition, how = condition_sql(window, window_column), f"column {window_column}"
-            result = _write(con, "mainframe_records", condition, out_path)
-            result.meta["invalid_values"] = records.invalid
-        else:
-            path = expand(location, window)
-            view = open_file_source(con, source.key, source.source_type, path, source.options, source.sheet,
-                                    access.storage_options)
-            how = "path template" if window and has_template(location) else None
-            condition = None
-            if window and how is None and window_column and window_column in columns_of(con, q(view)):
-                condition, how = condition_sql(window, window_column), f"column {window_column}"
-            if condition is None and _is_plain_parquet_file(source, path):
-                result = _snapshot(con, path, out_path)  # already Parquet: a byte copy is the snapshot
-            elif condition is None and snapshot_dir is not None and not is_remote(path):
-                result = _reuse_or_write(con, q(view), _signature(source, path), snapshot_dir, out_path)
-            else:
-                result = _write(con, q(view), condition, out_path)
+        reader = {"sql": _extract_sql, "mainframe": _extract_mainframe}.get(source.source_type)
+        if reader is None:
+            reader = _extract_records if source.source_type in RECORD_SOURCES else _extract_files
+        result, how = reader(read)
         result.meta.update(source=source.key, location=redact(location), window_filter=how)
         return result
     finally:
-        con.close()
+        read.con.close()
+
+
+@dataclass
+class _Read:
+    """One source read: where from, where to, for which window, with which access."""
+
+    con: duckdb.DuckDBPyConnection
+    source: DataSource
+    location: str
+    out_path: str
+    window: Window | None
+    window_column: str | None
+    access: Access
+    copybook: str | None
+    snapshot_dir: Path | None
+
+    def templated(self) -> bool:
+        """Whether the window picks the data through a template in the location."""
+        return bool(self.window and has_template(self.location))
+
+    def column_filter(self, columns: Iterable[str]) -> tuple[str | None, str | None]:
+        """(SQL condition, description) of the window on its column, when the data has it."""
+        if self.window and not self.templated() and self.window_column and self.window_column in columns:
+            return condition_sql(self.window, self.window_column), f"column {self.window_column}"
+        return None, None
+
+
+def _extract_sql(read: _Read) -> tuple[TableFile, str | None]:
+    with tempfile.TemporaryDirectory(prefix="memories-sql-") as folder:
+        relation, how = _read_sql(read.con, read.source, read.location, read.window, read.window_column, Path(folder), read.access)
+        return _write(read.con, relation, None, read.out_path), how
+
+
+def _extract_records(read: _Read) -> tuple[TableFile, str | None]:
+    """Sources that yield JSON-like records: APIs, GraphQL, SOAP, Redis, MongoDB."""
+    source, window = read.source, read.window
+    secret = lambda text, where: expand(resolve(text, where), window)  # noqa: E731
+    url = expand(resolve(read.location, f"source '{source.source_name}' connection_string"), window)
+    separator, depth, stats = "_", None, {}
+    with tempfile.TemporaryDirectory(prefix=f"memories-{source.source_type}-") as folder:
+        if source.source_type in ("api", "odata"):
+            from memories_dagster.connectors.http import client_for
+
+            client = client_for(source, url, secret)
+            try:
+                relation = records_to_parquet(client.records(), Path(folder))
+            finally:
+                client.close()
+            cache = client.cache
+            stats = {"requests": client.requests, "cache_hits": cache.hits if cache else 0,
+                     "cache_misses": cache.misses if cache else 0}
+        else:
+            records = _record_reader(source, url, secret)
+            if source.source_type == "mongodb":
+                separator, depth = source.mongodb.flatten_separator, source.mongodb.flatten_depth
+            relation = records_to_parquet(records, Path(folder), separator, depth)
+        result = _write(read.con, relation, None, read.out_path)
+    result.meta.update(stats)
+    return result, "url template" if read.templated() else None
+
+
+def _record_reader(source: DataSource, url: str, secret) -> Iterable[dict]:
+    """The records of a GraphQL, SOAP, Redis or MongoDB source (their libraries load on use)."""
+    if source.source_type == "graphql":
+        from memories_dagster.connectors.graphql import graphql_records
+
+        return graphql_records(source, url, secret)
+    if source.source_type == "soap":
+        from memories_dagster.connectors.soap import soap_records
+
+        return soap_records(source, url, secret)
+    if source.source_type == "redis":
+        from memories_dagster.connectors.redis_source import redis_records
+
+        return redis_records(url, source.source_name, source.redis.pattern, source.redis.kind)
+    from memories_dagster.connectors.mongo import mongo_documents
+
+    return mongo_documents(url, source.source_name, source.mongodb)
+
+
+def _extract_mainframe(read: _Read) -> tuple[TableFile, str | None]:
+    records = read_mainframe(read.source, expand(read.location, read.window), read.copybook or "", read.access.storage_options)
+    read.con.register("mainframe_records", records.table)
+    condition, how = read.column_filter(records.table.column_names)
+    result = _write(read.con, "mainframe_records", condition, read.out_path)
+    result.meta["invalid_values"] = records.invalid
+    return result, "path template" if read.templated() else how
+
+
+def _extract_files(read: _Read) -> tuple[TableFile, str | None]:
+    source, con = read.source, read.con
+    path = expand(read.location, read.window)
+    view = open_file_source(con, source.key, source.source_type, path, source.options, source.sheet,
+                            read.access.storage_options)
+    condition, how = read.column_filter(columns_of(con, q(view)))
+    if condition is None and _is_plain_parquet_file(source, path):
+        result = _snapshot(con, path, read.out_path)  # already Parquet: a byte copy is the snapshot
+    elif condition is None and read.snapshot_dir is not None and not is_remote(path):
+        result = _reuse_or_write(con, q(view), _signature(source, path), read.snapshot_dir, read.out_path)
+    else:
+        result = _write(con, q(view), condition, read.out_path)
+    return result, "path template" if read.templated() else how
 
 
 def _signature(source: DataSource, path: str) -> str:
@@ -157,20 +204,6 @@ def _write(con: duckdb.DuckDBPyConnection, relation: str, condition: str | None,
     copy_parquet(con, f"SELECT * FROM {relation} WHERE {condition or 'TRUE'}", out_path)
     rows = pq.ParquetFile(out_path).metadata.num_rows
     return TableFile(out_path, rows, columns_of(con, f"read_parquet({sql_string(out_path)})"))
-
-
-def _read_api(source: DataSource, location: str, window: Window | None, folder: Path) -> tuple[str, dict[str, int]]:
-    """Every record of the API, in Parquet parts."""
-    from memories_dagster.connectors.http import client_for
-
-    client = client_for(source, expand(location, window), lambda text, where: expand(resolve(text, where), window))
-    try:
-        relation = records_to_parquet(client.records(), folder)
-    finally:
-        client.close()
-    cache = client.cache
-    stats = {"requests": client.requests, "cache_hits": cache.hits if cache else 0, "cache_misses": cache.misses if cache else 0}
-    return relation, stats
 
 
 def records_to_parquet(records: Iterable[dict], folder: Path, separator: str = "_", depth: int | None = None) -> str:
