@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from memories_dagster.engine.tables import TableFile
+from memories_dagster.engine.tables import TableFile, write_json
 
 
 class MemoriesSettings(dg.ConfigurableResource):
@@ -55,10 +55,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: TableFile) -> None:
         target = self._path(context)
         target.parent.mkdir(parents=True, exist_ok=True)
-        sidecar = target.with_suffix(".json")
         facts = {"rows": obj.rows, "columns": obj.columns, "meta": obj.meta}
-        staged_sidecar = Path(obj.path).with_suffix(".facts.json")
-        staged_sidecar.write_text(json.dumps(facts, default=str))
         if target.is_dir() or (target.exists() and Path(obj.path).is_dir()):
             # a folder of files (a partitioned layout) is swapped whole, never merged
             old = target.with_name(f".{target.name}.old")
@@ -70,7 +67,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             os.unlink(obj.path)  # a reused snapshot: already in place (rename of a hard link is a no-op)
         else:
             os.replace(obj.path, target)
-        os.replace(staged_sidecar, sidecar)
+        write_json(target.with_suffix(".json"), facts)
         with contextlib.suppress(OSError):  # the step's staging folder, once all its outputs left
             Path(obj.path).parent.rmdir()
 

@@ -262,6 +262,17 @@ def type_clashes(sources: list[SourceTable]) -> list[str]:
     return clashes
 
 
+def common_columns(sources: list[SourceTable]) -> list[str]:
+    """Columns of the first source that every other source has too."""
+    return [c for c in sources[0].types if all(c in s.types for s in sources[1:])]
+
+
+def same_row_in(relation: str, columns: list[str]) -> str:
+    """SQL: row ``a`` has an equal row (nulls equal) on ``columns`` in ``relation``."""
+    same = " AND ".join(f"a.{q(c)} IS NOT DISTINCT FROM b.{q(c)}" for c in columns)
+    return f"EXISTS (SELECT 1 FROM {relation} AS b WHERE {same})"
+
+
 def _merge(sources: list[SourceTable], strategy: str) -> Combined:
     lineage: dict[str, list[str]] = {}
     for source in sources:
@@ -274,7 +285,7 @@ def _merge(sources: list[SourceTable], strategy: str) -> Combined:
         return Combined(" UNION ALL BY NAME ".join(parts), list(lineage), lineage, mode="merge:union")
     names = {s.name for s in sources}
     first = sources[0]
-    common = [c for c in first.types if all(c in s.types for s in sources[1:])]
+    common = common_columns(sources)
     if not common:
         raise IntegrationError(
             f"merge_strategy '{strategy}' compares rows on the columns all sources share, "
@@ -282,8 +293,7 @@ def _merge(sources: list[SourceTable], strategy: str) -> Combined:
         )
     tests = []
     for other in sources[1:]:
-        same = " AND ".join(f"a.{q(c)} IS NOT DISTINCT FROM b.{q(c)}" for c in common)
-        exists = f"EXISTS (SELECT 1 FROM {other.relation} AS b WHERE {same})"
+        exists = same_row_in(other.relation, common)
         tests.append(exists if strategy == "intersection" else f"NOT {exists}")
     sql = (
         f"SELECT a.* EXCLUDE (__rid), a.__rid AS {q(rid(first.name))} FROM {first.relation} AS a "

@@ -176,7 +176,7 @@ def _reuse_or_write(con: duckdb.DuckDBPyConnection, relation: str, signature: st
     cached = folder / f"{signature}.parquet"
     if cached.exists():
         link_tree(cached, Path(out_path))
-        result = TableFile(out_path, pq.ParquetFile(out_path).metadata.num_rows, columns_of(con, f"read_parquet({sql_string(out_path)})"))
+        result = _described(con, out_path)
         result.meta["snapshot"] = "reused: files unchanged"
         return result
     result = _write(con, relation, None, out_path)
@@ -196,14 +196,17 @@ def _is_plain_parquet_file(source: DataSource, path: str) -> bool:
 
 def _snapshot(con: duckdb.DuckDBPyConnection, path: str, out_path: str) -> TableFile:
     shutil.copyfile(path, out_path)
-    rows = pq.ParquetFile(out_path).metadata.num_rows
-    return TableFile(out_path, rows, columns_of(con, f"read_parquet({sql_string(out_path)})"))
+    return _described(con, out_path)
 
 
 def _write(con: duckdb.DuckDBPyConnection, relation: str, condition: str | None, out_path: str) -> TableFile:
     copy_parquet(con, f"SELECT * FROM {relation} WHERE {condition or 'TRUE'}", out_path)
-    rows = pq.ParquetFile(out_path).metadata.num_rows
-    return TableFile(out_path, rows, columns_of(con, f"read_parquet({sql_string(out_path)})"))
+    return _described(con, out_path)
+
+
+def _described(con: duckdb.DuckDBPyConnection, path: str) -> TableFile:
+    """A written Parquet file with its row count (from the footer) and column types."""
+    return TableFile(path, pq.ParquetFile(path).metadata.num_rows, columns_of(con, f"read_parquet({sql_string(path)})"))
 
 
 def records_to_parquet(records: Iterable[dict], folder: Path, separator: str = "_", depth: int | None = None) -> str:

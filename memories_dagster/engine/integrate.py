@@ -16,7 +16,9 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from memories_dagster.engine.combine import Combined, SourceTable, combine, rid, type_clashes
+from memories_dagster.engine.combine import (
+    Combined, SourceTable, combine, common_columns, rid, same_row_in, type_clashes,
+)
 from memories_dagster.engine.duck import columns_of, connect, copy_parquet, count, q, record_json, sql_string
 from memories_dagster.engine.errors import IntegrationError
 from memories_dagster.engine.expressions import sql_literal
@@ -401,14 +403,9 @@ class _Integration:
         return set()
 
     def _merge_matches(self, tables: list[SourceTable]) -> int:
-        first = tables[0]
-        common = [c for c in first.types if all(c in t.types for t in tables[1:])]
-        tests = " AND ".join(
-            f"EXISTS (SELECT 1 FROM {t.relation} AS b WHERE "
-            + " AND ".join(f"a.{q(c)} IS NOT DISTINCT FROM b.{q(c)}" for c in common) + ")"
-            for t in tables[1:]
-        )
-        return count(self.con, f"{first.relation} AS a", tests)
+        common = common_columns(tables)
+        tests = " AND ".join(same_row_in(t.relation, common) for t in tables[1:])
+        return count(self.con, f"{tables[0].relation} AS a", tests)
 
     # -- results --------------------------------------------------------------------------------
     def _checks(self, staged: dict[str, Any], rules: list[AppliedRule], null_stats: dict[str, Any]) -> list[CheckOutcome]:

@@ -87,7 +87,7 @@ def write_output(
                 tree = lay_out(con, f"SELECT * FROM {scan}", columns_of(con, scan), output, destination, staged.folder / "tree", window)
             finally:
                 con.close()
-        rows = parquet_rows(tree) if output.output_format == "parquet" else parquet_rows(Path(integrated_path))
+        rows = parquet_rows(Path(integrated_path))
         if output.partitioning:
             files = staged.commit_tree(tree, destination, file_stem(window) if window else None)
             return {"integrated_data_path": destination, "rows_written": rows, "files": files}

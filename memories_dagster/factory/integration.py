@@ -7,8 +7,6 @@ checks ``duplicate_check``, ``null_check``, ``format_check`` and ``business_rule
 """
 
 
-import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import dagster as dg
 
 from memories_dagster.engine.extract import extract
 from memories_dagster.engine.integrate import IntegrationOutcome, integrate
-from memories_dagster.engine.tables import TableFile
+from memories_dagster.engine.tables import TableFile, write_json
 from memories_dagster.engine.window import Window
 from memories_dagster.engine.write import default_destination, write_output
 from memories_dagster.factory.connections import access_of, resource_keys, used_connections
@@ -34,10 +32,10 @@ URL_SOURCES = ("sql", "api", "odata", "graphql", "redis", "mongodb")  # connecti
 CHECK_NAMES = ("duplicate_check", "null_check", "format_check", "business_rule_check")
 
 
-def table_metadata(table: TableFile) -> dict[str, Any]:
+def table_metadata(rows: int, columns: dict[str, str]) -> dict[str, Any]:
     """Row count and column schema in Dagster's standard metadata keys."""
-    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in table.columns.items()])
-    return {"dagster/row_count": table.rows, "dagster/column_schema": schema}
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in columns.items()])
+    return {"dagster/row_count": rows, "dagster/column_schema": schema}
 
 
 def column_lineage(pipeline: str, lineage: dict[str, list[str]]) -> dg.TableColumnLineage:
@@ -117,7 +115,7 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
             shutil.rmtree(staging, ignore_errors=True)
             raise _user_error(exc, f"pipeline '{loaded.name}' could not read source '{source.source_name}'") from None
         facts = {k: v for k, v in table.meta.items() if k not in ("source", "location", "window_filter")}
-        metadata = {**table_metadata(table), **facts, "location": table.meta["location"],
+        metadata = {**table_metadata(table.rows, table.columns), **facts, "location": table.meta["location"],
                     "window_filter": table.meta["window_filter"] or "none (whole source)"}
         return dg.Output(table, metadata=metadata)
 
@@ -171,13 +169,13 @@ def _integration_events(name: str, outcome: IntegrationOutcome):
     yield dg.Output(
         outcome.integrated, output_name="integrated",
         metadata={
-            **table_metadata(outcome.integrated),
+            **table_metadata(outcome.integrated.rows, outcome.integrated.columns),
             "dagster/column_lineage": column_lineage(name, outcome.lineage),
             "integration_metrics": report["integration_metrics"],
             "reconciliation": report["reconciliation"],
         },
     )
-    yield dg.Output(outcome.quarantine, output_name="quarantine", metadata=table_metadata(outcome.quarantine))
+    yield dg.Output(outcome.quarantine, output_name="quarantine", metadata=table_metadata(outcome.quarantine.rows, outcome.quarantine.columns))
     for check in outcome.checks:
         yield dg.AssetCheckResult(
             asset_key=dg.AssetKey([name, "integrated"]), check_name=check.name, passed=check.passed,
@@ -216,13 +214,10 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
         report = dict(integrated.meta["report"])
         report["integrated_data_path"] = written["integrated_data_path"]
         path = memories_settings.report_path(name, context.partition_key if context.has_partition_key else None)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staged = path.with_suffix(".json.tmp")
-        staged.write_text(json.dumps(report, indent=2, default=str))
-        os.replace(staged, path)
+        write_json(path, report)
         return dg.MaterializeResult(
             metadata={
-                **table_metadata(TableFile(written["integrated_data_path"], written["rows_written"], integrated.columns)),
+                **table_metadata(written["rows_written"], integrated.columns),
                 "dagster/column_lineage": column_lineage(name, report["data_lineage"]["source_mapping"]),
                 "integration_report": dg.MetadataValue.json(report),
                 "report_path": dg.MetadataValue.path(str(path)),
