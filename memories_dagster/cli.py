@@ -12,22 +12,32 @@ from memories_dagster.specs.loading import (
     SpecProblem,
     assets_root,
     load_integration_spec,
+    load_region,
+    read_document,
     spec_files,
 )
 
+DECLARATION_FOLDERS = ("integrations", "earth")
+
 
 def _declaration_files(paths: list[str]) -> list[Path]:
-    if not paths:
-        return spec_files(assets_root() / "integrations")
     files: list[Path] = []
-    for text in paths:
-        path = Path(text)
+    for path in [Path(text) for text in paths] or [assets_root()]:
         if path.is_dir():
-            inner = path / "integrations"
-            files += spec_files(inner if inner.is_dir() else path)
+            inner = [path / name for name in DECLARATION_FOLDERS if (path / name).is_dir()]
+            for folder in inner or [path]:
+                files += spec_files(folder)
         else:
             files.append(path)
     return files
+
+
+def _is_region(file: Path) -> bool:
+    """Earth regions live in earth/ (or, anywhere else, are the files declaring a bbox)."""
+    if file.parent.name == "earth":
+        return True
+    document = read_document(file)
+    return isinstance(document, dict) and "bbox" in document
 
 
 def validate(paths: list[str]) -> int:
@@ -43,6 +53,11 @@ def validate(paths: list[str]) -> int:
                 raise SpecError([SpecProblem(file, "", f"not a declaration: use {', '.join(SPEC_SUFFIXES)}")])
             if not file.exists():
                 raise SpecError([SpecProblem(file, "", "no such file")])
+            if _is_region(file):
+                region = load_region(file)
+                kinds = ", ".join(k for k in ("terrain", "satellite", "climate") if getattr(region.spec.sources, k))
+                print(f"ok: {file} (region {region.name}, sources: {kinds or 'none'})")
+                continue
             loaded = load_integration_spec(file)
         except SpecError as exc:
             failed += 1

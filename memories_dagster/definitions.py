@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from memories_dagster.factory.earth import region_definitions
 from memories_dagster.factory.integration import pipeline_definitions
 from memories_dagster.factory.invalid import invalid_spec_assets
 from memories_dagster.resources import profile_resources
-from memories_dagster.specs.loading import SpecError, SpecProblem, assets_root, discover_integrations
+from memories_dagster.specs.loading import SpecError, SpecProblem, assets_root, discover_integrations, discover_regions
 from memories_dagster.specs.profile import ResourceProfile, load_profile
 
 
@@ -20,18 +21,21 @@ def executor_for(profile: ResourceProfile) -> dg.ExecutorDefinition:
 
 
 def build_definitions() -> dg.Definitions:
-    """Load the resource profile and every integration spec; broken specs become visible errors."""
+    """Load the resource profile, every integration spec and every earth region; broken
+    declarations become visible errors."""
     root = assets_root()
     project = root.parent
     profile = load_profile(project)
     pipelines, errors = discover_integrations(root)
+    regions, region_errors = discover_regions(root)
+    errors += region_errors
     built = []
     connection_types = dict(profile.connections)
-    for pipeline in pipelines:
+    for loaded, factory in [(p, pipeline_definitions) for p in pipelines] + [(r, region_definitions) for r in regions]:
         try:
-            built.append(pipeline_definitions(pipeline, connection_types))
+            built.append(factory(loaded, connection_types))
         except Exception as exc:  # one bad declaration must not take the code location down
-            errors.append(SpecError([SpecProblem(pipeline.file, "", f"cannot be turned into Dagster definitions: {exc}")]))
+            errors.append(SpecError([SpecProblem(loaded.file, "", f"cannot be turned into Dagster definitions: {exc}")]))
     shared = dg.Definitions(
         assets=invalid_spec_assets(errors), resources=profile_resources(project, profile), executor=executor_for(profile)
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import os
-import shutil
 import tempfile
 import urllib.parse
 from pathlib import Path
@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from pydantic import PrivateAttr
 
-from memories_dagster.engine.tables import TableFile, write_json
+from memories_dagster.engine.tables import TableFile, swap_folder, write_json
 
 
 class MemoriesSettings(dg.ConfigurableResource):
@@ -58,11 +59,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         facts = {"rows": obj.rows, "columns": obj.columns, "meta": obj.meta}
         if target.is_dir() or (target.exists() and Path(obj.path).is_dir()):
             # a folder of files (a partitioned layout) is swapped whole, never merged
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(obj.path, target)
-            shutil.rmtree(old, ignore_errors=True)
+            swap_folder(Path(obj.path), target)
         elif target.exists() and os.path.samefile(obj.path, target):
             os.unlink(obj.path)  # a reused snapshot: already in place (rename of a hard link is a no-op)
         else:
@@ -82,6 +79,163 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
 
 IO_MANAGER_KEY = "memories_io"
+STORE_IO_MANAGER_KEY = "memories_store_io"
+
+
+class TieredIOManager(dg.ConfigurableIOManager):
+    """Keeps tables (pandas DataFrames, pyarrow Tables) as Parquet in the tiered memory store.
+
+    Key of an asset (partition): ``<asset key path joined by '/'>/<partition key or 'data'>``.
+    Each output and input carries the store's per-tier counts as metadata: ``store/hot_hits``,
+    ``store/warm_misses``, ``store/cold_bytes``, ... (see ``store_metadata``). Only settings are
+    held here (the cold connection as its declaration, ``${ENV}`` unresolved); the store itself
+    is built on first use, once per run.
+    """
+
+    hot_url: str | None = None
+    hot_size: str = "256MB"
+    hot_ttl: str | None = None
+    hot_prefix: str = "memories:store:"
+    warm_path: str | None = None
+    warm_size: str = "1GB"
+    cold_url: str | None = None
+    cold_connection: str | None = None  # JSON: {"name": ..., "declaration": {...}} of a profile connection
+
+    _store: Any = PrivateAttr(default=None)
+
+    def store(self) -> Any:
+        """The TieredStore of these settings (secrets resolved now)."""
+        if self._store is None:
+            from memories_dagster.connectors.tiered_store import TieredStore
+            from memories_dagster.secrets import resolve
+
+            storage_options: dict[str, Any] = {}
+            if self.cold_connection:
+                from pydantic import TypeAdapter
+
+                from memories_dagster.factory.connections import access_of
+                from memories_dagster.specs.profile import Connection
+
+                named = json.loads(self.cold_connection)
+                connection = TypeAdapter(Connection).validate_python(named["declaration"])
+                storage_options = access_of(connection, named["name"])[0].storage_options
+            self._store = TieredStore(
+                hot_url=resolve(self.hot_url, "store.hot.url") if self.hot_url else None,
+                hot_size=self.hot_size, hot_ttl=self.hot_ttl, hot_prefix=self.hot_prefix,
+                warm_path=self.warm_path, warm_size=self.warm_size,
+                cold_url=self.cold_url, storage_options=storage_options,
+            )
+        return self._store
+
+    @staticmethod
+    def _asset_path(context: dg.OutputContext | dg.InputContext) -> list[str]:
+        if context.has_asset_key:
+            return list(context.asset_key.path)
+        if isinstance(context, dg.InputContext) and context.upstream_output is not None:
+            return list(context.upstream_output.get_identifier())
+        return list(context.get_identifier())
+
+    def _key(self, context: dg.OutputContext | dg.InputContext, partition: str | None) -> str:
+        return "/".join([*self._asset_path(context), partition or "data"])
+
+    @staticmethod
+    def _partitions(context: dg.OutputContext | dg.InputContext) -> list[str | None]:
+        return list(context.asset_partition_keys) if context.has_asset_partitions else [None]
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        partitions = self._partitions(context)
+        name = "/".join(self._asset_path(context))
+        if len(partitions) > 1:  # a run over several partitions returns {partition key: table}
+            if not isinstance(obj, dict) or set(obj) != set(partitions):
+                raise TypeError(f"{name} covers {len(partitions)} partitions in this run; return a dict of "
+                                "partition key -> table for the memory store IO manager")
+            tables = {p: obj[p] for p in partitions}
+        else:
+            tables = {partitions[0]: obj}
+        store = self.store()
+        tiers, size, rows = set(), 0, 0
+        for partition, table in tables.items():
+            data, count = _parquet_bytes(table, name)
+            tiers.add(store.put(self._key(context, partition), data))
+            size, rows = size + len(data), rows + count
+        context.add_output_metadata({
+            "store/key": self._key(context, partitions[0]) if len(partitions) == 1 else f"{name}/*",
+            "store/tier": ", ".join(sorted(tiers)), "store/size_bytes": size, "dagster/row_count": rows,
+            **store_metadata(store.stats()),
+        })
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        want_arrow = getattr(context.dagster_type, "typing_type", None) is pa.Table
+        store = self.store()
+        partitions = self._partitions(context)
+        loaded = {}
+        for partition in partitions:
+            data = store.get(self._key(context, partition))
+            if data is None:
+                where = "/".join(self._asset_path(context)) + (f" (partition {partition})" if partition else "")
+                raise FileNotFoundError(f"{where} has no stored table in the memory store: materialize it first")
+            table = pq.read_table(io.BytesIO(data))
+            loaded[partition] = table if want_arrow else table.to_pandas()
+        if context.has_asset_key:
+            context.add_input_metadata({"store/key": self._key(context, partitions[0]), **store_metadata(store.stats())})
+        return loaded[partitions[0]] if len(partitions) == 1 else loaded
+
+
+def _parquet_bytes(table: Any, name: str) -> tuple[bytes, int]:
+    """A DataFrame or Table as Parquet bytes (zstd), and its row count."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table)
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"{name} returned a {type(table).__name__}; the memory store IO manager keeps "
+                        "a pandas DataFrame or a pyarrow Table")
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue(), table.num_rows
+
+
+def store_metadata(stats: dict[str, dict[str, int | None]]) -> dict[str, int]:
+    """``store/<tier>_hits|misses|bytes|entries|cap_bytes`` of a TieredStore's stats."""
+    metadata = {}
+    for tier, values in stats.items():
+        for name, value in values.items():
+            if value is not None:
+                metadata[f"store/{tier}_{'cap_bytes' if name == 'cap' else name}"] = int(value)
+    return metadata
+
+
+def store_io_manager(project: Path, profile: Any) -> TieredIOManager:
+    """The memory store IO manager of a resource profile's ``store``; relative paths are
+    taken from the project folder."""
+    store = profile.store
+    hot, warm, cold = store.hot, store.warm, store.cold
+    cold_url = cold_connection = None
+    if cold is not None:
+        cold_url = cold.url if "://" in cold.url else str(project / cold.url)
+        if cold.connection:
+            declaration = profile.connections[cold.connection].model_dump(exclude_none=True)
+            cold_connection = json.dumps({"name": cold.connection, "declaration": declaration}, sort_keys=True)
+    return _store_io_manager(
+        _secret(hot.url) if hot else None, str(hot.size) if hot else "256MB", str(hot.ttl) if hot and hot.ttl is not None else None,
+        hot.prefix if hot else "memories:store:",
+        str(project / warm.path) if warm else None, str(warm.size) if warm else "1GB",
+        cold_url, cold_connection,
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _store_io_manager(hot_url: str | None, hot_size: str, hot_ttl: str | None, hot_prefix: str, warm_path: str | None,
+                      warm_size: str, cold_url: str | None, cold_connection: str | None) -> TieredIOManager:
+    return TieredIOManager(hot_url=hot_url, hot_size=hot_size, hot_ttl=hot_ttl, hot_prefix=hot_prefix,
+                           warm_path=warm_path, warm_size=warm_size, cold_url=cold_url, cold_connection=cold_connection)
 
 
 @functools.lru_cache(maxsize=None)
@@ -163,4 +317,5 @@ def profile_resources(project: Path, profile: Any) -> dict[str, dg.ConfigurableR
     return {
         **shared_resources(str(project / profile.storage_dir), str(project / profile.report_dir), profile.engine_memory_limit),
         **_connection_resources(profile.model_dump_json()),
+        STORE_IO_MANAGER_KEY: store_io_manager(project, profile),
     }

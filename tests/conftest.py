@@ -133,3 +133,23 @@ def materialization_of(result, *key: str):
             if found.asset_key == dg.AssetKey(list(key)):
                 return found
     raise AssertionError(f"no materialization of {'/'.join(key)}")
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_prefix():
+    """(client, prefix) on the machine's Redis: a key prefix no other test uses, its keys removed afterwards."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail("Redis is not running on 127.0.0.1:6379; start it with: redis-server --daemonize yes "
+                    "--bind 127.0.0.1 --port 6379 --save '' --appendonly no", pytrace=False)
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    yield client, prefix
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)

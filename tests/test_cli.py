@@ -36,9 +36,9 @@ def test_validate_reports_each_error_and_exits_1(tmp_path):
     result = run([str(MEMORIES), "validate", str(bad), str(PROJECT / "assets")], tmp_path)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert f"error: {bad}: integration_config.data_sources[0].source_type: 'xml' is not allowed; input should be 'csv', 'json', 'excel', 'sql', 'mongodb', 'redis', 'api', 'parquet', 'odata', 'graphql', 'soap' or 'mainframe'" in lines
+    assert f"error: {bad}: integration_config.data_sources[0].source_type: 'xml' is not allowed; input should be 'csv', 'json', 'excel', 'sql', 'mongodb', 'redis', 'api', 'parquet', 'odata', 'graphql', 'soap', 'mainframe' or 'earth'" in lines
     assert any("integration_config.integration_strategy.join_typ: unknown key 'join_typ'; allowed here: join_type" in line for line in lines)
-    assert "2 valid, 1 invalid" in lines
+    assert "5 valid, 1 invalid" in lines  # the bad file, 2 integrations and 3 earth regions
 
 
 @pytest.mark.slow

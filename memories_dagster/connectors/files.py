@@ -19,6 +19,7 @@ import duckdb
 import fsspec
 
 from memories_dagster.engine.duck import sql_string
+from memories_dagster.engine.tables import swap_folder
 
 
 class ConnectorError(RuntimeError):
@@ -70,7 +71,7 @@ def scan_sql(source_type: str, path: str, options: dict[str, object]) -> str:
         return f"read_csv({sql_string(path)}, header = true, auto_detect = true{extra})"
     if source_type == "json":
         return f"read_json({sql_string(path)}, format = 'auto'{extra})"
-    if source_type == "parquet":
+    if source_type in ("parquet", "earth"):  # an earth source is an analyzer's statistics table
         return f"read_parquet({sql_string(path)}, union_by_name = true{extra})"
     raise ConnectorError(f"no file scanner for source_type '{source_type}'")
 
@@ -181,11 +182,7 @@ class StagedOutput:
             return [f"{target_root}/{rel}" for rel in relative]
         target = Path(target_root)
         if replace_stem is None:
-            backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-            if target.exists():
-                os.replace(target, backup)
-            os.replace(staged_root, target)
-            shutil.rmtree(backup, ignore_errors=True)
+            swap_folder(staged_root, target)
         else:
             for old in target.rglob(f"*{PART_SEPARATOR}*") if target.exists() else []:
                 if old.is_file() and stem_of(old.name) == replace_stem:

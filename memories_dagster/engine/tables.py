@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,3 +36,14 @@ def write_json(path: Path, data: Any) -> None:
     staged = path.with_name(f".{path.name}.tmp")
     staged.write_text(json.dumps(data, indent=2, default=str))
     os.replace(staged, path)
+
+
+def swap_folder(staged: Path, target: Path) -> None:
+    """Put a staged folder at ``target`` whole: the old folder is renamed away first and removed
+    after, so a reader never sees a mix of old and new files."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    if target.exists():
+        os.replace(target, backup)
+    os.replace(staged, target)
+    shutil.rmtree(backup, ignore_errors=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from memories_dagster.engine.earth.products import published_file
 from memories_dagster.engine.extract import extract
 from memories_dagster.engine.integrate import IntegrationOutcome, integrate
 from memories_dagster.engine.tables import TableFile, write_json
@@ -61,6 +62,14 @@ def _locate(loaded: LoadedSpec, text: str, where: str, is_url: bool) -> str:
     return text
 
 
+def earth_dependencies(source: DataSource) -> list[dg.AssetKey]:
+    """The earth analyzers a source reads: its statistics table, or the rasters it samples."""
+    references = [source.connection_string] if source.source_type == "earth" and source.connection_string else []
+    references += list(source.sample_rasters.layers.values()) if source.sample_rasters else []
+    keys = {tuple(ref.split("/")[:2]) for ref in references}
+    return [dg.AssetKey([region, "analysis", analyzer]) for region, analyzer in sorted(keys)]
+
+
 def _user_error(exc: Exception, what: str) -> dg.Failure:
     """A failure whose message is one paragraph naming what is wrong, secrets removed."""
     return dg.Failure(description=redact(f"{what}: {exc}"), allow_retries=False)
@@ -99,18 +108,29 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
         kinds={source.source_type, "parquet"},
         description=f"Rows of source '{source.source_name}' ({source.source_type}), read as declared in {loaded.file.name}.",
         required_resource_keys={SETTINGS_KEY, *resource_keys(connection, source.connection)},
+        deps=earth_dependencies(source),
     )
     def read_source(context: dg.AssetExecutionContext) -> dg.Output[TableFile]:
         memories_settings: MemoriesSettings = context.resources.memories_settings
         staging = memories_settings.staging_dir()
         try:
             access, url = access_of(connection, source.connection or "", context.resources)
-            location = _locate(loaded, source.connection_string or url or "", f"source '{source.source_name}' connection_string",
-                               source.source_type in URL_SOURCES)
+            if source.source_type == "earth":
+                location = published_file(memories_settings.storage_dir, source.connection_string, source.partition)
+            else:
+                location = _locate(loaded, source.connection_string or url or "", f"source '{source.source_name}' connection_string",
+                                   source.source_type in URL_SOURCES)
             copybook = _locate(loaded, source.copybook, f"source '{source.source_name}' copybook", False) if source.copybook else None
             snapshots = Path(memories_settings.storage_dir, loaded.name, "sources", source.key, ".snapshots")
             table = extract(source, location, str(staging / "source.parquet"), _window(context), window_column,
                             memories_settings.engine_memory_limit, copybook, access, snapshots)
+            if source.sample_rasters:
+                sampling = source.sample_rasters
+                layers = {column: published_file(memories_settings.storage_dir, ref, sampling.partition)
+                          for column, ref in sampling.layers.items()}
+                from memories_dagster.engine.earth.sampling import sample_rasters  # rasterio: only when used
+
+                table = sample_rasters(table, sampling.longitude, sampling.latitude, layers)
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise _user_error(exc, f"pipeline '{loaded.name}' could not read source '{source.source_name}'") from None

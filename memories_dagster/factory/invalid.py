@@ -18,10 +18,12 @@ def invalid_spec_assets(errors: list[SpecError]) -> list[dg.AssetSpec]:
     specs = []
     for error in errors:
         file = error.problems[0].file
+        # regions live in earth/; their broken files get their own branch so names never clash
+        key = [INVALID_GROUP, "earth", asset_name(file.stem)] if file.parent.name == "earth" else [INVALID_GROUP, asset_name(file.stem)]
         logger.warning("declaration %s is invalid and was not loaded:\n%s", file, error)
         specs.append(
             dg.AssetSpec(
-                key=[INVALID_GROUP, asset_name(file.stem)],
+                key=key,
                 group_name=INVALID_GROUP,
                 description="This declaration is invalid and was not loaded:\n\n" + str(error),
                 metadata={"file": str(file), "errors": [str(p) for p in error.problems]},

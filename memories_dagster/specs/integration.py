@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import re
 import zoneinfo
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -127,12 +127,27 @@ class MongoSettings(Strict):
     timeout_seconds: float = Field(10.0, gt=0, description="how long to wait for the server")
 
 
+LAYER_REF = r"^[A-Za-z0-9_]+/(terrain|vegetation|urban|climate)/[A-Za-z0-9_]+$"
+
+
+class RasterSampling(Strict):
+    """Columns sampled from earth analyzer rasters at each row's longitude/latitude."""
+
+    longitude: str = Field("longitude", description="column of longitudes (WGS84 degrees)")
+    latitude: str = Field("latitude", description="column of latitudes (WGS84 degrees)")
+    layers: dict[str, Annotated[str, Field(pattern=LAYER_REF)]] = Field(
+        min_length=1, description="new column -> <region>/<analyzer>/<raster>, e.g. jacksboro_fault/terrain/slope"
+    )
+    partition: str | None = Field(None, description="partition of partitioned analyzers (default: the latest)")
+
+
 class DataSource(Strict):
     """One input of the integration."""
 
     source_name: str = Field(min_length=1)
     source_type: Literal[
-        "csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet", "odata", "graphql", "soap", "mainframe"
+        "csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet", "odata", "graphql", "soap", "mainframe",
+        "earth",
     ]
     connection_string: str | None = Field(None, min_length=1)
     connection: str | None = Field(None, description="a connection of the resource profile: credentials, endpoint, pool")
@@ -151,6 +166,8 @@ class DataSource(Strict):
     record_format: Literal["fixed", "variable"] = Field(
         "fixed", description="mainframe: fixed-length records, or variable with a 4-byte RDW"
     )
+    partition: str | None = Field(None, description="earth: partition of a partitioned analyzer (default: the latest)")
+    sample_rasters: RasterSampling | None = Field(None, description="add columns sampled from earth rasters at lon/lat")
 
     @model_validator(mode="after")
     def _sql_needs_query_or_table(self) -> DataSource:
@@ -167,6 +184,11 @@ class DataSource(Strict):
             raise ValueError("a soap source needs `soap.operation`")
         if self.source_type == "mongodb" and not self.mongodb.collection:
             raise ValueError("a mongodb source needs `mongodb.collection`")
+        if self.source_type == "earth" and not re.fullmatch(r"[A-Za-z0-9_]+/(terrain|vegetation|urban|climate)", self.connection_string or ""):
+            raise ValueError(
+                "an earth source's connection_string is <region>/<analyzer> (terrain, vegetation, urban or climate), "
+                "e.g. jacksboro_fault/terrain: its statistics table is read"
+            )
         if self.source_type == "mainframe" and not self.copybook:
             raise ValueError("a mainframe source needs `copybook`: the path of its COBOL copybook")
         return self

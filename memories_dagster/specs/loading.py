@@ -8,6 +8,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -39,11 +40,12 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class LoadedSpec:
-    """A valid integration spec with the pipeline name it goes by and where it came from."""
+    """A valid declaration (an IntegrationSpec or an EarthRegion) with the name it goes by and
+    where it came from."""
 
     name: str
     file: Path
-    spec: IntegrationSpec
+    spec: Any
     root: Path
 
     def resolve_path(self, path: str) -> str:
@@ -103,22 +105,42 @@ def parse_model(model: type[BaseModel], document: object, file: Path) -> BaseMod
         raise SpecError([_problem(model, file, error) for error in exc.errors()]) from None
 
 
+def _load(model: type[BaseModel], file: Path, root: Path | None) -> LoadedSpec:
+    """Validate one declaration file; it goes by its ``name`` or its file stem."""
+    file = Path(file)
+    spec = parse_model(model, read_document(file), file)
+    root = root or file.resolve().parent.parent.parent
+    return LoadedSpec(name=asset_name(getattr(spec, "name", None) or file.stem), file=file, spec=spec, root=root)
+
+
 def load_integration_spec(file: Path, root: Path | None = None) -> LoadedSpec:
     """Load and validate one integration spec file."""
-    file = Path(file)
-    spec = parse_model(IntegrationSpec, read_document(file), file)
-    assert isinstance(spec, IntegrationSpec)
-    root = root or file.resolve().parent.parent.parent
-    return LoadedSpec(name=asset_name(spec.name or file.stem), file=file, spec=spec, root=root)
+    return _load(IntegrationSpec, file, root)
 
 
 def discover_integrations(root: Path) -> tuple[list[LoadedSpec], list[SpecError]]:
     """Every spec in ``<root>/integrations``: the valid ones and the errors of the others."""
+    return _discover(spec_files(root / "integrations"), lambda file: load_integration_spec(file, root.parent), "pipeline")
+
+
+def load_region(file: Path, root: Path | None = None) -> LoadedSpec:
+    """Load and validate one earth region file (``assets/earth/<region>.yaml``)."""
+    from memories_dagster.specs.earth import EarthRegion
+
+    return _load(EarthRegion, file, root)
+
+
+def discover_regions(root: Path) -> tuple[list[LoadedSpec], list[SpecError]]:
+    """Every region in ``<root>/earth``: the valid ones and the errors of the others."""
+    return _discover(spec_files(root / "earth"), lambda file: load_region(file, root.parent), "region")
+
+
+def _discover(files: list[Path], load: Callable[[Path], LoadedSpec], kind: str) -> tuple[list[LoadedSpec], list[SpecError]]:
     loaded: list[LoadedSpec] = []
     errors: list[SpecError] = []
-    for file in spec_files(root / "integrations"):
+    for file in files:
         try:
-            spec = load_integration_spec(file, root.parent)
+            spec = load(file)
         except SpecError as exc:
             errors.append(exc)
             continue
@@ -127,7 +149,7 @@ def discover_integrations(root: Path) -> tuple[list[LoadedSpec], list[SpecError]
             continue
         clash = next((s for s in loaded if s.name == spec.name), None)
         if clash:
-            message = f"pipeline name '{spec.name}' is already used by {clash.file.name}"
+            message = f"{kind} name '{spec.name}' is already used by {clash.file.name}"
             errors.append(SpecError([SpecProblem(file, "name", message)]))
             continue
         loaded.append(spec)

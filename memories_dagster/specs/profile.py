@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
+
+from memories_dagster.connectors.tiered_store import parse_duration, parse_size
 
 from memories_dagster.specs.integration import Strict
 from memories_dagster.specs.loading import SpecError, SpecProblem, parse_model, read_document
@@ -60,6 +62,76 @@ class SqlConnection(Strict):
 Connection = Annotated[S3Connection | GcsConnection | AzureConnection | SqlConnection, Field(discriminator="type")]
 
 
+def _positive_size(value: str | int) -> str | int:
+    if parse_size(value) <= 0:
+        raise ValueError(f"size {value!r} must be larger than 0 bytes")
+    return value
+
+
+class HotTier(Strict):
+    """The hot tier of the memory store: Redis, with a size cap and a time to live."""
+
+    url: str = Field(description="redis://[:password@]host:port/db (rediss:// for TLS); ${ENV_VAR} allowed")
+    size: str | int = Field("256MB", description="cap, e.g. 256MB, 1GiB")
+    ttl: str | int | None = Field(None, description="entries unused this long leave Redis, e.g. 1h, 1d (default: never)")
+    prefix: str = Field("memories:store:", description="prefix of the Redis keys the store uses")
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://", "${")):
+            raise ValueError(f"'{value.split('://')[0]}://...' is not a Redis URL; use redis://host:port/db, rediss:// or unix://")
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str | int) -> str | int:
+        return _positive_size(value)
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class WarmTier(Strict):
+    """The warm tier: a folder on local disk with a size cap."""
+
+    path: str = Field(".memories/store", description="folder (relative paths: from the project folder)")
+    size: str | int = Field("1GB", description="cap, e.g. 32GB")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str | int) -> str | int:
+        return _positive_size(value)
+
+
+class ColdTier(Strict):
+    """The cold tier: an object store (or a folder), the durable copy of every value."""
+
+    url: str = Field(".memories/store-cold", description="s3://bucket/prefix, gs://..., abfs://..., file:///... or a path")
+    connection: str | None = Field(None, description="an s3, gcs or adls2 connection of this profile: credentials, endpoint")
+
+
+_COLD_SCHEMES = {"s3": ("s3", "s3a"), "gcs": ("gs", "gcs"), "adls2": ("abfs", "abfss", "az")}
+
+
+class StoreProfile(Strict):
+    """The tiered memory store; a tier set to null is left out (warm and cold exist by default)."""
+
+    hot: HotTier | None = None
+    warm: WarmTier | None = Field(default_factory=WarmTier)
+    cold: ColdTier | None = Field(default_factory=ColdTier)
+
+    @model_validator(mode="after")
+    def _one_tier(self) -> StoreProfile:
+        if self.hot is None and self.warm is None and self.cold is None:
+            raise ValueError("the memory store needs at least one of hot, warm, cold")
+        return self
+
+
 class ResourceProfile(Strict):
     """Settings shared by every pipeline of a code location."""
 
@@ -76,6 +148,27 @@ class ResourceProfile(Strict):
     connections: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Connection] = Field(
         default_factory=dict, description="named clouds and databases that specs refer to with `connection:`"
     )
+    store: StoreProfile = Field(
+        default_factory=StoreProfile, description="the tiered memory store (hot Redis, warm disk, cold object store)"
+    )
+
+    @model_validator(mode="after")
+    def _cold_connection(self) -> ResourceProfile:
+        cold = self.store.cold
+        if cold is None or cold.connection is None:
+            return self
+        connection = self.connections.get(cold.connection)
+        if connection is None:
+            listed = ", ".join(sorted(self.connections)) or "none"
+            raise ValueError(f"store.cold.connection names '{cold.connection}', which connections does not have (it has: {listed})")
+        schemes = _COLD_SCHEMES.get(connection.type)
+        if schemes is None:
+            raise ValueError(f"store.cold.connection '{cold.connection}' is of type {connection.type}; it needs s3, gcs or adls2")
+        scheme = cold.url.split("://", 1)[0] if "://" in cold.url else ""
+        if scheme not in schemes:
+            raise ValueError(f"store.cold.url '{cold.url}' does not fit connection '{cold.connection}' ({connection.type}); "
+                             f"it should start with {' or '.join(s + '://' for s in schemes)}")
+        return self
 
 
 def profile_name() -> str:

@@ -7,11 +7,18 @@ import uuid
 import pytest
 from werkzeug import Request, Response
 
-from memories_dagster.connectors.http import ApiClient, ApiError, CircuitBreaker, Pagination, ResponseCache, TokenBucket, client_for
+from memories_dagster.connectors.http import (
+    ApiClient,
+    ApiError,
+    CircuitBreaker,
+    Pagination,
+    ResponseCache,
+    TokenBucket,
+    client_for,
+)
 from memories_dagster.specs.integration import DataSource
-from tests.conftest import materialization_of
+from tests.conftest import REDIS_URL, materialization_of
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 ROWS = [{"id": i, "main": {"temp": 20 + i}} for i in range(1, 8)]
 
 

@@ -1,32 +1,21 @@
 """Redis sources against the machine's real Redis server."""
 
 import json
-import uuid
 
 import pandas as pd
 import pytest
+import redis
 
 from memories_dagster.connectors.files import ConnectorError
 from memories_dagster.engine.extract import extract
 from memories_dagster.specs.integration import DataSource
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.conftest import REDIS_URL
 
 
 @pytest.fixture
-def redis_client():
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis is not running on 127.0.0.1:6379; start it with: redis-server --daemonize yes "
-                    "--bind 127.0.0.1 --port 6379 --save '' --appendonly no", pytrace=False)
-    prefix = f"test:{uuid.uuid4().hex[:8]}"
-    yield client, prefix
-    for key in client.scan_iter(match=f"{prefix}:*"):
-        client.delete(key)
+def redis_client(redis_prefix):
+    _, prefix = redis_prefix
+    return redis.Redis.from_url(REDIS_URL, decode_responses=True), prefix.rstrip(":")
 
 
 def read(tmp_path, prefix, kind="auto", pattern=None):

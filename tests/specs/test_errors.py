@@ -50,7 +50,7 @@ def delete(path):
 
 CASES = [
     (set_(["integration_config", "data_sources", 1, "source_type"], "xml"),
-     "integration_config.data_sources[1].source_type: 'xml' is not allowed; input should be 'csv', 'json', 'excel', 'sql', 'mongodb', 'redis', 'api', 'parquet', 'odata', 'graphql', 'soap' or 'mainframe'"),
+     "integration_config.data_sources[1].source_type: 'xml' is not allowed; input should be 'csv', 'json', 'excel', 'sql', 'mongodb', 'redis', 'api', 'parquet', 'odata', 'graphql', 'soap', 'mainframe' or 'earth'"),
     (set_(["integration_config", "joinkeys"], []),
      "integration_config.joinkeys: unknown key 'joinkeys'; allowed here: data_sources, integration_strategy, transformation_rules, data_quality_checks"),
     (delete(["integration_config", "data_sources", 0, "connection_string"]),

@@ -1,0 +1,100 @@
+"""Climate data: ERA5 / GFS grids as NetCDF or GRIB through xarray, and Open-Meteo-style JSON
+APIs, cut to a region's box as one ``DataArray`` per variable (dims ``time`` [, ``y``, ``x``])."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import ExitStack
+from typing import Any
+
+import numpy as np
+
+from memories_dagster.connectors.files import ConnectorError, is_remote
+
+LAT_NAMES = ("latitude", "lat", "y")
+LON_NAMES = ("longitude", "lon", "x")
+TIME_NAMES = ("time", "valid_time", "t")
+
+
+class ClimateDataError(ConnectorError):
+    """A climate file or API cannot be read, or lacks what the region declares."""
+
+
+def open_climate_file(location: str, variables: list[str], storage_options: dict[str, Any], where: str) -> Any:
+    """The declared variables of a NetCDF or GRIB file as an in-memory ``xarray.Dataset``."""
+    import xarray as xr
+
+    grib = location.lower().endswith((".grib", ".grb", ".grib2", ".grb2"))
+    with ExitStack() as stack:
+        path = location
+        if is_remote(location):
+            import fsspec
+
+            # GRIB and NetCDF-4 readers want a real file: copy the object down once
+            handle, path = tempfile.mkstemp(suffix=os.path.splitext(location)[1])
+            os.close(handle)
+            stack.callback(os.unlink, path)
+            fs, remote = fsspec.core.url_to_fs(location, **storage_options)
+            fs.get_file(remote, path)
+        try:
+            data = stack.enter_context(xr.open_dataset(path, engine="cfgrib" if grib else None,
+                                                       **({"backend_kwargs": {"indexpath": ""}} if grib else {})))
+        except (OSError, ValueError) as exc:
+            raise ClimateDataError(f"{where}: cannot read '{location}' as {'GRIB' if grib else 'NetCDF'}: {exc}") from None
+        missing = [v for v in variables if v not in data.data_vars]
+        if missing:
+            raise ClimateDataError(
+                f"{where}: '{location}' has no variable {', '.join(missing)} (it has: {', '.join(map(str, data.data_vars))})"
+            )
+        return data[variables].load()
+
+
+def open_meteo_dataset(body: Any, records_path: str, time_key: str, variables: list[str], where: str) -> Any:
+    """An Open-Meteo-style response (``{"daily": {"time": [...], "<var>": [...]}}``) as a Dataset."""
+    import pandas as pd
+    import xarray as xr
+
+    from memories_dagster.connectors.http import dig
+
+    block = dig(body, records_path)
+    if not isinstance(block, dict) or time_key not in block:
+        raise ClimateDataError(f"{where}: the response has no '{records_path}.{time_key}' array of timestamps")
+    missing = [v for v in variables if v not in block]
+    if missing:
+        have = ", ".join(k for k in block if k != time_key)
+        raise ClimateDataError(f"{where}: the response has no '{records_path}.{', '.join(missing)}' (it has: {have})")
+    time = pd.to_datetime(block[time_key])
+    units = dig(body, f"{records_path}_units") or {}
+    return xr.Dataset({
+        v: xr.DataArray(np.asarray(block[v], dtype="float64"), dims="time", coords={"time": time},
+                        attrs={"units": units.get(v, "")} if isinstance(units, dict) else {})
+        for v in variables
+    })
+
+
+def cut_to_box(data: Any, bbox: tuple[float, float, float, float], where: str) -> Any:
+    """Cells whose centres fall in the lon/lat box, as dims (time, y, x) north to south.
+
+    A grid coarser than the box keeps the one cell nearest its centre; 0-360 longitudes are
+    handled.
+    """
+    time = next((n for n in TIME_NAMES if n in data.dims), None)
+    if time is None:
+        raise ClimateDataError(f"{where}: no time dimension (looked for {', '.join(TIME_NAMES)})")
+    if time != "time":
+        data = data.rename({time: "time"})
+    lat = next((n for n in LAT_NAMES if n in data.dims), None)
+    lon = next((n for n in LON_NAMES if n in data.dims), None)
+    if lat is None or lon is None:
+        return data  # a point series
+    data = data.rename({lat: "y", lon: "x"})
+    west, south, east, north = bbox
+    lons = data["x"].values
+    if lons.max() > 180:
+        data = data.assign_coords(x=((data["x"] + 180) % 360) - 180).sortby("x")
+    data = data.sortby("y", ascending=False)
+    inside = data.sel(x=(data["x"] >= west) & (data["x"] <= east), y=(data["y"] >= south) & (data["y"] <= north))
+    if inside.sizes["x"] and inside.sizes["y"]:
+        return inside
+    return data.sel(x=[(west + east) / 2], y=[(south + north) / 2], method="nearest")

@@ -1,0 +1,1 @@
+"""Earth-observation analyzers: pure computations over gridded rasters and time series."""

@@ -1,0 +1,190 @@
+"""The target grid of a region (CRS, resolution, bounds) and moving rasters on and off it.
+
+Every earth source is warped onto its region's grid as it is read, so analyzers work on aligned
+arrays and their rasters overlay pixel for pixel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform as transform_points
+from rasterio.warp import transform_bounds
+
+# tiles and overviews make the rasters cloud-optimized: a viewer reads only the blocks it shows
+COG_OPTIONS = {"compress": "deflate", "blocksize": 256, "overviews": "auto", "bigtiff": "if_safer"}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up grid: ``width`` x ``height`` square cells of ``resolution`` CRS units."""
+
+    crs: str
+    resolution: float
+    left: float
+    top: float
+    width: int
+    height: int
+
+    @classmethod
+    def for_region(cls, bbox: tuple[float, float, float, float], crs: str, resolution: float) -> "Grid":
+        """The smallest grid of the CRS, snapped to multiples of the resolution, covering a lon/lat box."""
+        left, bottom, right, top = transform_bounds("EPSG:4326", crs, *bbox, densify_pts=21)
+        left = math.floor(left / resolution) * resolution
+        bottom = math.floor(bottom / resolution) * resolution
+        right = math.ceil(right / resolution) * resolution
+        top = math.ceil(top / resolution) * resolution
+        return cls(crs, resolution, left, top, round((right - left) / resolution), round((top - bottom) / resolution))
+
+    @classmethod
+    def of_dataset(cls, dataset: Any) -> "Grid":
+        """The grid of an open rasterio dataset (square, north-up cells)."""
+        t = dataset.transform
+        return cls(dataset.crs.to_string(), abs(t.a), t.c, t.f, dataset.width, dataset.height)
+
+    @property
+    def transform(self) -> Affine:
+        """Pixel (col, row) -> CRS (x, y) of the cell's upper-left corner."""
+        return Affine(self.resolution, 0.0, self.left, 0.0, -self.resolution, self.top)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns)."""
+        return self.height, self.width
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the grid's CRS."""
+        return self.left, self.top - self.height * self.resolution, self.left + self.width * self.resolution, self.top
+
+    def is_geographic(self) -> bool:
+        """True when cells are measured in degrees rather than metres."""
+        return CRS.from_user_input(self.crs).is_geographic
+
+    def cell_size_metres(self) -> tuple[np.ndarray, np.ndarray]:
+        """East-west and north-south size of the cells of each row, in metres.
+
+        Projected grids give the resolution scaled by the CRS's unit; geographic grids give the
+        length of a degree at each row's latitude on the WGS84 ellipsoid, so slopes stay right
+        away from the equator (``gdaldem -s 111120`` assumes one fixed scale instead).
+        """
+        crs = CRS.from_user_input(self.crs)
+        if not crs.is_geographic:
+            factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+            size = np.full(self.height, self.resolution * factor)
+            return size, size
+        a, e2 = 6378137.0, 0.00669437999014
+        lat = np.radians(self.top - (np.arange(self.height) + 0.5) * self.resolution)
+        sin2 = np.sin(lat) ** 2
+        per_degree_lon = math.pi / 180 * a * np.cos(lat) / np.sqrt(1 - e2 * sin2)
+        per_degree_lat = math.pi / 180 * a * (1 - e2) / (1 - e2 * sin2) ** 1.5
+        return per_degree_lon * self.resolution, per_degree_lat * self.resolution
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description, e.g. for metadata."""
+        return asdict(self)
+
+
+def read_onto_grid(
+    location: str,
+    grid: Grid,
+    bands: list[int] | None = None,
+    resampling: str = "bilinear",
+    opener: Callable | None = None,
+    src_nodata: float | None = None,
+) -> np.ndarray:
+    """Bands of a raster warped onto ``grid`` as float32 ``(bands, rows, cols)``, NaN where no data.
+
+    GDAL's warper reads only the source blocks the grid overlaps: on a COG behind HTTP or an
+    object store those are ranged reads of a few tiles, not the whole file.
+    """
+    with rasterio.open(location, opener=opener) as src:
+        nodata = src_nodata if src_nodata is not None else src.nodata
+        with WarpedVRT(
+            src,
+            crs=grid.crs,
+            transform=grid.transform,
+            width=grid.width,
+            height=grid.height,
+            resampling=Resampling[resampling],
+            src_nodata=nodata,
+            nodata=np.nan,
+            dtype="float32",
+        ) as vrt:
+            return vrt.read(bands or list(range(1, src.count + 1)))
+
+
+def read_raster(location: str, opener: Callable | None = None) -> tuple[np.ndarray, Grid]:
+    """The first band of a raster (float32, NaN for nodata) and its grid."""
+    with rasterio.open(location, opener=opener) as src:
+        data = src.read(1, masked=True).astype("float32").filled(np.nan)
+        return data, Grid.of_dataset(src)
+
+
+def write_cog(
+    path: str | Path,
+    bands: Mapping[str, np.ndarray],
+    grid: Grid,
+    dtype: str = "float32",
+    nodata: float | None = None,
+) -> str:
+    """Write named bands as one Cloud-Optimized GeoTIFF, atomically (temp file, then rename).
+
+    Float rasters carry NaN as nodata unless another value is given.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if nodata is None and np.dtype(dtype).kind == "f":
+        nodata = float("nan")
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tif")
+    os.close(handle)
+    try:
+        profile = {"driver": "COG", "width": grid.width, "height": grid.height, "count": len(bands), "dtype": dtype,
+                   "crs": grid.crs, "transform": grid.transform, "nodata": nodata, **COG_OPTIONS}
+        with rasterio.open(temp, "w", **profile) as dst:
+            for index, (name, array) in enumerate(bands.items(), start=1):
+                dst.write(np.asarray(array).astype(dtype, copy=False), index)
+                dst.set_band_description(index, name)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return str(target)
+
+
+class RasterSampler:
+    """Values of one raster band at lon/lat points (the cell holding each point); NaN off the
+    raster or on nodata. The band is read once; each call is vectorised over its points."""
+
+    def __init__(self, location: str, band: int = 1, opener: Callable | None = None) -> None:
+        with rasterio.open(location, opener=opener) as src:
+            self.data = src.read(band, masked=True).astype("float64").filled(np.nan)
+            self.crs, self.inverse = src.crs, ~src.transform
+
+    def at(self, lons: np.ndarray, lats: np.ndarray) -> np.ndarray:
+        """One value per point."""
+        lons = np.asarray(lons, dtype="float64")
+        lats = np.asarray(lats, dtype="float64")
+        valid = np.isfinite(lons) & np.isfinite(lats)
+        xs, ys = np.full(lons.shape, np.nan), np.full(lats.shape, np.nan)
+        if valid.any():
+            px, py = transform_points("EPSG:4326", self.crs, lons[valid], lats[valid])
+            xs[valid], ys[valid] = px, py
+        inv = self.inverse
+        cols = np.floor(inv.a * xs + inv.b * ys + inv.c)
+        rows = np.floor(inv.d * xs + inv.e * ys + inv.f)
+        inside = valid & (cols >= 0) & (cols < self.data.shape[1]) & (rows >= 0) & (rows < self.data.shape[0])
+        out = np.full(lons.shape, np.nan)
+        out[inside] = self.data[rows[inside].astype(int), cols[inside].astype(int)]
+        return out

@@ -1,0 +1,127 @@
+"""What an earth step leaves behind: a folder of rasters, a statistics table and a preview,
+published whole so that a failed run never mixes with the last good one."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from memories_dagster.engine.errors import IntegrationError
+from memories_dagster.engine.tables import swap_folder
+
+PREVIEW_MAX_PIXELS = 1024
+
+
+@dataclass
+class Product:
+    """Files of one materialization (paths final once published) and the facts about them."""
+
+    folder: Path
+    rasters: dict[str, str] = field(default_factory=dict)
+    stats_path: str | None = None
+    preview_path: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def product_folder(storage_dir: str, region: str, step: str, partition: str | None) -> Path:
+    """``<storage>/earth/<region>/<step>/<partition or static>``: where a step's files live."""
+    return Path(storage_dir) / "earth" / region / step / (partition or "static")
+
+
+def published_folder(storage_dir: str, region: str, step: str, partition: str | None = None) -> Path:
+    """The folder a step last published: the given partition, else ``static``, else the latest
+    partition (partition keys are ISO dates, so the greatest name is the latest)."""
+    base = Path(storage_dir) / "earth" / region / step
+    if partition:
+        folder = base / partition
+    elif (base / "static").is_dir():
+        folder = base / "static"
+    else:
+        done = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
+        folder = done[-1] if done else base / "static"
+    if not folder.is_dir():
+        which = f" partition {partition}" if partition else ""
+        raise IntegrationError(f"{region}/{step}{which} has no data at {folder}: materialize it first")
+    return folder
+
+
+def published_file(storage_dir: str, reference: str, partition: str | None = None) -> str:
+    """The file an analyzer reference names: ``<region>/<analyzer>`` is its statistics table,
+    ``<region>/<analyzer>/<raster>`` one of its rasters."""
+    region, analyzer, *raster = reference.split("/")
+    folder = published_folder(storage_dir, region, f"analysis/{analyzer}", partition)
+    path = folder / (f"{raster[0]}.tif" if raster else "stats.parquet")
+    if not path.exists():
+        have = ", ".join(sorted(p.stem for p in folder.glob("*.tif"))) or "none"
+        raise IntegrationError(f"{reference}: analyzer {region}/analysis/{analyzer} wrote no '{path.name}' (its rasters: {have})")
+    return str(path)
+
+
+@contextlib.contextmanager
+def staged_product(target: Path) -> Iterator[Product]:
+    """A Product written in a private folder beside ``target`` and swapped into place on success.
+
+    Paths recorded in the product are rewritten to their final place; on an error the staged
+    files go and ``target`` keeps the previous materialization.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    product = Product(folder=staged)
+    try:
+        yield product
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    swap_folder(staged, target)
+
+    def moved(path: str | None) -> str | None:
+        return str(target / Path(path).relative_to(staged)) if path else None
+
+    product.folder = target
+    product.rasters = {name: moved(path) for name, path in product.rasters.items()}
+    product.stats_path = moved(product.stats_path)
+    product.preview_path = moved(product.preview_path)
+
+
+def raster_statistics(layers: Mapping[str, np.ndarray]) -> "Any":
+    """One row per layer: valid cells, coverage and the distribution of the values."""
+    import pandas as pd
+
+    rows = []
+    for name, array in layers.items():
+        values = np.asarray(array, dtype="float64")
+        valid = values[np.isfinite(values)]
+        row: dict[str, Any] = {"layer": name, "cells": int(values.size), "valid_cells": int(valid.size),
+                               "coverage": float(valid.size / values.size) if values.size else 0.0}
+        if valid.size:
+            p05, p25, p50, p75, p95 = np.percentile(valid, [5, 25, 50, 75, 95])
+            row |= {"min": float(valid.min()), "max": float(valid.max()), "mean": float(valid.mean()),
+                    "std": float(valid.std()), "p05": p05, "p25": p25, "median": p50, "p75": p75, "p95": p95}
+        rows.append(row)
+    columns = ["layer", "cells", "valid_cells", "coverage", "min", "max", "mean", "std", "p05", "p25", "median", "p75", "p95"]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def write_stats(product: Product, table: "Any", name: str = "stats.parquet") -> None:
+    """The statistics table as Parquet in the product folder."""
+    path = product.folder / name
+    table.to_parquet(path, index=False)
+    product.stats_path = str(path)
+
+
+def preview_png(path: Path, array: np.ndarray, cmap: str, vmin: float, vmax: float) -> str:
+    """A colour-mapped PNG of a raster (NaN transparent), at most 1024 pixels on a side."""
+    from matplotlib import colormaps
+    from matplotlib.image import imsave
+
+    step = max(1, int(np.ceil(max(array.shape) / PREVIEW_MAX_PIXELS)))
+    data = np.ma.masked_invalid(np.asarray(array, dtype="float64")[::step, ::step])
+    colours = colormaps[cmap].with_extremes(bad=(0, 0, 0, 0))
+    imsave(path, data, cmap=colours, vmin=vmin, vmax=vmax, format="png")
+    return str(path)
