@@ -22,8 +22,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
 
-# tiles and overviews make the rasters cloud-optimized: a viewer reads only the blocks it shows
-COG_OPTIONS = {"compress": "deflate", "blocksize": 256, "overviews": "auto", "bigtiff": "if_safer"}
+# Tiles and overviews make the rasters cloud-optimized: a viewer reads only the blocks it shows.
+# ZSTD on every core writes 3x faster than DEFLATE at the same size (BENCHMARKS.md).
+COG_OPTIONS = {"compress": "zstd", "num_threads": "all_cpus", "blocksize": 256, "overviews": "auto", "bigtiff": "if_safer"}
 
 
 @dataclass(frozen=True)
