@@ -47,24 +47,28 @@ def validate(paths: list[str]) -> int:
         print(f"no declarations found ({', '.join(SPEC_SUFFIXES)} files)", file=sys.stderr)
         return 1
     failed = 0
+    seen: dict[tuple[str, str], Path] = {}  # (kind, name) -> first file: names must be unique per kind
     for file in files:
         try:
             if file.suffix not in SPEC_SUFFIXES:
                 raise SpecError([SpecProblem(file, "", f"not a declaration: use {', '.join(SPEC_SUFFIXES)}")])
             if not file.exists():
                 raise SpecError([SpecProblem(file, "", "no such file")])
-            if _is_region(file):
-                region = load_region(file)
-                kinds = ", ".join(k for k in ("terrain", "satellite", "climate") if getattr(region.spec.sources, k))
-                print(f"ok: {file} (region {region.name}, sources: {kinds or 'none'})")
-                continue
-            loaded = load_integration_spec(file)
+            kind = "region" if _is_region(file) else "pipeline"
+            loaded = load_region(file) if kind == "region" else load_integration_spec(file)
+            first = seen.setdefault((kind, loaded.name), file)
+            if first != file:
+                raise SpecError([SpecProblem(file, "name", f"{kind} name '{loaded.name}' is already used by {first.name}")])
         except SpecError as exc:
             failed += 1
             for problem in exc.problems:
                 print(f"error: {problem}")
             continue
-        print(f"ok: {file} (pipeline {loaded.name}, {len(loaded.spec.integration_config.data_sources)} sources)")
+        if kind == "region":
+            kinds = ", ".join(k for k in ("terrain", "satellite", "climate") if getattr(loaded.spec.sources, k))
+            print(f"ok: {file} (region {loaded.name}, sources: {kinds or 'none'})")
+        else:
+            print(f"ok: {file} (pipeline {loaded.name}, {len(loaded.spec.integration_config.data_sources)} sources)")
     print(f"{len(files) - failed} valid, {failed} invalid")
     return 1 if failed else 0
 

@@ -153,3 +153,29 @@ def redis_prefix():
     yield client, prefix
     for key in client.scan_iter(match=f"{prefix}*"):
         client.delete(key)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_store():
+    """moto's S3 server for the session: ("s3://lake", a profile connection to it, an s3fs filesystem)."""
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
+    server.start()
+    host, port = server.get_host_and_port()
+    connection = {"type": "s3", "endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1",
+                  "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    fs = fsspec.filesystem("s3", key="testing", secret="testing", endpoint_url=connection["endpoint_url"])
+    fs.mkdir("lake")
+    yield "s3://lake", connection, fs
+    server.stop()

@@ -1,6 +1,7 @@
 """The memory store IO manager through real Dagster runs: Redis hot tier, folders, moto's S3."""
 
-import socket
+
+import uuid
 
 import dagster as dg
 import pandas as pd
@@ -89,40 +90,28 @@ def test_the_default_profile_keeps_tables_under_the_project_with_no_redis_and_no
     assert pd.read_parquet(tmp_path / ".memories/store-cold/slope%2Fdata")["steep"].tolist() == [False, True, False]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_a_profile_store_on_s3_uses_its_named_connection(tmp_path, redis_prefix, monkeypatch):
+def test_a_profile_store_on_s3_uses_its_named_connection(tmp_path, redis_prefix, monkeypatch, s3_store):
     import fsspec
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        fsspec.filesystem("s3", key="testing", secret="testing", endpoint_url=endpoint).mkdir("analyzers")
-        monkeypatch.setenv("TEST_S3_SECRET", "testing")
-        (tmp_path / "resources").mkdir()
-        (tmp_path / "resources" / "cloud.yaml").write_text(yaml.safe_dump({
-            "connections": {"lake": {"type": "s3", "endpoint_url": endpoint, "region_name": "us-east-1",
-                                     "aws_access_key_id": "testing", "aws_secret_access_key": "${TEST_S3_SECRET}"}},
-            "store": {"hot": {"url": REDIS_URL, "size": "64MB", "ttl": "1h", "prefix": redis_prefix[1]},
-                      "warm": None, "cold": {"url": "s3://analyzers/store", "connection": "lake"}},
-        }))
-        manager = profile_resources(tmp_path, load_profile(tmp_path, "cloud"))[STORE_IO_MANAGER_KEY]
-        assert "${TEST_S3_SECRET}" in manager.cold_connection  # resolved only when a run opens the store
-        result = dg.materialize([elevation], resources={STORE_IO_MANAGER_KEY: manager},
-                                instance=dg.DagsterInstance.ephemeral())
-        written = values(materialization_of(result, "elevation").metadata)
-        assert written["store/hot_cap_bytes"] == 64_000_000 and "store/warm_hits" not in written
-        fs = fsspec.filesystem("s3", key="testing", secret="testing", endpoint_url=endpoint, skip_instance_cache=True)
-        assert fs.ls("analyzers/store") == ["analyzers/store/elevation%2Fdata"]
-    finally:
-        server.stop()
+    _, connection, fs = s3_store
+    bucket = f"analyzers-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(bucket)
+    monkeypatch.setenv("TEST_S3_SECRET", "testing")
+    (tmp_path / "resources").mkdir()
+    (tmp_path / "resources" / "cloud.yaml").write_text(yaml.safe_dump({
+        "connections": {"lake": connection | {"aws_secret_access_key": "${TEST_S3_SECRET}"}},
+        "store": {"hot": {"url": REDIS_URL, "size": "64MB", "ttl": "1h", "prefix": redis_prefix[1]},
+                  "warm": None, "cold": {"url": f"s3://{bucket}/store", "connection": "lake"}},
+    }))
+    manager = profile_resources(tmp_path, load_profile(tmp_path, "cloud"))[STORE_IO_MANAGER_KEY]
+    assert "${TEST_S3_SECRET}" in manager.cold_connection  # resolved only when a run opens the store
+    result = dg.materialize([elevation], resources={STORE_IO_MANAGER_KEY: manager},
+                            instance=dg.DagsterInstance.ephemeral())
+    written = values(materialization_of(result, "elevation").metadata)
+    assert written["store/hot_cap_bytes"] == 64_000_000 and "store/warm_hits" not in written
+    fresh = fsspec.filesystem("s3", key="testing", secret="testing", endpoint_url=connection["endpoint_url"],
+                              skip_instance_cache=True)
+    assert fresh.ls(f"{bucket}/store") == [f"{bucket}/store/elevation%2Fdata"]
 
 
 def test_profile_store_errors_name_the_field(tmp_path):

@@ -40,14 +40,23 @@ def open_climate_file(location: str, variables: list[str], storage_options: dict
         try:
             data = stack.enter_context(xr.open_dataset(path, engine="cfgrib" if grib else None,
                                                        **({"backend_kwargs": {"indexpath": ""}} if grib else {})))
-        except (OSError, ValueError) as exc:
-            raise ClimateDataError(f"{where}: cannot read '{location}' as {'GRIB' if grib else 'NetCDF'}: {exc}") from None
+        except (OSError, ValueError, EOFError) as exc:  # cfgrib: EOFError when no GRIB message is found
+            raise ClimateDataError(f"{where}: cannot read '{location}' as {'GRIB' if grib else 'NetCDF'}: {_reason(exc)}") from None
         missing = [v for v in variables if v not in data.data_vars]
         if missing:
             raise ClimateDataError(
                 f"{where}: '{location}' has no variable {', '.join(missing)} (it has: {', '.join(map(str, data.data_vars))})"
             )
         return data[variables].load()
+
+
+def _reason(exc: BaseException) -> str:
+    """The reader's complaint on one line; xarray's "no backend matched" advice to install IO
+    packages misleads when the file is simply not NetCDF."""
+    text = " ".join(str(exc).split())
+    if "did not find a match in any of xarray's currently installed IO backends" in text:
+        return "it is not a NetCDF file (neither NetCDF-4/HDF5 nor NetCDF-3 classic)"
+    return text
 
 
 def open_meteo_dataset(body: Any, records_path: str, time_key: str, variables: list[str], where: str) -> Any:

@@ -42,6 +42,8 @@ BAND_ALIASES: dict[str, tuple[str, ...]] = {
     "swir22": ("swir22", "b12", "sr_b7"),
     "scl": ("scl",),
     "qa_pixel": ("qa_pixel",),
+    # DEM collections (Copernicus DEM, NASADEM, ALOS...) carry the heights as one asset
+    "elevation": ("elevation", "dem", "data"),
 }
 _SOCKET_ERROR = re.compile(r"\[Errno -?\d+\] ([^\"')]+)")
 _NOT_RASTER_DATA = {"thumbnail", "overview", "metadata", "visual"}
@@ -73,8 +75,8 @@ def search_scenes(
     api_url: str,
     collection: str,
     bbox: tuple[float, float, float, float],
-    start: str | dt.date,
-    end: str | dt.date,
+    start: str | dt.date | None,
+    end: str | dt.date | None,
     max_cloud_cover: float | None = None,
     limit: int = 100,
     headers: Mapping[str, str] | None = None,
@@ -98,9 +100,10 @@ def search_scenes(
     arguments: dict[str, Any] = {
         "collections": [collection],
         "bbox": list(bbox),
-        "datetime": f"{_iso(start)}/{_iso(end)}",
         "max_items": limit,
     }
+    if start or end:  # a DEM has no time window
+        arguments["datetime"] = f"{_iso(start) if start else '..'}/{_iso(end) if end else '..'}"
     if max_cloud_cover is not None:
         if client.conforms_to(ConformanceClasses.QUERY):
             arguments["query"] = {"eo:cloud_cover": {"lt": max_cloud_cover}}
@@ -320,6 +323,9 @@ def _describe(collection: str | None, bbox: Any, start: Any, end: Any, max_cloud
 
 def _reason(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
+    status = getattr(error, "status_code", None)
+    if status:  # an APIError carries the body as its text; the status says more
+        text = f"HTTP {status}: {text}"
     refused = _SOCKET_ERROR.search(text)
     if refused:  # requests wraps "[Errno 111] Connection refused" in three layers of repr
         return refused.group(1).strip()

@@ -95,18 +95,15 @@ def _source_asset(loaded: LoadedSpec, kind: str, partitions: Any, connections: d
         target = product_folder(settings.storage_dir, loaded.name, f"earth/{kind}", partition)
         with _errors_named(where), staged_product(target) as product:
             if kind == "terrain":
-                location = _location(loaded, source.path, f"{where}.path")
-                steps.prepare_terrain(product, location, grid, band=source.band, resampling=source.resampling,
-                                      nodata=source.nodata, opener=steps.raster_opener(location, storage), where=where)
+                locations = [_location(loaded, source.path, f"{where}.path")] if source.path else \
+                    steps.dem_tiles(**_stac_arguments(loaded, source.stac, f"{where}.stac"), bbox=grid.lonlat_bounds())
+                steps.prepare_terrain(product, locations, grid, band=source.band, resampling=source.resampling,
+                                      nodata=source.nodata, opener=steps.raster_opener(locations[0], storage), where=where)
             elif kind == "satellite":
                 start, end = _window(context) if partitions else (source.start, source.end)
-                search = source.stac
                 steps.prepare_satellite(
-                    product, grid, dataset=source.dataset, bbox=region.bbox, start=start, end=end,
-                    api=resolve(search.api, f"{where}.stac.api") if search.api else None,
-                    catalog=_location(loaded, search.catalog, f"{where}.stac.catalog") if search.catalog else None,
-                    collection=search.collection, max_cloud_cover=search.max_cloud_cover, max_items=search.max_items,
-                    headers={k: resolve(v, f"{where}.stac.headers.{k}") for k, v in search.headers.items()},
+                    product, grid, dataset=source.dataset, bbox=grid.lonlat_bounds(), start=start, end=end,
+                    **_stac_arguments(loaded, source.stac, f"{where}.stac"), max_cloud_cover=source.stac.max_cloud_cover,
                     bands=source.bands, resampling=source.resampling, cloud_mask=source.cloud_mask,
                 )
             else:
@@ -230,15 +227,29 @@ def _location(loaded: LoadedSpec, text: str, where: str) -> str:
     return loaded.resolve_path(resolve(text, where))
 
 
+def _stac_arguments(loaded: LoadedSpec, search: Any, where: str) -> dict[str, Any]:
+    """Where and how to search STAC, with ${ENV} resolved (headers may hold an API key)."""
+    return {
+        "api": resolve(search.api, f"{where}.api") if search.api else None,
+        "catalog": _location(loaded, search.catalog, f"{where}.catalog") if search.catalog else None,
+        "collection": search.collection, "max_items": search.max_items,
+        "headers": {k: resolve(v, f"{where}.headers.{k}") for k, v in search.headers.items()},
+    }
+
+
 def _storage_options(source: Any, connections: dict[str, Any]) -> dict[str, Any]:
     name = getattr(source, "connection", None)
     return access_of(connections[name], name)[0].storage_options if name else {}
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[Any, Any]:
-    """The partition's time window (end exclusive) as dates."""
+    """The partition's time window as first and last day, both inclusive: a STAC search given a
+    bare end date takes that whole day, so the partition's exclusive end would add the first
+    day of the next partition to this one."""
+    import datetime as dt
+
     span = context.partition_time_window
-    return span.start.date(), span.end.date()
+    return span.start.date(), (span.end - dt.timedelta(days=1)).date()
 
 
 class _errors_named:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from memories_dagster.specs.integration import ApiSettings, Authentication, Strict
 
@@ -30,17 +30,6 @@ class RegionPartitions(Strict):
         return self
 
 
-class TerrainSource(Strict):
-    """A DEM: SRTM, ASTER or Copernicus GeoTIFF/COG by path, URL or object-store URL."""
-
-    dataset: Literal["srtm", "aster", "copernicus", "dem"] = "dem"
-    path: str = Field(min_length=1, description="local path, http(s) URL or s3:// gs:// abfs:// URL of the GeoTIFF/COG")
-    connection: str | None = Field(None, description="object stores: a connection of the resource profile")
-    band: int = Field(1, ge=1)
-    resampling: RESAMPLING = "bilinear"
-    nodata: float | None = Field(None, description="nodata value when the file does not declare one")
-
-
 class StacSearch(Strict):
     """Where scenes are found: a STAC API (``api``) or a static catalog (``catalog``)."""
 
@@ -55,6 +44,24 @@ class StacSearch(Strict):
     def _one_place(self) -> StacSearch:
         if bool(self.api) == bool(self.catalog):
             raise ValueError("give exactly one of `api` (a STAC API URL) or `catalog` (a static catalog.json)")
+        return self
+
+
+class TerrainSource(Strict):
+    """A DEM: SRTM, ASTER or Copernicus GeoTIFF/COG by path, URL or object-store URL."""
+
+    dataset: Literal["srtm", "aster", "copernicus", "dem"] = "dem"
+    path: str | None = Field(None, min_length=1, description="local path, http(s) URL or s3:// gs:// abfs:// URL of the GeoTIFF/COG")
+    stac: StacSearch | None = Field(None, description="DEM tiles found by STAC over the region, mosaicked")
+    connection: str | None = Field(None, description="object stores: a connection of the resource profile")
+    band: int = Field(1, ge=1)
+    resampling: RESAMPLING = "bilinear"
+    nodata: float | None = Field(None, description="nodata value when the file does not declare one")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> TerrainSource:
+        if bool(self.path) == bool(self.stac):
+            raise ValueError("give exactly one of `path` (a GeoTIFF/COG) or `stac` (DEM tiles found by STAC)")
         return self
 
 
@@ -189,25 +196,37 @@ class EarthRegion(Strict):
     @field_validator("crs")
     @classmethod
     def _known_crs(cls, value: str) -> str:
+        import rasterio
         from rasterio.crs import CRS
         from rasterio.errors import CRSError
 
         try:
-            CRS.from_user_input(value)
+            with rasterio.Env(CPL_LOG="/dev/null"):  # the message below says it; GDAL need not print it too
+                CRS.from_user_input(value)
         except CRSError:
             raise ValueError(f"unknown CRS '{value}'; use an authority code such as EPSG:32614 or EPSG:4326") from None
         return value
 
-    @model_validator(mode="after")
-    def _analyzers_have_sources(self) -> EarthRegion:
+    @field_validator("sources")
+    @classmethod
+    def _satellite_has_a_window(cls, sources: RegionSources, info: ValidationInfo) -> RegionSources:
+        satellite = sources.satellite
+        if satellite and not info.data.get("partitions") and not (satellite.start and satellite.end):
+            raise ValueError("the satellite source needs `start` and `end` when the region has no `partitions`")
+        return sources
+
+    @field_validator("analyzers")
+    @classmethod
+    def _analyzers_have_sources(cls, analyzers: RegionAnalyzers, info: ValidationInfo) -> RegionAnalyzers:
+        sources = info.data.get("sources")
+        if sources is None:  # already reported under `sources`
+            return analyzers
         for analyzer, source in ANALYZER_NEEDS.items():
-            if getattr(self.analyzers, analyzer) is not None and getattr(self.sources, source) is None:
+            if getattr(analyzers, analyzer) is not None and getattr(sources, source) is None:
                 raise ValueError(f"analyzer '{analyzer}' needs a `{source}` source in `sources`")
-        satellite = self.sources.satellite
+        satellite = sources.satellite
         for analyzer, bands in BAND_NEEDS.items():
-            if satellite and getattr(self.analyzers, analyzer) is not None and not bands <= set(satellite.bands):
+            if satellite and getattr(analyzers, analyzer) is not None and not bands <= set(satellite.bands):
                 missing = ", ".join(sorted(bands - set(satellite.bands)))
                 raise ValueError(f"analyzer '{analyzer}' needs the satellite bands {missing} in sources.satellite.bands")
-        if satellite and not self.partitions and not (satellite.start and satellite.end):
-            raise ValueError("the satellite source needs `start` and `end` when the region has no `partitions`")
-        return self
+        return analyzers

@@ -14,29 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.conftest import free_port
+
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 ORDERS = "order_id,customer,amount,region\n1,ann,10.5,north\n2,bob,-3,south\n3,cy,7,north\n"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_store():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
-    server.start()
-    host, port = server.get_host_and_port()
-    connection = {"type": "s3", "endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1",
-                  "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    fs = fsspec.filesystem("s3", key="testing", secret="testing", endpoint_url=connection["endpoint_url"])
-    fs.mkdir("lake")
-    yield "s3://lake", connection, fs
-    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -165,7 +165,7 @@ def _time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _item(scene_id: str, collection: str, when: str, cloud: float | None, assets: dict[str, Any],
+def stac_item(scene_id: str, collection: str, when: str, cloud: float | None, assets: dict[str, Any],
           properties: dict[str, Any] | None = None, bbox: tuple[float, ...] | None = None) -> dict[str, Any]:
     bbox = list(bbox or tile_bbox_lonlat())
     west, south, east, north = bbox
@@ -210,7 +210,7 @@ def sentinel2_item(api: StacApi, folder: Path, scene_id: str, when: str, dn: dic
     if style != "pc":
         assets["visual"] = {"href": scl_href.replace("scl", "visual"), "type": COG_COLLECTION, "roles": ["visual"],
                             "eo:bands": [{"common_name": c} for c in ("red", "green", "blue")]}
-    item = _item(scene_id, collection, when, cloud, assets,
+    item = stac_item(scene_id, collection, when, cloud, assets,
                  {"platform": "sentinel-2b", "s2:processing_baseline": baseline}, bbox)
     api.items.append(item)
     return item
@@ -229,7 +229,7 @@ def landsat_item(api: StacApi, folder: Path, scene_id: str, when: str, dn: dict[
                                       "raster:bands": [{"scale": 2.75e-05, "offset": -0.2, "nodata": 0}]}
     qa_href = api.add_file(write_band_cog(folder / "qa_pixel.tif", qa, "uint16", 1))
     assets["qa_pixel"] = {"href": qa_href, "type": COG_COLLECTION, "roles": ["cloud", "cloud-shadow"]}
-    item = _item(scene_id, collection, when, cloud, assets, {"platform": "landsat-9"})
+    item = stac_item(scene_id, collection, when, cloud, assets, {"platform": "landsat-9"})
     api.items.append(item)
     return item
 
@@ -340,7 +340,7 @@ def test_http_error_names_the_url(httpserver):
     url = httpserver.url_for("/broken/")
     with pytest.raises(StacError, match=re.escape(url)) as caught:
         search_scenes(url, "landsat-c2-l2", (10.0, 45.0, 10.1, 45.1), "2023-01-01", "2023-01-31")
-    assert "landsat-c2-l2" in str(caught.value)
+    assert "landsat-c2-l2" in str(caught.value) and "(HTTP 500: boom)" in str(caught.value)
 
 
 def test_nothing_matched_names_bbox_dates_and_cloud_limit(scenes_api):

@@ -1,7 +1,7 @@
 """The tiered memory store against the machine's real Redis, a local folder, and moto's S3 server."""
 
-import socket
 import time
+import uuid
 
 import pytest
 
@@ -11,15 +11,7 @@ from memories_dagster.connectors.tiered_store import (
     parse_duration,
     parse_size,
 )
-from tests.conftest import REDIS_URL
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
+from tests.conftest import REDIS_URL, free_port
 
 
 @pytest.fixture
@@ -36,20 +28,12 @@ def make_store(tmp_path, redis_prefix):
     return make
 
 
-@pytest.fixture(scope="module")
-def s3_bucket():
-    """A bucket on moto's S3 server: (url, storage_options, filesystem)."""
-    import fsspec
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"key": "testing", "secret": "testing", "endpoint_url": f"http://{host}:{port}"}
-    fs = fsspec.filesystem("s3", **options)
-    fs.mkdir("memories")
-    yield "s3://memories/store", options, fs
-    server.stop()
+@pytest.fixture
+def s3_bucket(s3_store):
+    """A fresh prefix on moto's S3 server: (url, storage_options, filesystem)."""
+    root, connection, fs = s3_store
+    options = {"key": "testing", "secret": "testing", "endpoint_url": connection["endpoint_url"]}
+    return f"{root}/store-{uuid.uuid4().hex[:8]}", options, fs
 
 
 def value(letter: str, size: int = 100) -> bytes:
@@ -154,7 +138,7 @@ def test_writes_go_through_to_an_s3_cold_tier(make_store, s3_bucket):
     url, options, fs = s3_bucket
     store = make_store(warm_path=None, cold_url=url, storage_options=options)
     store.put("climate/2024", b"parquet bytes")
-    assert fs.cat_file("memories/store/climate%2F2024") == b"parquet bytes"  # the durable copy, at once
+    assert fs.cat_file(url.removeprefix("s3://") + "/climate%2F2024") == b"parquet bytes"  # the durable copy, at once
     assert store.stats()["cold"]["entries"] == 1
 
     elsewhere = TieredStore(cold_url=url, storage_options=options)  # e.g. another machine, no Redis

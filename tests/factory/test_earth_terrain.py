@@ -188,3 +188,75 @@ def test_the_demo_regions_materialize_from_the_command_line(tmp_path):
     for region, analyzer, raster in (("jacksboro_fault", "terrain", "slope.tif"), ("santa_cruz_s2", "vegetation", "ndvi.tif"),
                                      ("santa_cruz_s2", "urban", "ndbi.tif"), ("nino12_climate", "climate", "stats.parquet")):
         assert (earth / region / "analysis" / analyzer / "static" / raster).is_file()
+
+
+def write_tiles(dem: Path, folder: Path) -> list[Path]:
+    """The DEM cut into a west and an east half, each a COG of its own (as DEM tiles come)."""
+    from rasterio.windows import Window
+
+    tiles = []
+    with rasterio.open(dem) as src:
+        half = src.width // 2
+        for name, window in (("west", Window(0, 0, half, src.height)), ("east", Window(half, 0, src.width - half, src.height))):
+            profile = src.profile | {"driver": "COG", "width": window.width, "height": window.height,
+                                     "transform": src.window_transform(window), "blocksize": 128}
+            profile.pop("blockxsize", None), profile.pop("blockysize", None), profile.pop("tiled", None)
+            with rasterio.open(folder / f"{name}.tif", "w", **profile) as dst:
+                dst.write(src.read(1, window=window), 1)
+            tiles.append(folder / f"{name}.tif")
+    return tiles
+
+
+def elevation_of(result, region: str) -> np.ndarray:
+    with rasterio.open(path_of(materialization_of(result, region, "earth", "terrain"), "elevation")) as src:
+        return src.read(1)
+
+
+def test_a_dem_behind_http_is_read_in_ranges_and_tiles_found_by_stac_are_mosaicked(project, httpserver):
+    from tests.connectors.test_stac import StacApi, stac_item
+
+    api = StacApi(httpserver)
+    quarter = {**REGION, "bbox": [-84.40, 36.46, -84.25, 36.58],
+               "sources": {"terrain": {"path": "data/dem.tif", "resampling": "nearest"}}}
+    project.region("ridges", quarter)
+    local = elevation_of(project.materialize("group:ridges"), "ridges")
+
+    url = api.add_file(project.root / "data" / "dem.tif")
+    project.region("ridges", {**quarter, "sources": {"terrain": {"path": url, "resampling": "nearest"}}})
+    over_http = elevation_of(project.materialize("group:ridges"), "ridges")
+    np.testing.assert_array_equal(over_http, local)
+    reads = [(rng, size) for method, route, rng, size in api.data_requests if method == "GET" and route.endswith("dem.tif")]
+    assert reads and all(rng and rng.startswith("bytes=") for rng, _ in reads)  # only ranged reads
+    assert sum(size for _, size in reads) < 0.6 * (project.root / "data" / "dem.tif").stat().st_size
+
+    for tile in write_tiles(project.root / "data" / "dem.tif", project.root / "data"):
+        with rasterio.open(tile) as src:
+            from rasterio.warp import transform_bounds
+
+            bbox = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        api.items.append(stac_item(f"cop-{tile.stem}", "cop-dem-glo-90", "2021-04-22T00:00:00Z", None,
+                                   {"data": {"href": api.add_file(tile), "type": "image/tiff; application=geotiff",
+                                             "roles": ["data"]}}, bbox=bbox))
+    stac = {"stac": {"api": api.url, "collection": "cop-dem-glo-90"}, "resampling": "nearest", "dataset": "copernicus"}
+    project.region("ridges", {**quarter, "sources": {"terrain": stac}})
+    result = project.materialize("group:ridges")
+    np.testing.assert_array_equal(elevation_of(result, "ridges"), local)
+    assert materialization_of(result, "ridges", "earth", "terrain").metadata["facts"].value["tiles"] == 2
+
+
+def test_a_dem_on_s3_is_read_through_the_profile_connection(project, s3_store, monkeypatch):
+    import uuid
+
+    root, connection, fs = s3_store
+    key = f"{root}/dem-{uuid.uuid4().hex[:8]}.tif"
+    fs.put_file(str(project.root / "data" / "dem.tif"), key)
+    (project.root / "resources").mkdir()
+    (project.root / "resources" / "cloud.yaml").write_text(yaml.safe_dump({"connections": {"lake": connection}}))
+    local = elevation_of(project.materialize("group:ridges"), "ridges")
+    monkeypatch.setenv("MEMORIES_PROFILE", "cloud")
+    project.region("ridges", {**REGION, "sources": {"terrain": {"path": key, "connection": "lake"}}})
+    np.testing.assert_array_equal(elevation_of(project.materialize("group:ridges"), "ridges"), local)
+
+    project.region("ridges", {**REGION, "sources": {"terrain": {"path": key, "connection": "nowhere"}}})
+    broken = build_definitions()
+    assert any(k.path[:2] == ["invalid_specs", "earth"] for k in broken.resolve_asset_graph().get_all_asset_keys())

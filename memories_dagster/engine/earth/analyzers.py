@@ -52,7 +52,7 @@ def grid_problem(facts: dict[str, Any], crs: str, resolution: float) -> str | No
     return None
 
 
-def raster_opener(location: str, storage_options: dict[str, Any]) -> Callable | None:
+def raster_opener(location: str, storage_options: dict[str, Any]) -> Any:
     """How GDAL reaches a raster: itself for local paths and http(s) (ranged reads through
     /vsicurl/), an fsspec filesystem for s3://, gs:// and abfs:// with the connection's options."""
     if "://" not in location or location.split("://", 1)[0] in ("http", "https", "file"):
@@ -60,7 +60,7 @@ def raster_opener(location: str, storage_options: dict[str, Any]) -> Callable | 
     import fsspec
 
     fs, _ = fsspec.core.url_to_fs(location, **storage_options)
-    return fs.open
+    return fs  # the filesystem itself: rasterio rejects fs.open for s3fs ("non key-like path")
 
 
 def range_facts(layers: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -77,17 +77,22 @@ def range_facts(layers: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def prepare_terrain(
-    product: Product, location: str, grid: Grid, *, band: int = 1, resampling: str = "bilinear",
+    product: Product, locations: list[str], grid: Grid, *, band: int = 1, resampling: str = "bilinear",
     nodata: float | None = None, opener: Callable | None = None, where: str = "terrain source",
 ) -> None:
-    """The DEM warped onto the region's grid as ``elevation.tif``."""
-    try:
-        dem = read_onto_grid(location, grid, [band], resampling, opener, nodata)[0]
-    except (RasterioError, OSError, IndexError) as exc:
-        raise EarthDataError(f"{where}: cannot read the DEM '{location}': {exc}") from None
+    """The DEM (one file, or tiles mosaicked in the order given) warped onto the region's grid
+    as ``elevation.tif``."""
+    dem = np.full(grid.shape, np.nan, dtype="float32")
+    for location in locations:
+        try:
+            tile = read_onto_grid(location, grid, [band], resampling, opener, nodata)[0]
+        except (RasterioError, OSError, IndexError) as exc:
+            raise EarthDataError(f"{where}: cannot read the DEM '{location}': {exc}") from None
+        gaps = np.isnan(dem)
+        dem[gaps] = tile[gaps]
     path = write_cog(product.folder / "elevation.tif", {"elevation": dem}, grid)
     product.rasters["elevation"] = path
-    product.facts |= raster_facts(path, dem) | {"nodata_fraction": float(np.isnan(dem).mean())}
+    product.facts |= raster_facts(path, dem) | {"nodata_fraction": float(np.isnan(dem).mean()), "tiles": len(locations)}
     write_stats(product, raster_statistics({"elevation": dem}))
     product.preview_path = preview_png(product.folder / "preview.png", dem, "terrain", *_limits(dem))
 
@@ -163,6 +168,26 @@ def _limits(array: np.ndarray) -> tuple[float, float]:
     return (float(valid.min()), float(valid.max())) if valid.size else (0.0, 1.0)
 
 
+def find_scenes(api: str | None, catalog: str | None, collection: str, bbox: tuple[float, float, float, float],
+                start: Any, end: Any, max_cloud_cover: float | None, max_items: int, headers: dict[str, str]) -> list[Any]:
+    """STAC items of a collection over the box: from the API's item search, or a static catalog."""
+    from memories_dagster.connectors.stac import catalog_scenes, search_scenes
+
+    if api:
+        return search_scenes(api, collection, bbox, start, end, max_cloud_cover, limit=max_items, headers=headers)
+    return catalog_scenes(catalog, collection, bbox, start, end, max_cloud_cover, limit=max_items)
+
+
+def dem_tiles(*, api: str | None, catalog: str | None, collection: str, max_items: int, headers: dict[str, str],
+              bbox: tuple[float, float, float, float]) -> list[str]:
+    """Hrefs of the DEM tiles over the box (the items' elevation / dem / data asset)."""
+    scenes = find_scenes(api, catalog, collection, bbox, None, None, None, max_items, headers)
+    missing = [scene.id for scene in scenes if "elevation" not in scene.assets]
+    if missing:
+        raise EarthDataError(f"STAC items {', '.join(missing)} of {collection} have no DEM asset (elevation, dem or data)")
+    return [scene.assets["elevation"] for scene in scenes]
+
+
 def prepare_satellite(
     product: Product, grid: Grid, *, dataset: str, bbox: tuple[float, float, float, float], start: Any, end: Any,
     api: str | None, catalog: str | None, collection: str, max_cloud_cover: float, max_items: int,
@@ -170,13 +195,9 @@ def prepare_satellite(
 ) -> None:
     """Scenes of the window found by STAC, cloud-masked, scaled to reflectance and composited
     (per-pixel median) on the region's grid as ``composite.tif``."""
-    from memories_dagster.connectors.stac import catalog_scenes, search_scenes
     from memories_dagster.engine.earth.satellite import composite, write_composite
 
-    if api:
-        scenes = search_scenes(api, collection, bbox, start, end, max_cloud_cover, limit=max_items, headers=headers)
-    else:
-        scenes = catalog_scenes(catalog, collection, bbox, start, end, max_cloud_cover, limit=max_items)
+    scenes = find_scenes(api, catalog, collection, bbox, start, end, max_cloud_cover, max_items, headers)
     result = composite(scenes, grid, dataset, bands=bands, resampling=resampling, cloud_mask=cloud_mask)
     path = write_composite(result, product.folder / "composite.tif", grid)
     product.rasters["composite"] = path

@@ -69,6 +69,11 @@ class Grid:
         """(left, bottom, right, top) in the grid's CRS."""
         return self.left, self.top - self.height * self.resolution, self.left + self.width * self.resolution, self.top
 
+    def lonlat_bounds(self) -> tuple[float, float, float, float]:
+        """The grid's footprint as a lon/lat box: what to search data for (it reaches past the
+        declared box, since cells are snapped outwards)."""
+        return transform_bounds(self.crs, "EPSG:4326", *self.bounds, densify_pts=21)
+
     def is_geographic(self) -> bool:
         """True when cells are measured in degrees rather than metres."""
         return CRS.from_user_input(self.crs).is_geographic
@@ -110,7 +115,8 @@ def read_onto_grid(
     GDAL's warper reads only the source blocks the grid overlaps: on a COG behind HTTP or an
     object store those are ranged reads of a few tiles, not the whole file.
     """
-    with rasterio.open(location, opener=opener) as src:
+    # COGs need no sidecar files: without EMPTY_DIR GDAL lists the remote folder on every open
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(location, opener=opener) as src:
         nodata = src_nodata if src_nodata is not None else src.nodata
         with WarpedVRT(
             src,

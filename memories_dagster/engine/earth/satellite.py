@@ -149,9 +149,7 @@ def _read(scene: Scene, band: str, grid: Grid, resampling: str, opener: Callable
         have = ", ".join(sorted(scene.assets)) or "none"
         raise SatelliteError(f"Scene {scene.id} has no {band} asset (it has: {have}).")
     try:
-        # COGs need no sidecar files: without this GDAL lists the remote folder on every open
-        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
-            return read_onto_grid(href, grid, bands=[1], resampling=resampling, opener=opener, src_nodata=src_nodata)[0]
+        return read_onto_grid(href, grid, bands=[1], resampling=resampling, opener=opener, src_nodata=src_nodata)[0]
     except (rasterio.errors.RasterioError, OSError) as error:
         reason = " ".join(str(error).split()).replace(href, href.split("?")[0])
         # signed URLs carry their token in the query string: never show it
