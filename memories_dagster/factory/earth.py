@@ -14,7 +14,9 @@ from typing import Any, Callable, Iterator
 import dagster as dg
 
 from memories_dagster.engine.earth.products import Product, product_folder, staged_product
+from memories_dagster.engine.window import expand
 from memories_dagster.factory.connections import access_of
+from memories_dagster.factory.partitions import window_of
 from memories_dagster.resources import STORE_IO_MANAGER_KEY
 from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.earth import EarthRegion
@@ -31,6 +33,7 @@ CHECK_DESCRIPTIONS = {
     "cloud_fraction": "share of observed cells under cloud or shadow is at most checks.max_cloud_fraction",
     "value_range": "every value lies in its physical range (NDVI in [-1, 1], slope in [0, 90], ...)",
 }
+SOURCE_FILE = {"terrain": "elevation.tif", "satellite": "composite.tif", "climate": "climate.nc"}
 SOURCE_CHECKS = {"terrain": ("coverage", "grid", "nodata_fraction"),
                  "satellite": ("coverage", "grid", "nodata_fraction", "cloud_fraction"),
                  "climate": ("coverage",)}
@@ -57,12 +60,16 @@ def region_definitions(loaded: LoadedSpec, connections: dict[str, Any]) -> dg.De
             listed = ", ".join(sorted(connections)) or "none"
             raise ValueError(f"sources.{kind} names connection '{name}', which the resource profile does not have (it has: {listed})")
     partitions = region_partitions(region)
+    # satellite data, and climate data declared per partition, arrive one window at a time; a DEM
+    # does not change, and the climate analyzer needs the whole record (all partitions)
+    by_partition = {"satellite": True, "climate": region.sources.climate_by_partition(), "terrain": False}
     assets = [
-        _source_asset(loaded, kind, partitions if kind == "satellite" else None, connections)
+        _source_asset(loaded, kind, partitions if by_partition[kind] else None, connections)
         for kind in ("terrain", "satellite", "climate") if getattr(region.sources, kind) is not None
     ]
     assets += [
-        _analyzer_asset(loaded, analyzer, partitions if ANALYZER_SOURCE[analyzer] == "satellite" else None)
+        _analyzer_asset(loaded, analyzer, partitions if ANALYZER_SOURCE[analyzer] == "satellite" else None,
+                        source_partitioned=by_partition[ANALYZER_SOURCE[analyzer]])
         for analyzer in ANALYZER_SOURCE if getattr(region.analyzers, analyzer) is not None
     ]
     return dg.Definitions(assets=assets)
@@ -107,14 +114,15 @@ def _source_asset(loaded: LoadedSpec, kind: str, partitions: Any, connections: d
                     bands=source.bands, resampling=source.resampling, cloud_mask=source.cloud_mask,
                 )
             else:
-                location = _location(loaded, source.path, f"{where}.path") if source.path else None
-                steps.prepare_climate(product, source, region.bbox, location, storage, where=where)
+                window = window_of(context) if partitions else None
+                location = expand(_location(loaded, source.path, f"{where}.path"), window) if source.path else None
+                steps.prepare_climate(product, source, region.bbox, location, storage, where=where, window=window)
         return dg.MaterializeResult(metadata=_metadata(product), check_results=list(_check_results(key, checks, product, region)))
 
     return _source
 
 
-def _analyzer_asset(loaded: LoadedSpec, analyzer: str, partitions: Any) -> dg.AssetsDefinition:
+def _analyzer_asset(loaded: LoadedSpec, analyzer: str, partitions: Any, source_partitioned: bool) -> dg.AssetsDefinition:
     region: EarthRegion = loaded.spec
     key = dg.AssetKey([loaded.name, "analysis", analyzer])
     source_kind = ANALYZER_SOURCE[analyzer]
@@ -139,14 +147,14 @@ def _analyzer_asset(loaded: LoadedSpec, analyzer: str, partitions: Any) -> dg.As
 
         settings = context.resources.memories_settings
         partition = context.partition_key if partitions else None
-        source_folder = product_folder(settings.storage_dir, loaded.name, f"earth/{source_kind}", partition)
-        inputs = _source_files(source_folder, loaded.name, source_kind, partition)
+        inputs = _source_files(settings.storage_dir, loaded.name, source_kind, partition,
+                               every_partition=source_partitioned and not partitions)
         target = product_folder(settings.storage_dir, loaded.name, f"analysis/{analyzer}", partition)
         run: dict[str, Callable[[Product], None]] = {
-            "terrain": lambda p: steps.analyze_terrain(p, inputs["elevation"], params.azimuth, params.altitude, params.z_factor),
-            "vegetation": lambda p: steps.analyze_vegetation(p, inputs["composite"], params.vegetated_ndvi, params.savi_l),
-            "urban": lambda p: steps.analyze_urban(p, inputs["composite"], params.ndbi_threshold, params.ndvi_max),
-            "climate": lambda p: steps.analyze_climate(p, inputs["climate"], params.base_period, params.hot_above, params.cold_below),
+            "terrain": lambda p: steps.analyze_terrain(p, inputs[0], params.azimuth, params.altitude, params.z_factor),
+            "vegetation": lambda p: steps.analyze_vegetation(p, inputs[0], params.vegetated_ndvi, params.savi_l),
+            "urban": lambda p: steps.analyze_urban(p, inputs[0], params.ndbi_threshold, params.ndvi_max),
+            "climate": lambda p: steps.analyze_climate(p, inputs, params.base_period, params.hot_above, params.cold_below),
         }
         with _errors_named(f"region {loaded.name} ({loaded.file.name}), analyzers.{analyzer}"), staged_product(target) as product:
             run[analyzer](product)
@@ -157,15 +165,21 @@ def _analyzer_asset(loaded: LoadedSpec, analyzer: str, partitions: Any) -> dg.As
     return _analyze
 
 
-def _source_files(folder: Path, region: str, kind: str, partition: str | None) -> dict[str, str]:
-    """The files a source asset published, by name; a clear error when it never ran."""
-    names = {"terrain": ["elevation"], "satellite": ["composite"], "climate": ["climate"]}[kind]
-    files = {name: next(iter(sorted(folder.glob(f"{name}.*"))), None) for name in names}
-    missing = [name for name, path in files.items() if path is None]
-    if missing:
+def _source_files(storage_dir: str, region: str, kind: str, partition: str | None, every_partition: bool) -> list[str]:
+    """The file a source asset published (for one partition), or with ``every_partition`` the
+    files of all its partitions, oldest first; a clear error when there is none."""
+    name = SOURCE_FILE[kind]
+    folder = product_folder(storage_dir, region, f"earth/{kind}", partition)
+    if every_partition:
+        files = sorted(str(p) for p in folder.parent.glob(f"[!.]*/{name}"))
+        problem = f"{region}/earth/{kind} has no partition at {folder.parent}: materialize some first"
+    else:
+        files = [str(folder / name)] if (folder / name).is_file() else []
         which = f" partition {partition}" if partition else ""
-        raise dg.Failure(f"{region}/earth/{kind}{which} has no data at {folder}: materialize it first")
-    return {name: str(path) for name, path in files.items()}
+        problem = f"{region}/earth/{kind}{which} has no data at {folder}: materialize it first"
+    if not files:
+        raise dg.Failure(problem)
+    return files
 
 
 def _metadata(product: Product) -> dict[str, Any]:

@@ -113,6 +113,17 @@ class RegionSources(Strict):
     satellite: SatelliteSource | None = None
     climate: ClimateSource | None = None
 
+    def climate_by_partition(self) -> bool:
+        """Whether the climate source is read one partition at a time: its path, URL or API
+        parameters hold ``{partition_...}`` placeholders (e.g. one ERA5 file per month)."""
+        from memories_dagster.engine.window import has_template
+
+        climate = self.climate
+        if climate is None:
+            return False
+        texts = [climate.path or "", climate.url or "", *(v for v in climate.api.params.values() if isinstance(v, str))]
+        return any(has_template(text) for text in texts)
+
 
 class TerrainAnalyzer(Strict):
     """Slope, aspect and hillshade (Horn), elevation statistics."""
@@ -213,6 +224,8 @@ class EarthRegion(Strict):
         satellite = sources.satellite
         if satellite and not info.data.get("partitions") and not (satellite.start and satellite.end):
             raise ValueError("the satellite source needs `start` and `end` when the region has no `partitions`")
+        if sources.climate_by_partition() and not info.data.get("partitions"):
+            raise ValueError("the climate source uses {partition_...} placeholders, which need the region's `partitions`")
         return sources
 
     @field_validator("analyzers")

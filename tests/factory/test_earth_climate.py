@@ -19,6 +19,7 @@ import statsmodels.api as sm
 import xarray as xr
 from scipy import stats
 
+from memories_dagster.definitions import build_definitions
 from tests.conftest import materialization_of
 from tests.factory.test_earth_satellite import EarthProject, failure_text, project_in
 
@@ -367,3 +368,42 @@ def test_day_counts_on_monthly_data_fail_the_analyzer_not_the_source(earth_proje
     message = failure_description(result)
     assert message.startswith("region coast (coast.yaml), analyzers.climate: hot/cold day counts need daily values; "
                               "'t2m' has a time step of ")
+
+
+def test_monthly_files_are_partitions_and_the_analyzer_reads_them_all(earth_project):
+    """One ERA5 file per month, as CDS downloads come: the source is partitioned by the region's
+    months, and the climate analyzer (not partitioned) works on every partition published."""
+    whole = era5_like(earth_project.root / "all.nc", years=1)
+    for month in range(1, 7):
+        part = whole.isel(valid_time=[month - 1])
+        part.to_netcdf(earth_project.root / f"era5_1950-{month:02d}.nc", engine="netcdf4")
+    region = climate_region(str(earth_project.root / "era5_{partition_start:%Y-%m}.nc"))
+    region["partitions"] = {"type": "monthly", "start": "1950-01-01", "end": "1950-07-01"}
+    region["analyzers"]["climate"]["base_period"] = [1950, 1950]
+    earth_project.add("nino", region)
+    defs = build_definitions()
+    source = defs.resolve_assets_def(dg.AssetKey(["nino", "earth", "climate"]))
+    analyzer = defs.resolve_assets_def(dg.AssetKey(["nino", "analysis", "climate"]))
+    assert source.partitions_def is not None and analyzer.partitions_def is None
+
+    instance = dg.DagsterInstance.ephemeral()
+    for key in ("1950-01-01", "1950-02-01", "1950-03-01"):
+        assert earth_project.materialize(["nino/earth/climate"], partition_key=key, instance=instance).success
+    result = earth_project.materialize(["nino/analysis/climate"], instance=instance)
+    assert result.success, failure_text(result)
+    table = pd.read_parquet(materialization_of(result, "nino", "analysis", "climate").metadata["stats_path"].value)
+    expected = whole["t2m"].isel(valid_time=slice(0, 3), latitude=[0, 1], longitude=[1, 2]).mean(["latitude", "longitude"]) - 273.15
+    np.testing.assert_allclose(table["value"], expected.values, rtol=1e-9)
+    assert list(pd.DatetimeIndex(table["time"]).month) == [1, 2, 3]
+
+    (earth_project.root / "era5_1950-05.nc").unlink()  # a month without its file names the file
+    failed = earth_project.materialize(["nino/earth/climate"], partition_key="1950-05-01", instance=instance)
+    assert not failed.success and "era5_1950-05.nc" in failure_text(failed)
+
+
+def test_placeholders_in_a_climate_source_need_partitions(earth_project):
+    from memories_dagster.specs.loading import SpecError, load_region
+
+    path = earth_project.add("nino", climate_region("era5_{partition_start:%Y-%m}.nc"))
+    with pytest.raises(SpecError, match="sources: the climate source uses {partition_...} placeholders"):
+        load_region(path)

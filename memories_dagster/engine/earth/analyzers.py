@@ -17,6 +17,7 @@ from memories_dagster.engine.earth.grid import Grid, read_onto_grid, read_raster
 from memories_dagster.engine.earth.products import Product, preview_png, raster_statistics, write_stats
 from memories_dagster.engine.earth.terrain import terrain_layers
 from memories_dagster.engine.errors import IntegrationError
+from memories_dagster.engine.window import Window, expand
 
 # the range every analyzer raster must stay in (asset check `value_range`)
 VALUE_RANGES = {
@@ -214,17 +215,18 @@ def prepare_satellite(
 
 
 def prepare_climate(product: Product, source: Any, bbox: tuple[float, float, float, float], location: str | None,
-                    storage_options: dict[str, Any], where: str) -> None:
+                    storage_options: dict[str, Any], where: str, window: Window | None = None) -> None:
     """The declared climate variables cut to the region's box, saved as ``climate.nc``.
 
-    Values in kelvin become °C when the source says ``to_celsius``.
+    Values in kelvin become °C when the source says ``to_celsius``. With a window (a partition),
+    ``{partition_...}`` placeholders of an API's URL and parameters are filled from it.
     """
     from memories_dagster.connectors.climate import cut_to_box, open_climate_file, open_meteo_dataset
     from memories_dagster.engine.earth.climate import kelvin_to_celsius
 
     variables = [v for v in dict.fromkeys([source.variable, source.daily_max, source.daily_min]) if v]
     if source.dataset == "open-meteo":
-        body = fetch_json(source, where)
+        body = fetch_json(source, where, window)
         data = open_meteo_dataset(body, source.api.records_path, source.time_key, variables, where)
     else:
         data = open_climate_file(location, variables, storage_options, where)
@@ -249,7 +251,7 @@ def prepare_climate(product: Product, source: Any, bbox: tuple[float, float, flo
     }
 
 
-def fetch_json(source: Any, where: str) -> Any:
+def fetch_json(source: Any, where: str, window: Window | None = None) -> Any:
     """One call of an Open-Meteo-style API through the REST client (rate limit, retries, cache)."""
     from memories_dagster.connectors.http import client_for
     from memories_dagster.secrets import resolve
@@ -257,7 +259,8 @@ def fetch_json(source: Any, where: str) -> Any:
 
     declared = DataSource(source_name=where, source_type="api", connection_string=source.url,
                           api=source.api, authentication=source.authentication)
-    client = client_for(declared, resolve(source.url, f"{where}.url"), resolve)
+    client = client_for(declared, expand(resolve(source.url, f"{where}.url"), window), resolve)
+    client.params = {k: expand(v, window) if isinstance(v, str) else v for k, v in client.params.items()}
     try:
         body, _ = client.fetch(client.url, dict(client.params) | client.sticky)
     finally:
@@ -265,19 +268,26 @@ def fetch_json(source: Any, where: str) -> Any:
     return body
 
 
-def analyze_climate(product: Product, climate_path: str, base_period: tuple[int, int] | None,
+def analyze_climate(product: Product, climate_paths: list[str], base_period: tuple[int, int] | None,
                     hot_above: float | None, cold_below: float | None) -> None:
     """Monthly climatology, anomalies, trends (OLS, Sen) and hot/cold day counts.
 
-    The statistics table holds the area-mean series month by month; per-cell trend rasters are
-    written when the source is a grid; the trend numbers and day counts go to the facts.
+    ``climate_paths`` are the source's files: one, or one per partition, joined along time (a
+    time step present twice is kept once). The statistics table holds the area-mean series month
+    by month; per-cell trend rasters are written when the source is a grid; the trend numbers
+    and day counts go to the facts.
     """
     import xarray as xr
 
     from memories_dagster.engine.earth import climate
 
-    with xr.open_dataset(climate_path, engine="netcdf4") as stored:
-        data = stored.load()
+    parts = []
+    for path in climate_paths:
+        with xr.open_dataset(path, engine="netcdf4") as stored:
+            parts.append(stored.load())
+    data = xr.concat(parts, dim="time", combine_attrs="override") if len(parts) > 1 else parts[0]
+    data = data.sortby("time")
+    data = data.isel(time=~data.get_index("time").duplicated(keep="last"))
     main = data[data.attrs["variable"]]
     table = climate.climate_statistics(main, base_period=base_period)
     write_stats(product, table)
