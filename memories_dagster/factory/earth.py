@@ -158,8 +158,10 @@ def _analyzer_asset(loaded: LoadedSpec, analyzer: str, partitions: Any, source_p
         }
         with _errors_named(f"region {loaded.name} ({loaded.file.name}), analyzers.{analyzer}"), staged_product(target) as product:
             run[analyzer](product)
-        table = pd.read_parquet(product.stats_path)
-        yield dg.Output(table, metadata=_metadata(product) | {"dagster/row_count": len(table)})
+            table = pd.read_parquet(product.stats_path)
+            # the table goes to the memory store while the files are still staged: if storing
+            # fails, the step ends here and the last good files stay published
+            yield dg.Output(table, metadata=_metadata(product) | {"dagster/row_count": len(table)})
         yield from _check_results(key, checks, product, region)
 
     return _analyze
@@ -183,12 +185,13 @@ def _source_files(storage_dir: str, region: str, kind: str, partition: str | Non
 
 
 def _metadata(product: Product) -> dict[str, Any]:
-    """Raster paths under their names, ``stats_path``, the preview shown in the UI, the facts."""
-    metadata: dict[str, Any] = {name: dg.MetadataValue.path(path) for name, path in product.rasters.items()}
+    """Raster paths under their names, ``stats_path``, the preview shown in the UI, the facts;
+    paths as published (the product may still be staged)."""
+    metadata: dict[str, Any] = {name: dg.MetadataValue.path(product.final(path)) for name, path in product.rasters.items()}
     if product.stats_path:
-        metadata["stats_path"] = dg.MetadataValue.path(product.stats_path)
+        metadata["stats_path"] = dg.MetadataValue.path(product.final(product.stats_path))
     if product.preview_path:
-        metadata["preview_path"] = dg.MetadataValue.path(product.preview_path)
+        metadata["preview_path"] = dg.MetadataValue.path(product.final(product.preview_path))
         metadata["preview"] = dg.MetadataValue.md(_image_markdown(product.preview_path))
     metadata["facts"] = dg.MetadataValue.json(product.facts)
     return metadata

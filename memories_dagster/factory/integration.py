@@ -13,7 +13,7 @@ from typing import Any
 
 import dagster as dg
 
-from memories_dagster.engine.earth.products import published_file
+from memories_dagster.engine.earth.products import published_file, stored_statistics
 from memories_dagster.engine.extract import extract
 from memories_dagster.engine.integrate import IntegrationOutcome, integrate
 from memories_dagster.engine.tables import TableFile, write_json
@@ -23,7 +23,7 @@ from memories_dagster.factory.connections import access_of, resource_keys, used_
 from memories_dagster.factory.partitions import partitions_definition, window_of
 from memories_dagster.factory.schedules import pipeline_schedule
 from memories_dagster.factory.sensors import file_sensor
-from memories_dagster.resources import IO_MANAGER_KEY, MemoriesSettings
+from memories_dagster.resources import IO_MANAGER_KEY, STORE_IO_MANAGER_KEY, MemoriesSettings, store_metadata
 from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
 from memories_dagster.specs.loading import LoadedSpec
@@ -107,7 +107,8 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
         io_manager_key=IO_MANAGER_KEY,
         kinds={source.source_type, "parquet"},
         description=f"Rows of source '{source.source_name}' ({source.source_type}), read as declared in {loaded.file.name}.",
-        required_resource_keys={SETTINGS_KEY, *resource_keys(connection, source.connection)},
+        required_resource_keys={SETTINGS_KEY, *resource_keys(connection, source.connection),
+                                *([STORE_IO_MANAGER_KEY] if source.source_type == "earth" else [])},
         deps=earth_dependencies(source),
     )
     def read_source(context: dg.AssetExecutionContext) -> dg.Output[TableFile]:
@@ -115,8 +116,13 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
         staging = memories_settings.staging_dir()
         try:
             access, url = access_of(connection, source.connection or "", context.resources)
-            if source.source_type == "earth":
-                location = published_file(memories_settings.storage_dir, source.connection_string, source.partition)
+            store_facts: dict[str, Any] = {}
+            if source.source_type == "earth":  # through the memory store: its hits and misses count
+                store = context.resources.memories_store_io.store()
+                location = str(staging / "stored.parquet")
+                store_facts = stored_statistics(store, memories_settings.storage_dir, source.connection_string,
+                                                source.partition, Path(location))
+                store_facts |= store_metadata(store.stats())
             else:
                 location = _locate(loaded, source.connection_string or url or "", f"source '{source.source_name}' connection_string",
                                    source.source_type in URL_SOURCES)
@@ -124,6 +130,9 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
             snapshots = Path(memories_settings.storage_dir, loaded.name, "sources", source.key, ".snapshots")
             table = extract(source, location, str(staging / "source.parquet"), _window(context), window_column,
                             memories_settings.engine_memory_limit, copybook, access, snapshots)
+            if store_facts:
+                Path(location).unlink()
+                table.meta["location"] = f"memory store: {store_facts['store/key']}"
             if source.sample_rasters:
                 sampling = source.sample_rasters
                 layers = {column: published_file(memories_settings.storage_dir, ref, sampling.partition)
@@ -134,7 +143,7 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise _user_error(exc, f"pipeline '{loaded.name}' could not read source '{source.source_name}'") from None
-        facts = {k: v for k, v in table.meta.items() if k not in ("source", "location", "window_filter")}
+        facts = {k: v for k, v in table.meta.items() if k not in ("source", "location", "window_filter")} | store_facts
         metadata = {**table_metadata(table.rows, table.columns), **facts, "location": table.meta["location"],
                     "window_filter": table.meta["window_filter"] or "none (whole source)"}
         return dg.Output(table, metadata=metadata)

@@ -149,9 +149,12 @@ def test_an_analyzer_statistics_table_is_a_source_of_an_integration(project):
     assert "ridges/analysis/terrain has no data" in message and "materialize it first" in message
 
     project.materialize("group:ridges")
-    project.materialize("group:terrain_stats")
+    result = project.materialize("group:terrain_stats")
     out = pd.read_csv(project.root / "out" / "terrain_stats.csv")
     assert set(out["layer"]) == {"elevation", "slope", "aspect", "hillshade"}
+    read = materialization_of(result, "terrain_stats", "sources", "stats").metadata
+    assert read["store/key"].value == "ridges/analysis/terrain/data" and read["location"].value == "memory store: ridges/analysis/terrain/data"
+    assert read["store/warm_hits"].value == 1  # read through the tiered store, found on the warm tier
 
 
 def test_a_failed_run_names_the_region_and_keeps_the_last_good_rasters(project):
@@ -260,3 +263,22 @@ def test_a_dem_on_s3_is_read_through_the_profile_connection(project, s3_store, m
     project.region("ridges", {**REGION, "sources": {"terrain": {"path": key, "connection": "nowhere"}}})
     broken = build_definitions()
     assert any(k.path[:2] == ["invalid_specs", "earth"] for k in broken.resolve_asset_graph().get_all_asset_keys())
+
+
+def test_when_the_memory_store_fails_the_last_good_rasters_stay(project, monkeypatch):
+    from tests.conftest import free_port
+
+    first = project.materialize("group:ridges")
+    hillshade = Path(path_of(materialization_of(first, "ridges", "analysis", "terrain"), "hillshade"))
+    before = hillshade.read_bytes()
+    (project.root / "resources").mkdir()
+    (project.root / "resources" / "down.yaml").write_text(yaml.safe_dump(
+        {"store": {"hot": {"url": f"redis://:pw@127.0.0.1:{free_port()}/0", "size": "1MB"}}}))
+    monkeypatch.setenv("MEMORIES_PROFILE", "down")
+    project.region("ridges", {**REGION, "analyzers": {"terrain": {"azimuth": 90}}})  # other grey levels
+    failed = project.materialize("group:ridges", raise_on_error=False)
+    assert not failed.success
+    errors = "".join(e.event_specific_data.error.to_string() for e in failed.all_events if e.is_step_failure)
+    assert "cannot reach Redis" in errors and ":pw@" not in errors
+    assert hillshade.read_bytes() == before
+    assert [p.name for p in hillshade.parent.parent.iterdir()] == ["static"]  # nothing staged left behind

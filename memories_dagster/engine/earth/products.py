@@ -20,13 +20,22 @@ PREVIEW_MAX_PIXELS = 1024
 
 @dataclass
 class Product:
-    """Files of one materialization (paths final once published) and the facts about them."""
+    """Files of one materialization and the facts about them.
+
+    While staged, ``folder`` is the private staging folder and ``target`` where it will be
+    published; once published both are the target and every path is final.
+    """
 
     folder: Path
+    target: Path
     rasters: dict[str, str] = field(default_factory=dict)
     stats_path: str | None = None
     preview_path: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+
+    def final(self, path: str) -> str:
+        """Where a file of the product is once published."""
+        return str(self.target / Path(path).relative_to(self.folder))
 
 
 def product_folder(storage_dir: str, region: str, step: str, partition: str | None) -> Path:
@@ -63,6 +72,21 @@ def published_file(storage_dir: str, reference: str, partition: str | None = Non
     return str(path)
 
 
+def stored_statistics(store: Any, storage_dir: str, reference: str, partition: str | None, out_path: Path) -> dict[str, Any]:
+    """An analyzer's statistics table (``<region>/<analyzer>``) read from the tiered memory store
+    into ``out_path``; which partition, and the key read. The latest published partition when
+    none is given."""
+    region, analyzer = reference.split("/")
+    folder = published_folder(storage_dir, region, f"analysis/{analyzer}", partition)
+    chosen = None if folder.name == "static" else folder.name
+    key = f"{region}/analysis/{analyzer}/{chosen or 'data'}"
+    data = store.get(key)
+    if data is None:
+        raise IntegrationError(f"{reference}: the memory store holds no table under {key}: materialize {region}/analysis/{analyzer} again")
+    out_path.write_bytes(data)
+    return {"store/key": key, "analyzer_partition": chosen or "none (not partitioned)"}
+
+
 @contextlib.contextmanager
 def staged_product(target: Path) -> Iterator[Product]:
     """A Product written in a private folder beside ``target`` and swapped into place on success.
@@ -72,21 +96,17 @@ def staged_product(target: Path) -> Iterator[Product]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
-    product = Product(folder=staged)
+    product = Product(folder=staged, target=target)
     try:
         yield product
-    except BaseException:
+    except BaseException:  # GeneratorExit too: an asset abandoned at its yield publishes nothing
         shutil.rmtree(staged, ignore_errors=True)
         raise
     swap_folder(staged, target)
-
-    def moved(path: str | None) -> str | None:
-        return str(target / Path(path).relative_to(staged)) if path else None
-
+    product.rasters = {name: product.final(path) for name, path in product.rasters.items()}
+    product.stats_path = product.final(product.stats_path) if product.stats_path else None
+    product.preview_path = product.final(product.preview_path) if product.preview_path else None
     product.folder = target
-    product.rasters = {name: moved(path) for name, path in product.rasters.items()}
-    product.stats_path = moved(product.stats_path)
-    product.preview_path = moved(product.preview_path)
 
 
 def raster_statistics(layers: Mapping[str, np.ndarray]) -> "Any":
