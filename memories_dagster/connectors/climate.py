@@ -12,20 +12,29 @@ import numpy as np
 
 from memories_dagster.connectors.files import ConnectorError, is_remote
 
-LAT_NAMES = ("latitude", "lat", "y")
-LON_NAMES = ("longitude", "lon", "x")
+LAT_NAMES = ("latitude", "lat")
+LON_NAMES = ("longitude", "lon")
 TIME_NAMES = ("time", "valid_time", "t")
+GRIB_SUFFIXES = (".grib", ".grb", ".grib2", ".grb2")
 
 
 class ClimateDataError(ConnectorError):
     """A climate file or API cannot be read, or lacks what the region declares."""
 
 
-def open_climate_file(location: str, variables: list[str], storage_options: dict[str, Any], where: str) -> Any:
-    """The declared variables of a NetCDF or GRIB file as an in-memory ``xarray.Dataset``."""
+def open_climate_file(
+    location: str, variables: list[str], storage_options: dict[str, Any], where: str,
+    bbox: tuple[float, float, float, float], dataset: str = "netcdf", filter_by_keys: dict[str, Any] | None = None,
+) -> Any:
+    """The declared variables of a NetCDF or GRIB file, cut to the box, in memory.
+
+    GRIB is read through cfgrib for ``dataset`` gfs or grib and for ``.grib``/``.grb2`` names
+    (NOAA's GFS files have no suffix); everything else as NetCDF. The file is opened lazily and
+    cut before loading, so a global file costs only the cells of the box.
+    """
     import xarray as xr
 
-    grib = location.lower().endswith((".grib", ".grb", ".grib2", ".grb2"))
+    grib = dataset in ("gfs", "grib") or location.lower().endswith(GRIB_SUFFIXES)
     with ExitStack() as stack:
         path = location
         if is_remote(location):
@@ -37,9 +46,10 @@ def open_climate_file(location: str, variables: list[str], storage_options: dict
             stack.callback(os.unlink, path)
             fs, remote = fsspec.core.url_to_fs(location, **storage_options)
             fs.get_file(remote, path)
+        options: dict[str, Any] = {"engine": "cfgrib", "backend_kwargs": {"indexpath": "", "filter_by_keys": filter_by_keys or {}}} \
+            if grib else {}
         try:
-            data = stack.enter_context(xr.open_dataset(path, engine="cfgrib" if grib else None,
-                                                       **({"backend_kwargs": {"indexpath": ""}} if grib else {})))
+            data = stack.enter_context(xr.open_dataset(path, **options))
         except (OSError, ValueError, EOFError) as exc:  # cfgrib: EOFError when no GRIB message is found
             raise ClimateDataError(f"{where}: cannot read '{location}' as {'GRIB' if grib else 'NetCDF'}: {_reason(exc)}") from None
         missing = [v for v in variables if v not in data.data_vars]
@@ -47,7 +57,18 @@ def open_climate_file(location: str, variables: list[str], storage_options: dict
             raise ClimateDataError(
                 f"{where}: '{location}' has no variable {', '.join(missing)} (it has: {', '.join(map(str, data.data_vars))})"
             )
-        return data[variables].load()
+        return cut_to_box(_forecast_steps_as_time(data[variables], where), bbox, f"{where} ('{location}')").load()
+
+
+def _forecast_steps_as_time(data: Any, where: str) -> Any:
+    """GRIB forecasts (GFS) index by ``step`` with the valid time as a coordinate: make the valid
+    time the time axis."""
+    if "step" not in data.dims:
+        return data
+    if "time" in data.dims:
+        raise ClimateDataError(f"{where}: the file holds several forecast runs and steps; keep one run with "
+                               "filter_by_keys (e.g. {dataDate: 20240101, dataTime: 0})")
+    return data.swap_dims({"step": "valid_time"}).drop_vars(["time", "step"], errors="ignore")
 
 
 def _reason(exc: BaseException) -> str:
@@ -85,25 +106,39 @@ def open_meteo_dataset(body: Any, records_path: str, time_key: str, variables: l
 def cut_to_box(data: Any, bbox: tuple[float, float, float, float], where: str) -> Any:
     """Cells whose centres fall in the lon/lat box, as dims (time, y, x) north to south.
 
-    A grid coarser than the box keeps the one cell nearest its centre; 0-360 longitudes are
-    handled.
+    A grid coarser than the box keeps the one cell nearest its centre, provided the box lies
+    within the grid; 0-360 longitudes are handled. A series without spatial dims is a point.
     """
     time = next((n for n in TIME_NAMES if n in data.dims), None)
     if time is None:
-        raise ClimateDataError(f"{where}: no time dimension (looked for {', '.join(TIME_NAMES)})")
+        raise ClimateDataError(f"{where}: no time dimension (looked for {', '.join(TIME_NAMES)}; it has {', '.join(map(str, data.dims))})")
     if time != "time":
         data = data.rename({time: "time"})
     lat = next((n for n in LAT_NAMES if n in data.dims), None)
     lon = next((n for n in LON_NAMES if n in data.dims), None)
-    if lat is None or lon is None:
-        return data  # a point series
-    data = data.rename({lat: "y", lon: "x"})
+    others = [d for d in data.dims if d not in ("time", lat, lon)]
+    if lat is None or lon is None or others:
+        if not others and lat is None and lon is None and not any(n in data.coords for n in LAT_NAMES + LON_NAMES):
+            return data  # a point series (an API's answer)
+        raise ClimateDataError(
+            f"{where}: needs a regular latitude/longitude grid (dims {', '.join(LAT_NAMES)} and "
+            f"{', '.join(LON_NAMES)} besides time); it has dims {', '.join(map(str, data.dims))}"
+        )
+    data = data.rename({lat: "y", lon: "x"}).transpose("time", "y", "x")
     west, south, east, north = bbox
-    lons = data["x"].values
-    if lons.max() > 180:
+    if float(data["x"].max()) > 180:
         data = data.assign_coords(x=((data["x"] + 180) % 360) - 180).sortby("x")
     data = data.sortby("y", ascending=False)
     inside = data.sel(x=(data["x"] >= west) & (data["x"] <= east), y=(data["y"] >= south) & (data["y"] <= north))
     if inside.sizes["x"] and inside.sizes["y"]:
         return inside
-    return data.sel(x=[(west + east) / 2], y=[(south + north) / 2], method="nearest")
+    xs, ys = data["x"].values, data["y"].values
+    step_x = float(np.abs(np.diff(xs)).max()) if xs.size > 1 else 0.0
+    step_y = float(np.abs(np.diff(ys)).max()) if ys.size > 1 else 0.0
+    lon_c, lat_c = (west + east) / 2, (south + north) / 2
+    if not (xs.min() - step_x <= lon_c <= xs.max() + step_x and ys.min() - step_y <= lat_c <= ys.max() + step_y):
+        raise ClimateDataError(
+            f"{where}: the data cover lon {xs.min():g} to {xs.max():g}, lat {ys.min():g} to {ys.max():g}; "
+            f"the region's bbox [{west:g}, {south:g}, {east:g}, {north:g}] lies outside"
+        )
+    return data.sel(x=[lon_c], y=[lat_c], method="nearest")

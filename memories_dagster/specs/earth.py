@@ -7,7 +7,7 @@ that grid as they are read; its analyzers turn them into rasters and statistics 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -92,6 +92,7 @@ class ClimateSource(Strict):
     daily_max: str | None = Field(None, description="variable of daily maxima for hot-day counts")
     daily_min: str | None = Field(None, description="variable of daily minima for cold-day counts")
     time_key: str = Field("time", description="open-meteo: the array of timestamps in the records object")
+    filter_by_keys: dict[str, Any] = Field(default_factory=dict, description="grib: cfgrib's filter, e.g. {typeOfLevel: surface}")
     to_celsius: bool = Field(True, description="convert values in kelvin (units attribute K) to °C")
 
     @model_validator(mode="after")

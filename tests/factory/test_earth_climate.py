@@ -114,7 +114,9 @@ def test_era5_netcdf_is_cut_converted_and_analysed(earth_project: EarthProject):
     # the statistics table: the area-mean monthly series, its climatology and anomalies
     analysis = materialization_of(result, "nino", "analysis", "climate").metadata
     table = pd.read_parquet(analysis["stats_path"].value)
-    expected = pd.Series(inside.mean(("latitude", "longitude")).values, index=pd.DatetimeIndex(written["valid_time"].values))
+    area = np.cos(np.radians(inside["latitude"]))  # cells weighed by their area
+    expected = pd.Series(inside.weighted(area).mean(("latitude", "longitude")).values,
+                         index=pd.DatetimeIndex(written["valid_time"].values))
     assert len(table) == 732
     np.testing.assert_allclose(table["value"], expected.to_numpy(), atol=1e-9)
     clim_mean, clim_std, anomaly = anomalies(expected, BASE)
@@ -201,7 +203,9 @@ def test_grib2_file_is_read_through_cfgrib(earth_project: EarthProject):
         np.testing.assert_array_equal(cut["time"].values, pd.date_range("2020-01-01", periods=12, freq="MS").values)
         np.testing.assert_allclose(cut["t2m"].values, written.astype("float64") - 273.15, atol=1e-4)
     table = pd.read_parquet(materialization_of(result, "alps", "analysis", "climate").metadata["stats_path"].value)
-    np.testing.assert_allclose(table["value"], written.astype("float64").mean(axis=(1, 2)) - 273.15, atol=1e-4)
+    area = np.cos(np.radians([50.0, 49.75, 49.5]))[None, :, None] * np.ones((1, 3, 4))  # cells weighed by their area
+    weighted = (written.astype("float64") * area).sum(axis=(1, 2)) / area.sum(axis=(1, 2))
+    np.testing.assert_allclose(table["value"], weighted - 273.15, atol=1e-4)
     with rasterio.open(materialization_of(result, "alps", "analysis", "climate").metadata["sen_slope"].value) as src:
         assert (src.height, src.width) == (3, 4) and (src.transform.c, src.transform.f) == (9.875, 50.125)
 
@@ -392,7 +396,8 @@ def test_monthly_files_are_partitions_and_the_analyzer_reads_them_all(earth_proj
     result = earth_project.materialize(["nino/analysis/climate"], instance=instance)
     assert result.success, failure_text(result)
     table = pd.read_parquet(materialization_of(result, "nino", "analysis", "climate").metadata["stats_path"].value)
-    expected = whole["t2m"].isel(valid_time=slice(0, 3), latitude=[0, 1], longitude=[1, 2]).mean(["latitude", "longitude"]) - 273.15
+    cut = whole["t2m"].isel(valid_time=slice(0, 3), latitude=[0, 1], longitude=[1, 2])
+    expected = cut.weighted(np.cos(np.radians(cut["latitude"]))).mean(["latitude", "longitude"]) - 273.15
     np.testing.assert_allclose(table["value"], expected.values, rtol=1e-9)
     assert list(pd.DatetimeIndex(table["time"]).month) == [1, 2, 3]
 
@@ -407,3 +412,53 @@ def test_placeholders_in_a_climate_source_need_partitions(earth_project):
     path = earth_project.add("nino", climate_region("era5_{partition_start:%Y-%m}.nc"))
     with pytest.raises(SpecError, match="sources: the climate source uses {partition_...} placeholders"):
         load_region(path)
+
+
+def test_a_region_outside_the_data_or_a_curvilinear_grid_is_refused(earth_project):
+    era5_like(earth_project.root / "t2m.nc", years=1)
+    earth_project.add("far", climate_region("t2m.nc") | {"bbox": [100.0, 45.0, 101.0, 46.0]})
+    result = earth_project.materialize(["far/earth/climate"])
+    assert not result.success
+    assert "the data cover lon -90 to -89.25, lat -5.5 to -5; the region's bbox [100, 45, 101, 46] lies outside" in failure_text(result)
+
+    grid = xr.Dataset({"t2m": (("time", "south_north", "west_east"), np.full((2, 2, 2), 280.0), {"units": "K"})},
+                      coords={"time": pd.date_range("2020-01-01", periods=2, freq="MS"),
+                              "lat": (("south_north", "west_east"), [[-5.0, -5.0], [-5.25, -5.25]]),
+                              "lon": (("south_north", "west_east"), [[-89.75, -89.5], [-89.75, -89.5]])})
+    grid.to_netcdf(earth_project.root / "wrf.nc", engine="netcdf4")
+    earth_project.add("far", climate_region("wrf.nc"))
+    result = earth_project.materialize(["far/earth/climate"])
+    assert not result.success and "needs a regular latitude/longitude grid" in failure_text(result)
+
+
+def test_hourly_values_count_hot_days_not_hours_and_gfs_steps_become_time(earth_project):
+    """A GFS-style GRIB (no suffix, forecast steps of one run every 6 hours over 3 days) read as
+    dataset gfs: its valid times become the time axis, and a hot day counts once."""
+    import eccodes
+
+    steps = range(0, 72, 6)
+    with open(earth_project.root / "gfs.t00z.pgrb2.0p25", "wb") as handle:
+        for step in steps:
+            message = eccodes.codes_grib_new_from_samples("regular_ll_sfc_grib2")
+            for key, value in [("Ni", 2), ("Nj", 2), ("latitudeOfFirstGridPointInDegrees", -5.0),
+                               ("longitudeOfFirstGridPointInDegrees", 270.25), ("latitudeOfLastGridPointInDegrees", -5.25),
+                               ("longitudeOfLastGridPointInDegrees", 270.5), ("iDirectionIncrementInDegrees", 0.25),
+                               ("jDirectionIncrementInDegrees", 0.25), ("dataDate", 20240101), ("dataTime", 0),
+                               ("stepUnits", 1), ("forecastTime", step), ("shortName", "2t"), ("packingType", "grid_ieee")]:
+                eccodes.codes_set(message, key, value)
+            # the first day is hot from 06 to 18 UTC (4 values above 30 °C), the others are not
+            hot = step in (6, 12, 18)
+            eccodes.codes_set_values(message, np.full(4, 273.15 + (33.0 if hot else 20.0)))
+            eccodes.codes_write(message, handle)
+            eccodes.codes_release(message)
+    earth_project.add("gfs", {
+        "bbox": [-89.8, -5.3, -89.4, -4.9], "crs": "EPSG:4326", "resolution": 0.25,
+        "sources": {"climate": {"dataset": "gfs", "path": "gfs.t00z.pgrb2.0p25", "variable": "t2m"}},
+        "analyzers": {"climate": {"hot_above": 30, "cold_below": 25}},
+    })
+    result = earth_project.materialize(["gfs/earth/climate", "gfs/analysis/climate"])
+    assert result.success, failure_text(result)
+    with xr.open_dataset(materialization_of(result, "gfs", "earth", "climate").metadata["climate"].value) as cut:
+        np.testing.assert_array_equal(cut["time"].values, pd.date_range("2024-01-01", periods=12, freq="6h").values)
+    counts = materialization_of(result, "gfs", "analysis", "climate").metadata["facts"].value["day_counts"]
+    assert counts == {"hot_days": {"2024": 1}, "cold_days": {"2024": 3}}  # 3 hot hours make 1 hot day; every day has a cold hour

@@ -221,7 +221,7 @@ def prepare_climate(product: Product, source: Any, bbox: tuple[float, float, flo
     Values in kelvin become °C when the source says ``to_celsius``. With a window (a partition),
     ``{partition_...}`` placeholders of an API's URL and parameters are filled from it.
     """
-    from memories_dagster.connectors.climate import cut_to_box, open_climate_file, open_meteo_dataset
+    from memories_dagster.connectors.climate import open_climate_file, open_meteo_dataset
     from memories_dagster.engine.earth.climate import kelvin_to_celsius
 
     variables = [v for v in dict.fromkeys([source.variable, source.daily_max, source.daily_min]) if v]
@@ -229,8 +229,7 @@ def prepare_climate(product: Product, source: Any, bbox: tuple[float, float, flo
         body = fetch_json(source, where, window)
         data = open_meteo_dataset(body, source.api.records_path, source.time_key, variables, where)
     else:
-        data = open_climate_file(location, variables, storage_options, where)
-    data = cut_to_box(data, bbox, where)
+        data = open_climate_file(location, variables, storage_options, where, bbox, source.dataset, source.filter_by_keys)
     for name in variables:
         if source.to_celsius and str(data[name].attrs.get("units", "")).strip().lower() in ("k", "kelvin", "kelvins"):
             data[name] = kelvin_to_celsius(data[name])
@@ -289,7 +288,9 @@ def analyze_climate(product: Product, climate_paths: list[str], base_period: tup
     data = data.sortby("time")
     data = data.isel(time=~data.get_index("time").duplicated(keep="last"))
     main = data[data.attrs["variable"]]
-    table = climate.climate_statistics(main, base_period=base_period)
+    # cells of a lat/lon grid shrink towards the poles: the region's mean weighs them by area
+    weights = np.cos(np.radians(data["y"])) if "y" in main.dims else None
+    table = climate.climate_statistics(main, base_period=base_period, weights=weights)
     write_stats(product, table)
     summary = climate.trend_summary(table)
     product.facts |= {"trend": summary, "base_period": table.attrs["base_period"], "units": table.attrs["units"],
@@ -302,16 +303,20 @@ def analyze_climate(product: Product, climate_paths: list[str], base_period: tup
         for name in ("ols_slope", "sen_slope", "mk_pvalue"):
             product.rasters[name] = write_cog(product.folder / f"{name}.tif", {name: grid_trends[name].values}, grid)
     counts = {}
-    for threshold, variable, column, label in ((hot_above, data.attrs.get("daily_max") or data.attrs["variable"], "hot_count", "hot_days"),
-                                               (cold_below, data.attrs.get("daily_min") or data.attrs["variable"], "cold_count", "cold_days")):
+    for threshold, variable, column, label, daily in (
+        (hot_above, data.attrs.get("daily_max") or data.attrs["variable"], "hot_count", "hot_days", "max"),
+        (cold_below, data.attrs.get("daily_min") or data.attrs["variable"], "cold_count", "cold_days", "min"),
+    ):
         if threshold is None:
             continue
-        series = climate.area_mean(data[variable])
+        series = climate.area_mean(data[variable], weights)
         step = np.diff(series["time"].values).astype("timedelta64[h]").astype(float)
         if step.size and np.median(step) > 24:
             raise EarthDataError(f"hot/cold day counts need daily values; '{variable}' has a time step of {np.median(step) / 24:.0f} days")
+        # hourly or 6-hourly data: a day is hot by its maximum, cold by its minimum
+        days = getattr(series.resample(time="1D"), daily)(skipna=True)
         kwargs = {"hot_above": threshold} if column == "hot_count" else {"cold_below": threshold}
-        yearly = climate.threshold_counts(series, freq="YS", **kwargs)
+        yearly = climate.threshold_counts(days, freq="YS", **kwargs)
         counts[label] = {str(t)[:4]: int(v) for t, v in zip(yearly["time"].values, yearly[column].values)}
     if counts:
         product.facts["day_counts"] = counts
@@ -321,5 +326,8 @@ def analyze_climate(product: Product, climate_paths: list[str], base_period: tup
 def _lonlat_grid(da: Any) -> Grid:
     """The EPSG:4326 grid of a regular lat/lon climate array (rows north to south)."""
     xs, ys = da["x"].values, da["y"].values
-    res = float(abs(xs[1] - xs[0])) if xs.size > 1 else float(abs(ys[1] - ys[0]))
-    return Grid("EPSG:4326", res, float(xs.min()) - res / 2, float(ys.max()) + res / 2, int(xs.size), int(ys.size))
+    xres = float(abs(xs[1] - xs[0])) if xs.size > 1 else None
+    yres = float(abs(ys[1] - ys[0])) if ys.size > 1 else None
+    xres, yres = xres or yres, yres or xres
+    return Grid("EPSG:4326", xres, float(xs.min()) - xres / 2, float(ys.max()) + yres / 2, int(xs.size), int(ys.size),
+                y_resolution=yres if yres != xres else None)

@@ -29,7 +29,8 @@ COG_OPTIONS = {"compress": "zstd", "num_threads": "all_cpus", "blocksize": 256, 
 
 @dataclass(frozen=True)
 class Grid:
-    """A north-up grid: ``width`` x ``height`` square cells of ``resolution`` CRS units."""
+    """A north-up grid: ``width`` x ``height`` cells of ``resolution`` CRS units (north-south
+    ``y_resolution`` when the cells are not square, as on some climate grids)."""
 
     crs: str
     resolution: float
@@ -37,6 +38,7 @@ class Grid:
     top: float
     width: int
     height: int
+    y_resolution: float | None = None
 
     @classmethod
     def for_region(cls, bbox: tuple[float, float, float, float], crs: str, resolution: float) -> "Grid":
@@ -52,12 +54,13 @@ class Grid:
     def of_dataset(cls, dataset: Any) -> "Grid":
         """The grid of an open rasterio dataset (square, north-up cells)."""
         t = dataset.transform
-        return cls(dataset.crs.to_string(), abs(t.a), t.c, t.f, dataset.width, dataset.height)
+        y_resolution = abs(t.e) if abs(t.e) != abs(t.a) else None
+        return cls(dataset.crs.to_string(), abs(t.a), t.c, t.f, dataset.width, dataset.height, y_resolution)
 
     @property
     def transform(self) -> Affine:
         """Pixel (col, row) -> CRS (x, y) of the cell's upper-left corner."""
-        return Affine(self.resolution, 0.0, self.left, 0.0, -self.resolution, self.top)
+        return Affine(self.resolution, 0.0, self.left, 0.0, -(self.y_resolution or self.resolution), self.top)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -67,7 +70,8 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in the grid's CRS."""
-        return self.left, self.top - self.height * self.resolution, self.left + self.width * self.resolution, self.top
+        return (self.left, self.top - self.height * (self.y_resolution or self.resolution),
+                self.left + self.width * self.resolution, self.top)
 
     def lonlat_bounds(self) -> tuple[float, float, float, float]:
         """The grid's footprint as a lon/lat box: what to search data for (it reaches past the
@@ -86,16 +90,16 @@ class Grid:
         away from the equator (``gdaldem -s 111120`` assumes one fixed scale instead).
         """
         crs = CRS.from_user_input(self.crs)
+        yres = self.y_resolution or self.resolution
         if not crs.is_geographic:
             factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
-            size = np.full(self.height, self.resolution * factor)
-            return size, size
+            return np.full(self.height, self.resolution * factor), np.full(self.height, yres * factor)
         a, e2 = 6378137.0, 0.00669437999014
-        lat = np.radians(self.top - (np.arange(self.height) + 0.5) * self.resolution)
+        lat = np.radians(self.top - (np.arange(self.height) + 0.5) * yres)
         sin2 = np.sin(lat) ** 2
         per_degree_lon = math.pi / 180 * a * np.cos(lat) / np.sqrt(1 - e2 * sin2)
         per_degree_lat = math.pi / 180 * a * (1 - e2) / (1 - e2 * sin2) ** 1.5
-        return per_degree_lon * self.resolution, per_degree_lat * self.resolution
+        return per_degree_lon * self.resolution, per_degree_lat * yres
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description, e.g. for metadata."""
