@@ -82,6 +82,7 @@ def search_scenes(
     headers: Mapping[str, str] | None = None,
     modifier: Callable[[Any], None] | None = None,
     timeout: float = 60.0,
+    required: bool = True,
 ) -> list[Scene]:
     """Scenes of ``collection`` over a lon/lat ``bbox`` between ``start`` and ``end``, oldest first.
 
@@ -123,7 +124,7 @@ def search_scenes(
     except (APIError, OSError, ValueError, pystac.STACError) as error:
         raise StacError(f"The STAC search at {redact(api_url)} failed ({_reason(error)}) for {where}.") from None
     scenes = _select((scene_of(item) for item in items), collection, bbox, start, end, max_cloud_cover)
-    if not scenes:
+    if not scenes and required:
         raise StacError(f"No scenes matched at the STAC API {redact(api_url)}: {where}.")
     return scenes
 
@@ -136,6 +137,7 @@ def catalog_scenes(
     end: str | dt.date | None = None,
     max_cloud_cover: float | None = None,
     limit: int | None = None,
+    required: bool = True,
 ) -> list[Scene]:
     """The same selection as :func:`search_scenes` over a static catalog (a path or URL of catalog.json).
 
@@ -148,7 +150,7 @@ def catalog_scenes(
     except (OSError, ValueError, pystac.STACError) as error:
         raise StacError(f"The STAC catalog {redact(catalog)} could not be read ({_reason(error)}) for {where}.") from None
     scenes = _select((scene_of(item) for item in items), collection, bbox, start, end, max_cloud_cover)
-    if not scenes:
+    if not scenes and required:
         raise StacError(f"No scenes matched in the STAC catalog {redact(catalog)}: {where}.")
     return scenes[:limit] if limit else scenes
 

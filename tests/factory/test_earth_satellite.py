@@ -217,7 +217,7 @@ def test_a_partition_is_composited_and_analysed(earth_project, stac):
     assert all(e.passed for e in checks.values()), {k: e.metadata for k, e in checks.items() if not e.passed}
 
 
-def test_cloudy_partition_fails_the_cloud_check_and_an_empty_one_fails_the_run(earth_project, stac):
+def test_cloudy_partition_fails_the_cloud_check_and_an_empty_one_fails_the_coverage_check(earth_project, stac):
     earth_project.add(REGION, region_document(stac.url))
     _, cloud_share = cloudy_scl()
 
@@ -233,15 +233,18 @@ def test_cloudy_partition_fails_the_cloud_check_and_an_empty_one_fails_the_run(e
     # the clouded cells hold no data, so coverage and nodata fail with it
     assert checks_of(cloudy)[(f"{REGION}/earth/satellite", "nodata_fraction")].passed is False
 
+    # a month without a scene is an empty observation, not a failed run (daily partitions are
+    # mostly such days): the composite holds no data and the checks say so
     empty = earth_project.materialize(KEYS, partition_key="2023-03-01")
 
-    assert not empty.success
-    message = failure_text(empty)
-    assert f"region {REGION} ({REGION}.yaml), sources.satellite" in message
-    assert "No scenes matched" in message and "dates 2023-03-01 to 2023-03-31" in message
-    assert "collection sentinel-2-l2a" in message
-    # the analyzers never ran on a composite that does not exist
-    assert not [e for e in empty.get_asset_materialization_events()]
+    assert empty.success, failure_text(empty)
+    facts = materialization_of(empty, REGION, "earth", "satellite").metadata["facts"].value
+    assert facts["scenes"] == [] and facts["coverage"] == 0.0
+    assert facts["no_scenes"] == "no sentinel-2-l2a scene from 2023-03-01 to 2023-03-31 over the region"
+    failed = {key for key, check in checks_of(empty).items() if not check.passed}
+    assert {(f"{REGION}/earth/satellite", "coverage"), (f"{REGION}/analysis/vegetation", "coverage")} <= failed
+    ndvi = materialization_of(empty, REGION, "analysis", "vegetation").metadata["facts"].value
+    assert ndvi["vegetated_fraction"] is None
 
 
 def test_a_failed_rerun_leaves_the_last_good_outputs(earth_project, stac, httpserver):

@@ -22,7 +22,8 @@ from memories_dagster.engine.window import Window, expand
 # the range every analyzer raster must stay in (asset check `value_range`)
 VALUE_RANGES = {
     "slope": (0.0, 90.0), "aspect": (0.0, 360.0), "hillshade": (1.0, 255.0),
-    "ndvi": (-1.0, 1.0), "evi": (-10.0, 10.0), "savi": (-1.5, 1.5), "ndbi": (-1.0, 1.0),
+    # EVI has no hard bound (its denominator can near 0 over bright targets): not range-checked
+    "ndvi": (-1.0, 1.0), "savi": (-1.5, 1.5), "ndbi": (-1.0, 1.0),
     "vegetated": (0.0, 1.0), "built_up": (0.0, 1.0),
 }
 
@@ -170,13 +171,16 @@ def _limits(array: np.ndarray) -> tuple[float, float]:
 
 
 def find_scenes(api: str | None, catalog: str | None, collection: str, bbox: tuple[float, float, float, float],
-                start: Any, end: Any, max_cloud_cover: float | None, max_items: int, headers: dict[str, str]) -> list[Any]:
-    """STAC items of a collection over the box: from the API's item search, or a static catalog."""
+                start: Any, end: Any, max_cloud_cover: float | None, max_items: int, headers: dict[str, str],
+                required: bool = True) -> list[Any]:
+    """STAC items of a collection over the box: from the API's item search, or a static catalog.
+    ``required``: finding none is an error."""
     from memories_dagster.connectors.stac import catalog_scenes, search_scenes
 
     if api:
-        return search_scenes(api, collection, bbox, start, end, max_cloud_cover, limit=max_items, headers=headers)
-    return catalog_scenes(catalog, collection, bbox, start, end, max_cloud_cover, limit=max_items)
+        return search_scenes(api, collection, bbox, start, end, max_cloud_cover, limit=max_items, headers=headers,
+                             required=required)
+    return catalog_scenes(catalog, collection, bbox, start, end, max_cloud_cover, limit=max_items, required=required)
 
 
 def dem_tiles(*, api: str | None, catalog: str | None, collection: str, max_items: int, headers: dict[str, str],
@@ -195,22 +199,31 @@ def prepare_satellite(
     headers: dict[str, str], bands: list[str], resampling: str, cloud_mask: bool = True,
 ) -> None:
     """Scenes of the window found by STAC, cloud-masked, scaled to reflectance and composited
-    (per-pixel median) on the region's grid as ``composite.tif``."""
-    from memories_dagster.engine.earth.satellite import composite, write_composite
+    (per-pixel median) on the region's grid as ``composite.tif``.
 
-    scenes = find_scenes(api, catalog, collection, bbox, start, end, max_cloud_cover, max_items, headers)
-    result = composite(scenes, grid, dataset, bands=bands, resampling=resampling, cloud_mask=cloud_mask)
-    path = write_composite(result, product.folder / "composite.tif", grid)
+    A window without a scene (most days, for daily partitions) is an empty observation, not an
+    error: the composite holds no data and the coverage check says so.
+    """
+    from memories_dagster.engine.earth.satellite import composite
+
+    scenes = find_scenes(api, catalog, collection, bbox, start, end, max_cloud_cover, max_items, headers, required=False)
+    if scenes:
+        result = composite(scenes, grid, dataset, bands=bands, resampling=resampling, cloud_mask=cloud_mask)
+        composite_bands, facts = result.bands, result.metadata()
+    else:
+        composite_bands = {band: np.full(grid.shape, np.nan, dtype="float32") for band in bands}
+        facts = {"nodata_fraction": 1.0, "cloud_fraction": None, "scenes": [], "scene_cloud_fractions": {},
+                 "no_scenes": f"no {collection} scene from {start} to {end} over the region"}
+    path = write_cog(product.folder / "composite.tif", composite_bands, grid)
     product.rasters["composite"] = path
-    first = next(iter(result.bands.values()))
-    facts = result.metadata()
+    first = next(iter(composite_bands.values()))
     product.facts |= raster_facts(path, first) | {
         "nodata_fraction": facts["nodata_fraction"], "cloud_fraction": facts["cloud_fraction"],
         "scenes": facts["scenes"], "scene_cloud_fractions": facts["scene_cloud_fractions"],
         "window": [str(start), str(end)],
-    }
-    write_stats(product, raster_statistics(result.bands))
-    rgb_like = result.bands.get("red", first)
+    } | ({"no_scenes": facts["no_scenes"]} if "no_scenes" in facts else {})
+    write_stats(product, raster_statistics(composite_bands))
+    rgb_like = composite_bands.get("red", first)
     product.preview_path = preview_png(product.folder / "preview.png", rgb_like, "gray", 0.0, 0.3)
 
 

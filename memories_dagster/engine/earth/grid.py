@@ -76,7 +76,10 @@ class Grid:
     def lonlat_bounds(self) -> tuple[float, float, float, float]:
         """The grid's footprint as a lon/lat box: what to search data for (it reaches past the
         declared box, since cells are snapped outwards)."""
-        return transform_bounds(self.crs, "EPSG:4326", *self.bounds, densify_pts=21)
+        west, south, east, north = transform_bounds(self.crs, "EPSG:4326", *self.bounds, densify_pts=21)
+        if west > east:  # snapping pushed a box at the antimeridian across it: keep the larger side
+            west, east = (west, 180.0) if 180.0 - west >= east + 180.0 else (-180.0, east)
+        return max(west, -180.0), max(south, -90.0), min(east, 180.0), min(north, 90.0)
 
     def is_geographic(self) -> bool:
         """True when cells are measured in degrees rather than metres."""

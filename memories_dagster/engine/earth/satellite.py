@@ -12,14 +12,13 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
 import rasterio.errors
 
-from memories_dagster.engine.earth.grid import Grid, read_onto_grid, write_cog
+from memories_dagster.engine.earth.grid import Grid, read_onto_grid
 from memories_dagster.engine.earth.spectral import (
     PixelMask,
     landsat_c2_l2_reflectance,
@@ -138,11 +137,6 @@ def composite(
     )
 
 
-def write_composite(result: Composite, path: str | Path, grid: Grid) -> str:
-    """The composite as one float32 COG, one band per reflectance band, described by its name."""
-    return write_cog(path, result.bands, grid)
-
-
 def _read(scene: Scene, band: str, grid: Grid, resampling: str, opener: Callable | None, src_nodata: float | None) -> np.ndarray:
     href = scene.assets.get(band)
     if not href:
@@ -157,10 +151,14 @@ def _read(scene: Scene, band: str, grid: Grid, resampling: str, opener: Callable
 
 
 def _scale(sensor: str, scene: Scene, band: str, dn: np.ndarray) -> np.ndarray:
+    """Reflectance of a band, floored at 0: the offsets make dark water and shadow slightly
+    negative, which would push normalized indices outside [-1, 1]."""
     if sensor == SENTINEL2_L2A:
         offsets = getattr(scene, "band_offsets", None) or {}
-        return sentinel2_l2a_reflectance(dn, scene.processing_baseline, boa_add_offset=offsets.get(band))
-    return landsat_c2_l2_reflectance(dn)
+        reflectance = sentinel2_l2a_reflectance(dn, scene.processing_baseline, boa_add_offset=offsets.get(band))
+    else:
+        reflectance = landsat_c2_l2_reflectance(dn)
+    return np.maximum(reflectance, np.float32(0))  # maximum keeps NaN (no data) as NaN
 
 
 def _rounded(value: float) -> float | None:

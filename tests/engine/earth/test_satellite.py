@@ -9,11 +9,10 @@ import rasterio
 from rasterio.warp import transform_bounds
 
 from memories_dagster.connectors.stac import Scene, search_scenes
-from memories_dagster.engine.earth.grid import Grid
+from memories_dagster.engine.earth.grid import Grid, write_cog
 from memories_dagster.engine.earth.satellite import (
     SatelliteError,
     composite,
-    write_composite,
 )
 from tests.connectors.test_stac import (
     BBOX,
@@ -238,7 +237,7 @@ def test_write_composite_and_errors(httpserver, tmp_path):
     scene = s2_scenes(api)[0]
     result = composite([scene], TILE_GRID, "sentinel-2-l2a", ["red", "nir"])
 
-    path = write_composite(result, tmp_path / "out" / "composite.tif", TILE_GRID)
+    path = write_cog(tmp_path / "out" / "composite.tif", result.bands, TILE_GRID)
     with rasterio.open(path) as src:
         assert src.driver == "GTiff" and src.count == 2 and src.descriptions == ("red", "nir")
         assert src.crs.to_epsg() == 32719 and src.transform == TILE_GRID.transform
@@ -253,3 +252,15 @@ def test_write_composite_and_errors(httpserver, tmp_path):
     assert "s3cret" not in str(caught.value)
     with pytest.raises(SatelliteError, match="Unknown sensor"):
         composite([scene], TILE_GRID, "modis")
+
+
+def test_negative_reflectance_of_dark_pixels_is_floored_so_indices_stay_in_range(httpserver, tmp_path):
+    """Baseline 04.00 DNs under 1000 (dark water, shadow) scale to negative reflectance."""
+    from memories_dagster.engine.earth.spectral import ndvi
+
+    api = StacApi(httpserver)
+    dark = {"red": np.full(TILE_SHAPE, 900), "nir": np.full(TILE_SHAPE, 1050)}
+    sentinel2_item(api, tmp_path, "S2_dark", "2023-01-05T10:00:00Z", dark, clear_scl(), "04.00", 1.0)
+    result = composite(s2_scenes(api), TILE_GRID, "sentinel-2-l2a", ["red", "nir"], resampling="nearest")
+    assert float(result.bands["red"].min()) == 0.0 and result.bands["nir"][0, 0] == pytest.approx(0.005)
+    assert np.nanmax(np.abs(ndvi(result.bands["nir"], result.bands["red"]))) <= 1.0  # -3 without the floor

@@ -123,3 +123,12 @@ def test_cells_of_a_lon_lat_grid_are_measured_in_metres_at_their_latitude():
     assert ns[middle] == pytest.approx(92.5, rel=0.01)  # a 3 arc-second cell north-south
     assert ew[middle] / ns[middle] == pytest.approx(np.cos(np.radians(latitude)), rel=0.005)
     assert ew[0] < ew[-1]  # cells narrow towards the pole (the first row is the northernmost)
+
+
+def test_a_box_at_the_antimeridian_searches_on_its_own_side():
+    """UTM cells snapped outwards cross 180°: the search box must not wrap round the world."""
+    grid = Grid.for_region((179.5, -17.0, 179.999, -16.5), "EPSG:32760", 30.0)
+    west, south, east, north = grid.lonlat_bounds()
+    assert west == pytest.approx(179.4934, abs=1e-3) and east == 180.0 and south < north
+    grid = Grid.for_region((179.5, -17.0, 179.999, -16.5), "EPSG:4326", 0.7)
+    assert grid.lonlat_bounds()[2] == 180.0  # not 180.6
