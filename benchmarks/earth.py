@@ -66,7 +66,7 @@ def terrain_against_gdaldem(cell: float) -> tuple[float, float, int]:
         source = write_cog(root / "dem.tif", {"elevation": dem}, grid)
         started = time.perf_counter()
         with staged_product(root / "ours") as product:
-            analyze_terrain(product, source, 315.0, 45.0, 1.0)
+            analyze_terrain(product, source, grid.padded(-1), 315.0, 45.0, 1.0)
         ours = time.perf_counter() - started
         started = time.perf_counter()
         for mode in ("slope", "aspect", "hillshade"):

@@ -86,7 +86,7 @@ def _source_asset(loaded: LoadedSpec, kind: str, partitions: Any, connections: d
         group_name=loaded.name,
         partitions_def=partitions,
         kinds=SOURCE_KINDS[kind],
-        description=f"{type(source).__doc__} Dataset {source.dataset}, on the grid of region {loaded.name}.",
+        description=f"{type(source).__doc__} Dataset {source.dataset}, on the grid of {_about(loaded)}",
         check_specs=[dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c]) for c in checks],
         required_resource_keys={SETTINGS_KEY},
     )
@@ -135,7 +135,7 @@ def _analyzer_asset(loaded: LoadedSpec, analyzer: str, partitions: Any, source_p
         partitions_def=partitions,
         deps=[dg.AssetKey([loaded.name, "earth", source_kind])],
         kinds={"numpy", "geotiff", "parquet"},
-        description=f"{type(params).__doc__} Region {loaded.name}; statistics table in the tiered memory store.",
+        description=f"{type(params).__doc__} Statistics table in the tiered memory store. {_about(loaded)}",
         check_specs=[dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c]) for c in checks],
         io_manager_key=STORE_IO_MANAGER_KEY,
         required_resource_keys={SETTINGS_KEY},
@@ -144,6 +144,7 @@ def _analyzer_asset(loaded: LoadedSpec, analyzer: str, partitions: Any, source_p
         import pandas as pd
 
         from memories_dagster.engine.earth import analyzers as steps
+        from memories_dagster.engine.earth.grid import Grid
 
         settings = context.resources.memories_settings
         partition = context.partition_key if partitions else None
@@ -151,7 +152,8 @@ def _analyzer_asset(loaded: LoadedSpec, analyzer: str, partitions: Any, source_p
                                every_partition=source_partitioned and not partitions)
         target = product_folder(settings.storage_dir, loaded.name, f"analysis/{analyzer}", partition)
         run: dict[str, Callable[[Product], None]] = {
-            "terrain": lambda p: steps.analyze_terrain(p, inputs[0], params.azimuth, params.altitude, params.z_factor),
+            "terrain": lambda p: steps.analyze_terrain(p, inputs[0], Grid.for_region(region.bbox, region.crs, region.resolution),
+                                                       params.azimuth, params.altitude, params.z_factor),
             "vegetation": lambda p: steps.analyze_vegetation(p, inputs[0], params.vegetated_ndvi, params.savi_l),
             "urban": lambda p: steps.analyze_urban(p, inputs[0], params.ndbi_threshold, params.ndvi_max),
             "climate": lambda p: steps.analyze_climate(p, inputs, params.base_period, params.hot_above, params.cold_below),
@@ -165,6 +167,12 @@ def _analyzer_asset(loaded: LoadedSpec, analyzer: str, partitions: Any, source_p
         yield from _check_results(key, checks, product, region)
 
     return _analyze
+
+
+def _about(loaded: LoadedSpec) -> str:
+    """The region in a sentence: its name and, when declared, its description."""
+    description = loaded.spec.description
+    return f"region {loaded.name} ({loaded.file.name}){': ' + description if description else '.'}"
 
 
 def _source_files(storage_dir: str, region: str, kind: str, partition: str | None, every_partition: bool) -> list[str]:

@@ -44,6 +44,8 @@ class StacSearch(Strict):
     def _one_place(self) -> StacSearch:
         if bool(self.api) == bool(self.catalog):
             raise ValueError("give exactly one of `api` (a STAC API URL) or `catalog` (a static catalog.json)")
+        if self.catalog and self.headers:
+            raise ValueError("`headers` go with `api` requests; a static `catalog` is read without them")
         return self
 
 
@@ -56,7 +58,7 @@ class TerrainSource(Strict):
     connection: str | None = Field(None, description="object stores: a connection of the resource profile")
     band: int = Field(1, ge=1)
     resampling: RESAMPLING = "bilinear"
-    nodata: float | None = Field(None, description="nodata value when the file does not declare one")
+    nodata: float | None = Field(None, description="the DEM's nodata value (overrides the file's)")
 
     @model_validator(mode="after")
     def _one_place(self) -> TerrainSource:
@@ -180,6 +182,7 @@ class RegionChecks(Strict):
     max_cloud_fraction: float = Field(0.5, ge=0, le=1)
 
 
+MAX_GRID_CELLS = 1_000_000_000
 ANALYZER_NEEDS = {"terrain": "terrain", "vegetation": "satellite", "urban": "satellite", "climate": "climate"}
 BAND_NEEDS = {"vegetation": {"blue", "red", "nir"}, "urban": {"red", "nir", "swir16"}}
 
@@ -219,12 +222,28 @@ class EarthRegion(Strict):
             raise ValueError(f"unknown CRS '{value}'; use an authority code such as EPSG:32614 or EPSG:4326") from None
         return value
 
+    @field_validator("resolution")
+    @classmethod
+    def _sensible_grid(cls, resolution: float, info: ValidationInfo) -> float:
+        bbox, crs = info.data.get("bbox"), info.data.get("crs")
+        if bbox is None or crs is None:  # reported under their own names
+            return resolution
+        from memories_dagster.engine.earth.grid import Grid
+
+        grid = Grid.for_region(bbox, crs, resolution)
+        if grid.width * grid.height > MAX_GRID_CELLS:
+            raise ValueError(f"{resolution:g} {crs} units makes a {grid.width:,} x {grid.height:,} grid; "
+                             f"at most {MAX_GRID_CELLS:,} cells: is the resolution in the CRS's units?")
+        return resolution
+
     @field_validator("sources")
     @classmethod
     def _satellite_has_a_window(cls, sources: RegionSources, info: ValidationInfo) -> RegionSources:
         satellite = sources.satellite
         if satellite and not info.data.get("partitions") and not (satellite.start and satellite.end):
             raise ValueError("the satellite source needs `start` and `end` when the region has no `partitions`")
+        if satellite and info.data.get("partitions") and (satellite.start or satellite.end):
+            raise ValueError("the region's `partitions` set the satellite windows: remove sources.satellite `start`/`end`")
         if sources.climate_by_partition() and not info.data.get("partitions"):
             raise ValueError("the climate source uses {partition_...} placeholders, which need the region's `partitions`")
         return sources

@@ -189,6 +189,8 @@ class DataSource(Strict):
                 "an earth source's connection_string is <region>/<analyzer> (terrain, vegetation, urban or climate), "
                 "e.g. jacksboro_fault/terrain: its statistics table is read"
             )
+        if self.partition and self.source_type != "earth":
+            raise ValueError("`partition` picks the partition of an earth source; this source is " + self.source_type)
         if self.source_type == "mainframe" and not self.copybook:
             raise ValueError("a mainframe source needs `copybook`: the path of its COBOL copybook")
         return self

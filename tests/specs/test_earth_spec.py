@@ -155,3 +155,17 @@ def test_two_regions_with_one_name_the_second_is_reported(tmp_path, monkeypatch)
     run = validate(folder, cwd=tmp_path)
     assert run.returncode == 1
     assert f"error: {second}: name: region name 'lake_district' is already used by a_lakes.yaml" in run.stdout.splitlines()
+
+
+@pytest.mark.parametrize("edit, field, message", [
+    (lambda d: d.update(resolution=0.0008), "resolution", "0.0008 EPSG:32630 units makes a 40,673,291 x 41,777,503 grid; at most 1,000,000,000 cells"),
+    (lambda d: d["sources"]["satellite"].update(start="2023-01-01"), "sources", "the region's `partitions` set the satellite windows"),
+    (lambda d: d["sources"]["satellite"]["stac"].update(api=None, catalog="c.json", headers={"x": "y"}), "sources.satellite.stac",
+     "`headers` go with `api` requests"),
+])
+def test_settings_that_could_not_work_are_refused(tmp_path, edit, field, message):
+    path = write(tmp_path / "assets" / "earth", "lakes", changed(edit))
+    with pytest.raises(SpecError) as caught:
+        load_region(path)
+    (problem,) = caught.value.problems
+    assert problem.field == field and message in problem.message, problem

@@ -83,36 +83,42 @@ def prepare_terrain(
     nodata: float | None = None, opener: Callable | None = None, where: str = "terrain source",
 ) -> None:
     """The DEM (one file, or tiles mosaicked in the order given) warped onto the region's grid
-    as ``elevation.tif``."""
-    dem = np.full(grid.shape, np.nan, dtype="float32")
+    grown by one cell on every side, as ``elevation.tif``: Horn's window then has neighbours at
+    the region's edge cells too, wherever the DEM reaches beyond the region."""
+    padded = grid.padded(1)
+    dem = np.full(padded.shape, np.nan, dtype="float32")
     for location in locations:
         try:
-            tile = read_onto_grid(location, grid, [band], resampling, opener, nodata)[0]
+            tile = read_onto_grid(location, padded, [band], resampling, opener, nodata)[0]
         except (RasterioError, OSError, IndexError) as exc:
             raise EarthDataError(f"{where}: cannot read the DEM '{location}': {exc}") from None
         gaps = np.isnan(dem)
         dem[gaps] = tile[gaps]
-    path = write_cog(product.folder / "elevation.tif", {"elevation": dem}, grid)
+    path = write_cog(product.folder / "elevation.tif", {"elevation": dem}, padded)
     product.rasters["elevation"] = path
-    product.facts |= raster_facts(path, dem) | {"nodata_fraction": float(np.isnan(dem).mean()), "tiles": len(locations)}
-    write_stats(product, raster_statistics({"elevation": dem}))
-    product.preview_path = preview_png(product.folder / "preview.png", dem, "terrain", *_limits(dem))
+    inner = dem[grid.window_in(padded)]
+    product.facts |= raster_facts(path, inner) | {"nodata_fraction": float(np.isnan(inner).mean()), "tiles": len(locations)}
+    write_stats(product, raster_statistics({"elevation": inner}))
+    product.preview_path = preview_png(product.folder / "preview.png", inner, "terrain", *_limits(inner))
 
 
-def analyze_terrain(product: Product, dem_path: str, azimuth: float, altitude: float, z_factor: float) -> None:
-    """Slope, aspect, hillshade and elevation statistics of the region's DEM."""
-    dem, grid = read_raster(dem_path)
-    ew, ns = grid.cell_size_metres()
+def analyze_terrain(product: Product, dem_path: str, grid: Grid, azimuth: float, altitude: float, z_factor: float) -> None:
+    """Slope, aspect, hillshade and elevation statistics of the DEM, on the region's ``grid``
+    (the DEM may extend beyond it: its margin feeds the edge cells)."""
+    dem, dem_grid = read_raster(dem_path)
+    ew, ns = dem_grid.cell_size_metres()
     layers = terrain_layers(dem, ew, ns, azimuth=azimuth, altitude=altitude, z_factor=z_factor)
-    arrays = {"elevation": dem, "slope": layers.slope, "aspect": layers.aspect, "hillshade": layers.hillshade}
+    window = grid.window_in(dem_grid)
+    arrays = {"elevation": dem[window], "slope": layers.slope[window], "aspect": layers.aspect[window],
+              "hillshade": layers.hillshade[window]}
     for name in ("slope", "aspect"):
         product.rasters[name] = write_cog(product.folder / f"{name}.tif", {name: arrays[name]}, grid)
     # grey levels as gdaldem writes them: bytes, 0 = no value
-    shade = np.where(np.isfinite(layers.hillshade), np.rint(layers.hillshade), 0)
+    shade = np.where(np.isfinite(arrays["hillshade"]), np.rint(arrays["hillshade"]), 0)
     product.rasters["hillshade"] = write_cog(product.folder / "hillshade.tif", {"hillshade": shade}, grid, dtype="uint8", nodata=0)
     write_stats(product, raster_statistics(arrays))
-    product.preview_path = preview_png(product.folder / "hillshade.png", layers.hillshade, "gray", 0, 255)
-    product.facts |= raster_facts(product.rasters["slope"], layers.slope) | {"ranges": range_facts(arrays)}
+    product.preview_path = preview_png(product.folder / "hillshade.png", arrays["hillshade"], "gray", 0, 255)
+    product.facts |= raster_facts(product.rasters["slope"], arrays["slope"]) | {"ranges": range_facts(arrays)}
 
 
 def read_bands(path: str) -> tuple[dict[str, np.ndarray], Grid]:

@@ -57,6 +57,21 @@ class Grid:
         y_resolution = abs(t.e) if abs(t.e) != abs(t.a) else None
         return cls(dataset.crs.to_string(), abs(t.a), t.c, t.f, dataset.width, dataset.height, y_resolution)
 
+    def padded(self, cells: int) -> "Grid":
+        """The same grid grown by ``cells`` on every side."""
+        yres = self.y_resolution or self.resolution
+        return Grid(self.crs, self.resolution, self.left - cells * self.resolution, self.top + cells * yres,
+                    self.width + 2 * cells, self.height + 2 * cells, self.y_resolution)
+
+    def window_in(self, outer: "Grid") -> tuple[slice, slice]:
+        """Rows and columns of ``outer`` (a grid with the same cells, around this one) that this grid covers."""
+        yres = self.y_resolution or self.resolution
+        row = round((outer.top - self.top) / yres)
+        col = round((self.left - outer.left) / self.resolution)
+        if row < 0 or col < 0 or row + self.height > outer.height or col + self.width > outer.width:
+            raise ValueError("the grid is not inside the other one")
+        return slice(row, row + self.height), slice(col, col + self.width)
+
     @property
     def transform(self) -> Affine:
         """Pixel (col, row) -> CRS (x, y) of the cell's upper-left corner."""
@@ -183,12 +198,12 @@ class RasterSampler:
 
     def __init__(self, location: str, band: int = 1, opener: Callable | None = None) -> None:
         with rasterio.open(location, opener=opener) as src:
-            self.data = src.read(band, masked=True).astype("float64").filled(np.nan)
+            self.data = src.read(band, masked=True).astype("float32").filled(np.nan)
             self.crs, self.inverse = src.crs, ~src.transform
 
     def at(self, lons: np.ndarray, lats: np.ndarray) -> np.ndarray:
         """One value per point."""
-        lons = np.asarray(lons, dtype="float64")
+        lons = (np.asarray(lons, dtype="float64") + 180.0) % 360.0 - 180.0  # 0-360 longitudes too
         lats = np.asarray(lats, dtype="float64")
         valid = np.isfinite(lons) & np.isfinite(lats)
         xs, ys = np.full(lons.shape, np.nan), np.full(lats.shape, np.nan)

@@ -15,7 +15,7 @@ import numpy as np
 from memories_dagster.engine.errors import IntegrationError
 from memories_dagster.engine.tables import swap_folder
 
-PREVIEW_MAX_PIXELS = 1024
+PREVIEW_MAX_PIXELS = 512  # inlined in every materialization's metadata: keep it small
 
 
 @dataclass
@@ -47,9 +47,9 @@ def published_folder(storage_dir: str, region: str, step: str, partition: str | 
     """The folder a step last published: the given partition, else ``static``, else the latest
     partition (partition keys are ISO dates, so the greatest name is the latest)."""
     base = Path(storage_dir) / "earth" / region / step
-    if partition:
+    if partition and (base / partition).is_dir() or partition and not (base / "static").is_dir():
         folder = base / partition
-    elif (base / "static").is_dir():
+    elif (base / "static").is_dir():  # also when a partition was asked of an analyzer without partitions
         folder = base / "static"
     else:
         done = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
@@ -137,7 +137,7 @@ def write_stats(product: Product, table: "Any", name: str = "stats.parquet") -> 
 
 
 def preview_png(path: Path, array: np.ndarray, cmap: str, vmin: float, vmax: float) -> str:
-    """A colour-mapped PNG of a raster (NaN transparent), at most 1024 pixels on a side."""
+    """A colour-mapped PNG of a raster (NaN transparent), at most 512 pixels on a side."""
     from matplotlib import colormaps
     from matplotlib.image import imsave
 
