@@ -59,6 +59,8 @@ def region_definitions(loaded: LoadedSpec, connections: dict[str, Any]) -> dg.De
         if name and name not in connections:
             listed = ", ".join(sorted(connections)) or "none"
             raise ValueError(f"sources.{kind} names connection '{name}', which the resource profile does not have (it has: {listed})")
+        if name and connections[name].type not in ("s3", "gcs", "adls2"):
+            raise ValueError(f"sources.{kind} names connection '{name}' of type {connections[name].type}; it needs an object store (s3, gcs or adls2)")
     partitions = region_partitions(region)
     # satellite data, and climate data declared per partition, arrive one window at a time; a DEM
     # does not change, and the climate analyzer needs the whole record (all partitions)
@@ -92,7 +94,7 @@ def _source_asset(loaded: LoadedSpec, kind: str, partitions: Any, connections: d
     )
     def _source(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from memories_dagster.engine.earth import analyzers as steps
-        from memories_dagster.engine.earth.grid import Grid
+        from memories_dagster.engine.earth.grid import Grid, raster_opener
 
         settings = context.resources.memories_settings
         partition = context.partition_key if partitions else None
@@ -105,13 +107,14 @@ def _source_asset(loaded: LoadedSpec, kind: str, partitions: Any, connections: d
                 locations = [_location(loaded, source.path, f"{where}.path")] if source.path else \
                     steps.dem_tiles(**_stac_arguments(loaded, source.stac, f"{where}.stac"), bbox=grid.lonlat_bounds())
                 steps.prepare_terrain(product, locations, grid, band=source.band, resampling=source.resampling,
-                                      nodata=source.nodata, opener=steps.raster_opener(locations[0], storage), where=where)
+                                      nodata=source.nodata, opener=raster_opener(locations[0], storage), where=where)
             elif kind == "satellite":
                 start, end = _window(context) if partitions else (source.start, source.end)
                 steps.prepare_satellite(
                     product, grid, dataset=source.dataset, bbox=grid.lonlat_bounds(), start=start, end=end,
                     **_stac_arguments(loaded, source.stac, f"{where}.stac"), max_cloud_cover=source.stac.max_cloud_cover,
                     bands=source.bands, resampling=source.resampling, cloud_mask=source.cloud_mask,
+                    mask_snow=source.mask_snow, storage_options=storage,
                 )
             else:
                 window = window_of(context) if partitions else None

@@ -79,6 +79,8 @@ class SatelliteSource(Strict):
     )
     resampling: RESAMPLING = "bilinear"
     cloud_mask: bool = Field(True, description="mask clouds and shadows with the scenes' SCL / QA_PIXEL band")
+    mask_snow: bool = Field(False, description="mask snow and ice too (SCL 11, QA_PIXEL bit 5)")
+    connection: str | None = Field(None, description="scenes on s3:// gs:// abfs://: a connection of the resource profile")
 
 
 class ClimateSource(Strict):

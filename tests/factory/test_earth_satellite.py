@@ -282,3 +282,27 @@ def test_without_cloud_mask_there_is_no_cloud_check(earth_project, httpserver):
     source = build_definitions().resolve_assets_def(dg.AssetKey([REGION, "earth", "satellite"]))
 
     assert {spec.name for spec in source.check_specs} == {"coverage", "grid", "nodata_fraction"}
+
+
+def test_scenes_on_an_object_store_are_read_through_the_region_connection(earth_project, stac, s3_store, monkeypatch):
+    """Scene hrefs on s3:// (e.g. a requester-pays bucket) are opened with the profile connection."""
+    import uuid
+
+    root, connection, fs = s3_store
+    prefix = f"{root}/scenes-{uuid.uuid4().hex[:8]}"
+    item = next(i for i in stac.items if i["id"] == "S2B_20230110")
+    for asset in item["assets"].values():  # the same COGs, now on S3
+        local = next(path for route, path in stac.files.items() if asset["href"].endswith(route))
+        fs.put_file(str(local), f"{prefix}/{local.name}")
+        asset["href"] = f"{prefix}/{local.name}"
+    (earth_project.root / "resources").mkdir()
+    (earth_project.root / "resources" / "cloud.yaml").write_text(yaml.safe_dump({"connections": {"lake": connection}}))
+    monkeypatch.setenv("MEMORIES_PROFILE", "cloud")
+    earth_project.add(REGION, region_document(stac.url, connection="lake"))
+
+    result = earth_project.materialize(KEYS[:1], partition_key="2023-01-01")
+
+    assert result.success, failure_text(result)
+    facts = materialization_of(result, REGION, "earth", "satellite").metadata["facts"].value
+    assert facts["scenes"] == ["S2B_20230110"] and facts["coverage"] == 1.0
+    assert not [r for r in stac.data_requests if "S2B_20230110" in r[1]]  # nothing came over HTTP

@@ -14,7 +14,7 @@ from rasterio.errors import RasterioError
 
 from memories_dagster.engine.earth import spectral
 from memories_dagster.engine.earth.grid import Grid, read_onto_grid, read_raster, write_cog
-from memories_dagster.engine.earth.products import Product, preview_png, raster_statistics, write_stats
+from memories_dagster.engine.earth.products import Product, json_number, preview_png, raster_statistics, write_stats
 from memories_dagster.engine.earth.terrain import terrain_layers
 from memories_dagster.engine.errors import IntegrationError
 from memories_dagster.engine.window import Window, expand
@@ -26,6 +26,9 @@ VALUE_RANGES = {
     "ndvi": (-1.0, 1.0), "savi": (-1.5, 1.5), "ndbi": (-1.0, 1.0),
     "vegetated": (0.0, 1.0), "built_up": (0.0, 1.0),
 }
+
+
+LANDSAT_8_9 = ("landsat-8", "landsat-9")
 
 
 class EarthDataError(IntegrationError):
@@ -52,17 +55,6 @@ def grid_problem(facts: dict[str, Any], crs: str, resolution: float) -> str | No
     if any(abs(r - resolution) > 1e-9 * max(1.0, resolution) for r in facts["resolution"]):
         return f"resolution is {facts['resolution']}, declared {resolution}"
     return None
-
-
-def raster_opener(location: str, storage_options: dict[str, Any]) -> Any:
-    """How GDAL reaches a raster: itself for local paths and http(s) (ranged reads through
-    /vsicurl/), an fsspec filesystem for s3://, gs:// and abfs:// with the connection's options."""
-    if "://" not in location or location.split("://", 1)[0] in ("http", "https", "file"):
-        return None
-    import fsspec
-
-    fs, _ = fsspec.core.url_to_fs(location, **storage_options)
-    return fs  # the filesystem itself: rasterio rejects fs.open for s3fs ("non key-like path")
 
 
 def range_facts(layers: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -138,7 +130,7 @@ def analyze_vegetation(product: Product, composite_path: str, vegetated_ndvi: fl
     }
     layers["vegetated"] = _mask_where_known(layers["ndvi"] > vegetated_ndvi, layers["ndvi"])
     _write_index_product(product, layers, grid, preview=("ndvi", "RdYlGn", -1.0, 1.0))
-    product.facts["vegetated_fraction"] = _number(spectral.vegetated_fraction(layers["ndvi"], vegetated_ndvi))
+    product.facts["vegetated_fraction"] = json_number(spectral.vegetated_fraction(layers["ndvi"], vegetated_ndvi))
 
 
 def analyze_urban(product: Product, composite_path: str, ndbi_threshold: float, ndvi_max: float) -> None:
@@ -149,7 +141,7 @@ def analyze_urban(product: Product, composite_path: str, ndbi_threshold: float, 
     layers["built_up"] = _mask_where_known(spectral.built_up_mask(layers["ndbi"], ndvi, ndbi_threshold, ndvi_max),
                                            layers["ndbi"] + ndvi)
     _write_index_product(product, layers, grid, preview=("ndbi", "RdBu_r", -1.0, 1.0))
-    product.facts["built_up_fraction"] = _number(spectral.built_up_fraction(layers["ndbi"], ndvi, ndbi_threshold, ndvi_max))
+    product.facts["built_up_fraction"] = json_number(spectral.built_up_fraction(layers["ndbi"], ndvi, ndbi_threshold, ndvi_max))
 
 
 def _write_index_product(product: Product, layers: dict[str, np.ndarray], grid: Grid, preview: tuple[str, str, float, float]) -> None:
@@ -164,11 +156,6 @@ def _write_index_product(product: Product, layers: dict[str, np.ndarray], grid: 
 def _mask_where_known(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
     """A 0/1 float raster of ``mask``, NaN where ``values`` has no data."""
     return np.where(np.isfinite(values), mask.astype("float32"), np.float32(np.nan)).astype("float32")
-
-
-def _number(value: float) -> float | None:
-    """JSON-safe: NaN becomes None."""
-    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def _limits(array: np.ndarray) -> tuple[float, float]:
@@ -202,7 +189,8 @@ def dem_tiles(*, api: str | None, catalog: str | None, collection: str, max_item
 def prepare_satellite(
     product: Product, grid: Grid, *, dataset: str, bbox: tuple[float, float, float, float], start: Any, end: Any,
     api: str | None, catalog: str | None, collection: str, max_cloud_cover: float, max_items: int,
-    headers: dict[str, str], bands: list[str], resampling: str, cloud_mask: bool = True,
+    headers: dict[str, str], bands: list[str], resampling: str, cloud_mask: bool = True, mask_snow: bool = False,
+    storage_options: dict[str, Any] | None = None,
 ) -> None:
     """Scenes of the window found by STAC, cloud-masked, scaled to reflectance and composited
     (per-pixel median) on the region's grid as ``composite.tif``.
@@ -213,15 +201,22 @@ def prepare_satellite(
     from memories_dagster.engine.earth.satellite import composite
 
     scenes = find_scenes(api, catalog, collection, bbox, start, end, max_cloud_cover, max_items, headers, required=False)
+    if dataset == "landsat-c2-l2":  # the collection also holds Landsat 4, 5 and 7, scaled alike but not asked for
+        scenes = [s for s in scenes if not s.platform or s.platform.lower().replace("_", "-") in LANDSAT_8_9]
     if scenes:
-        result = composite(scenes, grid, dataset, bands=bands, resampling=resampling, cloud_mask=cloud_mask)
-        composite_bands, facts = result.bands, result.metadata()
+        result = composite(scenes, grid, dataset, bands=bands, resampling=resampling, cloud_mask=cloud_mask,
+                           mask_snow=mask_snow, storage_options=storage_options)
+        composite_bands, facts, clear_count = result.bands, result.metadata(), result.clear_count
     else:
         composite_bands = {band: np.full(grid.shape, np.nan, dtype="float32") for band in bands}
+        clear_count = np.zeros(grid.shape, dtype="uint16")
         facts = {"nodata_fraction": 1.0, "cloud_fraction": None, "scenes": [], "scene_cloud_fractions": {},
                  "no_scenes": f"no {collection} scene from {start} to {end} over the region"}
     path = write_cog(product.folder / "composite.tif", composite_bands, grid)
     product.rasters["composite"] = path
+    # how many scenes saw each cell clear: where the median stands on little
+    product.rasters["clear_count"] = write_cog(product.folder / "clear_count.tif", {"clear_count": clear_count}, grid,
+                                               dtype="uint16", nodata=None)
     first = next(iter(composite_bands.values()))
     product.facts |= raster_facts(path, first) | {
         "nodata_fraction": facts["nodata_fraction"], "cloud_fraction": facts["cloud_fraction"],

@@ -8,7 +8,6 @@ treated as zero. Nothing here writes rasters; the caller turns the returned arra
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import warnings
@@ -19,6 +18,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from scipy import stats
+
+from memories_dagster.engine.earth.products import json_number
 
 TIME = "time"
 KELVIN_OFFSET = 273.15
@@ -474,11 +475,6 @@ def climate_statistics(
     return table
 
 
-def _json_number(value: Any) -> Any:
-    value = float(value)
-    return None if math.isnan(value) or math.isinf(value) else value
-
-
 def trend_summary(stats_table: pd.DataFrame, column: str = "anomaly") -> dict[str, Any]:
     """Trend numbers of one column of the statistics table, as JSON-safe values (NaN -> None).
 
@@ -499,16 +495,16 @@ def trend_summary(stats_table: pd.DataFrame, column: str = "anomaly") -> dict[st
         "n": int(ds["n_valid"]),
         "start": None if valid.empty else pd.Timestamp(valid.min()).strftime("%Y-%m-%d"),
         "end": None if valid.empty else pd.Timestamp(valid.max()).strftime("%Y-%m-%d"),
-        "ols_slope_per_year": _json_number(ds["ols_slope"]),
-        "ols_intercept": _json_number(ds["ols_intercept"]),
-        "ols_r2": _json_number(ds["ols_r2"]),
-        "ols_stderr": _json_number(ds["ols_stderr"]),
-        "ols_pvalue": _json_number(ds["ols_pvalue"]),
-        "sen_slope_per_year": _json_number(ds["sen_slope"]),
-        "sen_intercept": _json_number(ds["sen_intercept"]),
-        "mk_s": _json_number(ds["mk_s"]),
-        "mk_z": _json_number(ds["mk_z"]),
-        "mk_pvalue": _json_number(ds["mk_pvalue"]),
+        "ols_slope_per_year": json_number(ds["ols_slope"]),
+        "ols_intercept": json_number(ds["ols_intercept"]),
+        "ols_r2": json_number(ds["ols_r2"]),
+        "ols_stderr": json_number(ds["ols_stderr"]),
+        "ols_pvalue": json_number(ds["ols_pvalue"]),
+        "sen_slope_per_year": json_number(ds["sen_slope"]),
+        "sen_intercept": json_number(ds["sen_intercept"]),
+        "mk_s": json_number(ds["mk_s"]),
+        "mk_z": json_number(ds["mk_z"]),
+        "mk_pvalue": json_number(ds["mk_pvalue"]),
     }
     return summary
 

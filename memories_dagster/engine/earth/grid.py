@@ -63,6 +63,11 @@ class Grid:
         return Grid(self.crs, self.resolution, self.left - cells * self.resolution, self.top + cells * yres,
                     self.width + 2 * cells, self.height + 2 * cells, self.y_resolution)
 
+    def rows(self, start: int, stop: int) -> "Grid":
+        """The band of rows ``start:stop`` as a grid of its own."""
+        yres = self.y_resolution or self.resolution
+        return Grid(self.crs, self.resolution, self.left, self.top - start * yres, self.width, stop - start, self.y_resolution)
+
     def window_in(self, outer: "Grid") -> tuple[slice, slice]:
         """Rows and columns of ``outer`` (a grid with the same cells, around this one) that this grid covers."""
         yres = self.y_resolution or self.resolution
@@ -122,6 +127,17 @@ class Grid:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description, e.g. for metadata."""
         return asdict(self)
+
+
+def raster_opener(location: str, storage_options: dict[str, Any]) -> Any:
+    """How GDAL reaches a raster: itself for local paths and http(s) (ranged reads through
+    /vsicurl/), an fsspec filesystem for s3://, gs:// and abfs:// with the connection's options."""
+    if "://" not in location or location.split("://", 1)[0] in ("http", "https", "file"):
+        return None
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs(location, **storage_options)
+    return fs  # the filesystem itself: rasterio rejects fs.open for s3fs ("non key-like path")
 
 
 def read_onto_grid(

@@ -38,6 +38,14 @@ class Product:
         return str(self.target / Path(path).relative_to(self.folder))
 
 
+def json_number(value: Any, digits: int | None = None) -> float | None:
+    """A number fit for JSON metadata: NaN and infinities become None."""
+    number = float(value)
+    if not np.isfinite(number):
+        return None
+    return round(number, digits) if digits is not None else number
+
+
 def product_folder(storage_dir: str, region: str, step: str, partition: str | None) -> Path:
     """``<storage>/earth/<region>/<step>/<partition or static>``: where a step's files live."""
     return Path(storage_dir) / "earth" / region / step / (partition or "static")

@@ -8,9 +8,8 @@ median over the scenes is taken.
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,8 @@ import numpy as np
 import rasterio
 import rasterio.errors
 
-from memories_dagster.engine.earth.grid import Grid, read_onto_grid
+from memories_dagster.engine.earth.grid import Grid, raster_opener, read_onto_grid
+from memories_dagster.engine.earth.products import json_number
 from memories_dagster.engine.earth.spectral import (
     PixelMask,
     landsat_c2_l2_reflectance,
@@ -38,6 +38,9 @@ DEFAULT_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
 
 class SatelliteError(RuntimeError):
     """Scenes that cannot be composited; the message names the scene and the band."""
+
+
+BLOCK_BYTES = 256 * 2**20  # the scene stacks of one block of rows: what memory a composite takes
 
 
 @dataclass
@@ -65,9 +68,9 @@ class Composite:
             "sensor": self.sensor,
             "scenes": list(self.scene_ids),
             "bands": list(self.bands),
-            "cloud_fraction": _rounded(self.cloud_fraction),
-            "nodata_fraction": _rounded(self.nodata_fraction),
-            "scene_cloud_fractions": {k: _rounded(v) for k, v in self.scene_cloud_fractions.items()},
+            "cloud_fraction": json_number(self.cloud_fraction, 6),
+            "nodata_fraction": json_number(self.nodata_fraction, 6),
+            "scene_cloud_fractions": {k: json_number(v, 6) for k, v in self.scene_cloud_fractions.items()},
         }
 
 
@@ -76,10 +79,11 @@ def composite(
     grid: Grid,
     sensor: str,
     bands: Sequence[str] = DEFAULT_BANDS,
-    opener: Callable | None = None,
+    storage_options: dict[str, Any] | None = None,
     resampling: str = "bilinear",
     mask_snow: bool = False,
     cloud_mask: bool = True,
+    block_bytes: int = BLOCK_BYTES,
 ) -> Composite:
     """The per-pixel median reflectance of ``scenes`` on ``grid``.
 
@@ -87,45 +91,43 @@ def composite(
     offset, masked by SCL) or ``"landsat-c2-l2"`` (C2 L2 scaling, masked by QA_PIXEL). DN bands
     are read with 0 as nodata and ``resampling``; the mask band always with ``nearest``. A pixel
     of a scene counts only when its mask says clear and every requested band has a value, so all
-    bands of the composite share the same gaps.
+    bands of the composite share the same gaps. ``cloud_mask=False`` skips the mask band (for
+    scenes that have none): only nodata is masked and the cloud fraction is unknown (NaN).
+    The grid is done in blocks of rows whose scene stacks fit ``block_bytes``, so memory stays
+    bounded however many scenes and cells there are; ``storage_options`` open s3://, gs:// and
+    abfs:// hrefs.
     """
     if sensor not in MASK_BAND:
         raise SatelliteError(f"Unknown sensor {sensor!r}; expected one of {', '.join(MASK_BAND)}.")
     if not scenes:
         raise SatelliteError(f"No {sensor} scenes to composite.")
     bands = list(bands)
-    mask_band = MASK_BAND[sensor]
-    rows, cols = grid.shape
-    stacks = {band: np.full((len(scenes), rows, cols), np.nan, dtype="float32") for band in bands}
-    clear_count = np.zeros((rows, cols), dtype="int32")
-    cloud_pixels = data_pixels = 0
-    per_scene: dict[str, float] = {}
-    for index, scene in enumerate(scenes):
-        if cloud_mask:
-            raw_mask = _read(scene, mask_band, grid, "nearest", opener, src_nodata=None)
-            mask: PixelMask = (
-                scl_clear_mask(raw_mask, mask_snow=mask_snow)
-                if sensor == SENTINEL2_L2A
-                else qa_pixel_clear_mask(raw_mask, mask_snow=mask_snow)
-            )
-        else:  # declared unmasked: every pixel with data counts, no cloud is known
-            everywhere = np.ones(grid.shape, dtype=bool)
-            mask = PixelMask(clear=everywhere, cloud=~everywhere, valid=everywhere)
-        usable = mask.clear.copy()
-        reflectances = {}
-        for band in bands:
-            dn = _read(scene, band, grid, resampling, opener, src_nodata=0)
-            reflectances[band] = _scale(sensor, scene, band, dn)
-            usable &= np.isfinite(reflectances[band])
-        for band in bands:
-            stacks[band][index][usable] = reflectances[band][usable]
-        clear_count += usable
-        cloud_pixels += int(mask.cloud.sum())
-        data_pixels += int(mask.valid.sum())
-        per_scene[scene.id] = mask.cloud_fraction
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
-        medians = {band: np.nanmedian(stacks[band], axis=0).astype("float32") for band in bands}
+    rows_per_block = max(1, block_bytes // (len(scenes) * len(bands) * grid.width * 4))
+    medians = {band: np.full(grid.shape, np.nan, dtype="float32") for band in bands}
+    clear_count = np.zeros(grid.shape, dtype="uint16")
+    cloudy = {scene.id: 0 for scene in scenes}
+    observed = {scene.id: 0 for scene in scenes}
+    for first in range(0, grid.height, rows_per_block):
+        block = grid.rows(first, min(first + rows_per_block, grid.height))
+        stacks = {band: np.full((len(scenes), *block.shape), np.nan, dtype="float32") for band in bands}
+        for index, scene in enumerate(scenes):
+            mask = _mask(scene, sensor, block, storage_options, mask_snow) if cloud_mask else _everything(block)
+            usable = mask.clear.copy()
+            reflectances = {}
+            for band in bands:
+                dn = _read(scene, band, block, resampling, storage_options, src_nodata=0)
+                reflectances[band] = _scale(sensor, scene, band, dn)
+                usable &= np.isfinite(reflectances[band])
+            for band in bands:
+                stacks[band][index][usable] = reflectances[band][usable]
+            clear_count[first:first + block.height] += usable
+            cloudy[scene.id] += int(mask.cloud.sum())
+            observed[scene.id] += int(mask.valid.sum())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
+            for band in bands:
+                medians[band][first:first + block.height] = np.nanmedian(stacks[band], axis=0)
+    cloud_pixels, data_pixels = sum(cloudy.values()), sum(observed.values())
     return Composite(
         bands=medians,
         cloud_fraction=cloud_pixels / data_pixels if data_pixels and cloud_mask else float("nan"),
@@ -133,16 +135,29 @@ def composite(
         scene_ids=[scene.id for scene in scenes],
         sensor=sensor,
         clear_count=clear_count,
-        scene_cloud_fractions=per_scene,
+        scene_cloud_fractions={k: cloudy[k] / observed[k] if observed[k] and cloud_mask else float("nan") for k in cloudy},
     )
 
 
-def _read(scene: Scene, band: str, grid: Grid, resampling: str, opener: Callable | None, src_nodata: float | None) -> np.ndarray:
+def _mask(scene: Scene, sensor: str, grid: Grid, storage_options: dict[str, Any] | None, mask_snow: bool) -> PixelMask:
+    raw = _read(scene, MASK_BAND[sensor], grid, "nearest", storage_options, src_nodata=None)
+    return scl_clear_mask(raw, mask_snow=mask_snow) if sensor == SENTINEL2_L2A else qa_pixel_clear_mask(raw, mask_snow=mask_snow)
+
+
+def _everything(grid: Grid) -> PixelMask:
+    """Declared unmasked: every pixel counts as clear and none as cloud."""
+    everywhere = np.ones(grid.shape, dtype=bool)
+    return PixelMask(clear=everywhere, cloud=~everywhere, valid=everywhere)
+
+
+def _read(scene: Scene, band: str, grid: Grid, resampling: str, storage_options: dict[str, Any] | None,
+          src_nodata: float | None) -> np.ndarray:
     href = scene.assets.get(band)
     if not href:
         have = ", ".join(sorted(scene.assets)) or "none"
         raise SatelliteError(f"Scene {scene.id} has no {band} asset (it has: {have}).")
     try:
+        opener = raster_opener(href, storage_options or {})
         return read_onto_grid(href, grid, bands=[1], resampling=resampling, opener=opener, src_nodata=src_nodata)[0]
     except (rasterio.errors.RasterioError, OSError) as error:
         reason = " ".join(str(error).split()).replace(href, href.split("?")[0])
@@ -159,7 +174,3 @@ def _scale(sensor: str, scene: Scene, band: str, dn: np.ndarray) -> np.ndarray:
     else:
         reflectance = landsat_c2_l2_reflectance(dn)
     return np.maximum(reflectance, np.float32(0))  # maximum keeps NaN (no data) as NaN
-
-
-def _rounded(value: float) -> float | None:
-    return None if math.isnan(value) else round(float(value), 6)

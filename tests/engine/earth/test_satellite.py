@@ -264,3 +264,37 @@ def test_negative_reflectance_of_dark_pixels_is_floored_so_indices_stay_in_range
     result = composite(s2_scenes(api), TILE_GRID, "sentinel-2-l2a", ["red", "nir"], resampling="nearest")
     assert float(result.bands["red"].min()) == 0.0 and result.bands["nir"][0, 0] == pytest.approx(0.005)
     assert np.nanmax(np.abs(ndvi(result.bands["nir"], result.bands["red"]))) <= 1.0  # -3 without the floor
+
+
+def test_a_composite_done_in_small_row_blocks_equals_one_done_whole(httpserver, tmp_path):
+    api = StacApi(httpserver)
+    dn = {k: xrspatial_bands()[k] for k in ("red", "nir")}
+    scl = clear_scl()
+    scl[20:30, 40:60] = 9
+    sentinel2_item(api, tmp_path, "S2_a", "2023-01-05T10:00:00Z", dn, scl, "03.01", 1.0)
+    sentinel2_item(api, tmp_path, "S2_b", "2023-01-09T10:00:00Z", {k: v + 7 for k, v in dn.items()}, clear_scl(), "03.01", 1.0)
+    scenes = s2_scenes(api)
+    whole = composite(scenes, TILE_GRID, "sentinel-2-l2a", ["red", "nir"], resampling="nearest")
+    # 2 scenes x 2 bands x 300 columns x 4 bytes: 4,800 bytes per row -> blocks of 7 rows
+    blocks = composite(scenes, TILE_GRID, "sentinel-2-l2a", ["red", "nir"], resampling="nearest", block_bytes=7 * 4800)
+    for band in ("red", "nir"):
+        np.testing.assert_array_equal(blocks.bands[band], whole.bands[band])
+    assert (blocks.cloud_fraction, blocks.nodata_fraction) == (whole.cloud_fraction, whole.nodata_fraction)
+    assert blocks.scene_cloud_fractions == whole.scene_cloud_fractions == {"S2_a": 200 / 60000, "S2_b": 0.0}
+
+
+def test_only_landsat_8_and_9_scenes_make_a_landsat_composite(httpserver, tmp_path):
+    from memories_dagster.engine.earth.analyzers import prepare_satellite
+    from memories_dagster.engine.earth.products import staged_product
+
+    api = StacApi(httpserver)
+    dn = {k: np.round((v / 10000.0 + 0.2) / 0.0000275) for k, v in xrspatial_bands().items() if k in ("red", "nir")}
+    landsat_item(api, tmp_path, "LC09", "2023-01-07T10:00:00Z", dn, np.full(TILE_SHAPE, CLEAR_QA, "uint16"), 1.0)
+    landsat_item(api, tmp_path, "LE07", "2023-01-08T10:00:00Z", {k: v * 0 + 9000 for k, v in dn.items()},
+                 np.full(TILE_SHAPE, CLEAR_QA, "uint16"), 1.0)
+    api.items[-1]["properties"]["platform"] = "landsat-7"
+    with staged_product(tmp_path / "out") as product:
+        prepare_satellite(product, TILE_GRID, dataset="landsat-c2-l2", bbox=BBOX, start="2023-01-01", end="2023-01-31",
+                          api=api.url, catalog=None, collection="landsat-c2-l2", max_cloud_cover=50, max_items=10,
+                          headers={}, bands=["red", "nir"], resampling="nearest")
+    assert product.facts["scenes"] == ["LC09"]
