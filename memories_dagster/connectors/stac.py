@@ -17,7 +17,7 @@ import datetime as dt
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +80,6 @@ def search_scenes(
     max_cloud_cover: float | None = None,
     limit: int = 100,
     headers: Mapping[str, str] | None = None,
-    modifier: Callable[[Any], None] | None = None,
     timeout: float = 60.0,
     required: bool = True,
 ) -> list[Scene]:
@@ -88,14 +87,14 @@ def search_scenes(
 
     The cloud limit (``eo:cloud_cover`` strictly below ``max_cloud_cover`` percent) is sent as a
     ``query`` or a CQL2 ``filter``, whichever the API declares, and applied again to the results
-    in case the server ignored it. ``modifier`` is pystac-client's hook, e.g.
-    ``planetary_computer.sign_inplace``; ``headers`` go with every request and never into messages.
+    in case the server ignored it. ``headers`` go with every request and never into messages;
+    ``required``: finding no scene is an error.
     """
     where = _describe(collection, bbox, start, end, max_cloud_cover)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PystacClientWarning)  # a landing page without conformsTo: see below
-            client = Client.open(api_url, headers=dict(headers or {}), modifier=modifier, timeout=timeout)
+            client = Client.open(api_url, headers=dict(headers or {}), timeout=timeout)
     except (APIError, OSError, ValueError, pystac.STACError) as error:
         raise StacError(f"The STAC API at {redact(api_url)} could not be opened ({_reason(error)}) while searching {where}.") from None
     arguments: dict[str, Any] = {

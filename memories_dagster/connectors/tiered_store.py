@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import os
 import re
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from memories_dagster.engine.tables import atomic_file
 from memories_dagster.secrets import redact
 
 TIERS = ("hot", "warm", "cold")
@@ -333,16 +333,9 @@ class WarmTier:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all: a temporary file beside it, then one rename."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+    """Write a file whole or not at all."""
+    with atomic_file(path) as staged:
+        staged.write_bytes(data)
 
 
 # ---------------------------------------------------------------------------------------------

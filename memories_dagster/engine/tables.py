@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 @dataclass
@@ -30,12 +32,25 @@ class Access:
     engine_options: dict[str, Any] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; renamed onto ``path`` when the block succeeds,
+    removed when it fails, so a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(handle)
+    try:
+        yield Path(temp)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON to ``path`` in one step: a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.tmp")
-    staged.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(staged, path)
+    with atomic_file(path) as staged:
+        staged.write_text(json.dumps(data, indent=2, default=str))
 
 
 def swap_folder(staged: Path, target: Path) -> None:

@@ -19,13 +19,11 @@ from memories_dagster.factory.connections import access_of
 from memories_dagster.factory.partitions import window_of
 from memories_dagster.resources import STORE_IO_MANAGER_KEY
 from memories_dagster.secrets import redact, resolve
-from memories_dagster.specs.earth import EarthRegion
+from memories_dagster.specs.earth import ANALYZER_NEEDS, EarthRegion
 from memories_dagster.specs.loading import LoadedSpec
 
 SETTINGS_KEY = "memories_settings"
 SOURCE_KINDS = {"terrain": {"raster", "geotiff"}, "satellite": {"stac", "raster", "geotiff"}, "climate": {"xarray", "netcdf"}}
-# which source each analyzer reads, and whether it follows the region's time partitions
-ANALYZER_SOURCE = {"terrain": "terrain", "vegetation": "satellite", "urban": "satellite", "climate": "climate"}
 CHECK_DESCRIPTIONS = {
     "coverage": "share of the region's cells holding data is at least checks.min_coverage",
     "grid": "rasters are in the declared CRS and resolution",
@@ -70,9 +68,9 @@ def region_definitions(loaded: LoadedSpec, connections: dict[str, Any]) -> dg.De
         for kind in ("terrain", "satellite", "climate") if getattr(region.sources, kind) is not None
     ]
     assets += [
-        _analyzer_asset(loaded, analyzer, partitions if ANALYZER_SOURCE[analyzer] == "satellite" else None,
-                        source_partitioned=by_partition[ANALYZER_SOURCE[analyzer]])
-        for analyzer in ANALYZER_SOURCE if getattr(region.analyzers, analyzer) is not None
+        _analyzer_asset(loaded, analyzer, partitions if ANALYZER_NEEDS[analyzer] == "satellite" else None,
+                        source_partitioned=by_partition[ANALYZER_NEEDS[analyzer]])
+        for analyzer in ANALYZER_NEEDS if getattr(region.analyzers, analyzer) is not None
     ]
     return dg.Definitions(assets=assets)
 
@@ -128,7 +126,7 @@ def _source_asset(loaded: LoadedSpec, kind: str, partitions: Any, connections: d
 def _analyzer_asset(loaded: LoadedSpec, analyzer: str, partitions: Any, source_partitioned: bool) -> dg.AssetsDefinition:
     region: EarthRegion = loaded.spec
     key = dg.AssetKey([loaded.name, "analysis", analyzer])
-    source_kind = ANALYZER_SOURCE[analyzer]
+    source_kind = ANALYZER_NEEDS[analyzer]
     params = getattr(region.analyzers, analyzer)
     checks = ANALYZER_CHECKS[analyzer]
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from memories_dagster.engine.earth.spectral import BUILT_UP_NDBI_MIN, BUILT_UP_NDVI_MAX, VEGETATION_NDVI_MIN
 from memories_dagster.specs.integration import ApiSettings, Authentication, Strict
 
 RESAMPLING = Literal["nearest", "bilinear", "cubic", "average", "mode", "min", "max", "med"]
@@ -141,15 +142,15 @@ class TerrainAnalyzer(Strict):
 class VegetationAnalyzer(Strict):
     """NDVI, EVI, SAVI and the vegetated fraction."""
 
-    vegetated_ndvi: float = Field(0.3, ge=-1, le=1, description="a cell is vegetated when NDVI is above this")
+    vegetated_ndvi: float = Field(VEGETATION_NDVI_MIN, ge=-1, le=1, description="a cell is vegetated when NDVI is above this")
     savi_l: float = Field(0.5, ge=0, le=1, description="SAVI soil brightness factor L")
 
 
 class UrbanAnalyzer(Strict):
     """NDBI and the built-up fraction."""
 
-    ndbi_threshold: float = Field(0.0, ge=-1, le=1, description="built-up needs NDBI above this")
-    ndvi_max: float = Field(0.2, ge=-1, le=1, description="... and NDVI below this")
+    ndbi_threshold: float = Field(BUILT_UP_NDBI_MIN, ge=-1, le=1, description="built-up needs NDBI above this")
+    ndvi_max: float = Field(BUILT_UP_NDVI_MAX, ge=-1, le=1, description="... and NDVI below this")
 
 
 class ClimateAnalyzer(Strict):
@@ -185,6 +186,7 @@ class RegionChecks(Strict):
 
 
 MAX_GRID_CELLS = 1_000_000_000
+# the source each analyzer reads
 ANALYZER_NEEDS = {"terrain": "terrain", "vegetation": "satellite", "urban": "satellite", "climate": "climate"}
 BAND_NEEDS = {"vegetation": {"blue", "red", "nir"}, "urban": {"red", "nir", "swir16"}}
 

@@ -9,7 +9,6 @@ treated as zero. Nothing here writes rasters; the caller turns the returned arra
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import xarray as xr
 from scipy import stats
 
 from memories_dagster.engine.earth.products import json_number
+from memories_dagster.engine.tables import atomic_file
 
 TIME = "time"
 KELVIN_OFFSET = 273.15
@@ -104,20 +104,11 @@ def kelvin_to_celsius(da: xr.DataArray) -> xr.DataArray:
 # --------------------------------------------------------------------------- monthly statistics
 
 
-def monthly_means(da: xr.DataArray, min_count: int = 1) -> xr.DataArray:
-    """Calendar-month means labelled by month start; a month with fewer than ``min_count`` valid values is NaN.
-
-    A count rather than a fraction: for irregular inputs (API gaps, weekly data) the number of
-    expected time steps in a month is not known, the number actually seen is.
-    """
-    if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
+def monthly_means(da: xr.DataArray) -> xr.DataArray:
+    """Calendar-month means labelled by month start; a month without a valid value is NaN."""
     da = _prepared(da)
-    resampled = da.resample({TIME: "MS"})
     with _Quiet():
-        mean = resampled.mean(skipna=True)
-        count = resampled.count()
-    out = mean.where(count >= min_count)
+        out = da.resample({TIME: "MS"}).mean(skipna=True)
     out.attrs = dict(da.attrs)
     out.name = da.name
     return out
@@ -435,7 +426,6 @@ def area_mean(da: xr.DataArray, weights: xr.DataArray | None = None) -> xr.DataA
 def climate_statistics(
     da: xr.DataArray,
     base_period: tuple[int, int] | None = None,
-    min_count: int = 1,
     weights: xr.DataArray | None = None,
 ) -> pd.DataFrame:
     """The analyzer's statistics table: one row per month of the area-mean series.
@@ -450,7 +440,7 @@ def climate_statistics(
     resampled = series.resample({TIME: "MS"})
     with _Quiet():
         n_obs = resampled.count()
-    monthly = monthly_means(series, min_count=min_count)
+    monthly = monthly_means(series)
     clim = climatology(monthly, base_period)
     anom = anomalies(monthly, clim)
     std_anom = standardized_anomalies(monthly, clim)
@@ -557,14 +547,6 @@ def anomaly_chart_png(
         ax.set_title(title, fontsize=9)
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=dpi)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(target) as staged:
+        fig.savefig(staged, format="png", dpi=dpi)
     return str(target)

@@ -7,8 +7,6 @@ arrays and their rasters overlay pixel for pixel.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -21,6 +19,8 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
+
+from memories_dagster.engine.tables import atomic_file
 
 # Tiles and overviews make the rasters cloud-optimized: a viewer reads only the blocks it shows.
 # ZSTD on every core writes 3x faster than DEFLATE at the same size (BENCHMARKS.md).
@@ -189,22 +189,14 @@ def write_cog(
     Float rasters carry NaN as nodata unless another value is given.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if nodata is None and np.dtype(dtype).kind == "f":
         nodata = float("nan")
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tif")
-    os.close(handle)
-    try:
-        profile = {"driver": "COG", "width": grid.width, "height": grid.height, "count": len(bands), "dtype": dtype,
-                   "crs": grid.crs, "transform": grid.transform, "nodata": nodata, **COG_OPTIONS}
-        with rasterio.open(temp, "w", **profile) as dst:
-            for index, (name, array) in enumerate(bands.items(), start=1):
-                dst.write(np.asarray(array).astype(dtype, copy=False), index)
-                dst.set_band_description(index, name)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    profile = {"driver": "COG", "width": grid.width, "height": grid.height, "count": len(bands), "dtype": dtype,
+               "crs": grid.crs, "transform": grid.transform, "nodata": nodata, **COG_OPTIONS}
+    with atomic_file(target, suffix=".tif") as staged, rasterio.open(staged, "w", **profile) as dst:
+        for index, (name, array) in enumerate(bands.items(), start=1):
+            dst.write(np.asarray(array).astype(dtype, copy=False), index)
+            dst.set_band_description(index, name)
     return str(target)
 
 
