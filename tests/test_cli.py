@@ -106,3 +106,14 @@ def test_loading_the_code_location_leaves_heavy_libraries_for_later(tmp_path):
     result = run([sys.executable, "-c", probe], PROJECT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_the_readme_example_region_is_valid(tmp_path):
+    text = (PROJECT / "README.md").read_text()
+    section = text.split("## Earth Memory", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "earth").mkdir()
+    (tmp_path / "earth" / "jacksboro_fault.yaml").write_text(example)
+    result = run([str(MEMORIES), "validate", str(tmp_path / "earth" / "jacksboro_fault.yaml")], tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "region jacksboro_fault, sources: terrain, satellite, climate" in result.stdout
