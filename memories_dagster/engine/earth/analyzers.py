@@ -129,7 +129,7 @@ def analyze_vegetation(product: Product, composite_path: str, vegetated_ndvi: fl
         "savi": spectral.savi(bands["nir"], bands["red"], L=savi_l),
     }
     layers["vegetated"] = _mask_where_known(layers["ndvi"] > vegetated_ndvi, layers["ndvi"])
-    _write_index_product(product, layers, grid, preview=("ndvi", "RdYlGn", -1.0, 1.0))
+    _write_index_product(product, layers, grid, preview=("ndvi", "RdYlGn"))
     product.facts["vegetated_fraction"] = json_number(spectral.vegetated_fraction(layers["ndvi"], vegetated_ndvi))
 
 
@@ -140,16 +140,16 @@ def analyze_urban(product: Product, composite_path: str, ndbi_threshold: float, 
     layers = {"ndbi": spectral.ndbi(bands["swir16"], bands["nir"])}
     layers["built_up"] = _mask_where_known(spectral.built_up_mask(layers["ndbi"], ndvi, ndbi_threshold, ndvi_max),
                                            layers["ndbi"] + ndvi)
-    _write_index_product(product, layers, grid, preview=("ndbi", "RdBu_r", -1.0, 1.0))
+    _write_index_product(product, layers, grid, preview=("ndbi", "RdBu_r"))
     product.facts["built_up_fraction"] = json_number(spectral.built_up_fraction(layers["ndbi"], ndvi, ndbi_threshold, ndvi_max))
 
 
-def _write_index_product(product: Product, layers: dict[str, np.ndarray], grid: Grid, preview: tuple[str, str, float, float]) -> None:
+def _write_index_product(product: Product, layers: dict[str, np.ndarray], grid: Grid, preview: tuple[str, str]) -> None:
     for name, array in layers.items():
         product.rasters[name] = write_cog(product.folder / f"{name}.tif", {name: array}, grid)
     write_stats(product, raster_statistics(layers))
-    name, cmap, low, high = preview
-    product.preview_path = preview_png(product.folder / f"{name}.png", layers[name], cmap, low, high)
+    name, cmap = preview
+    product.preview_path = preview_png(product.folder / f"{name}.png", layers[name], cmap, *_limits(layers[name]))
     product.facts |= raster_facts(product.rasters[name], layers[name]) | {"ranges": range_facts(layers)}
 
 
@@ -159,8 +159,13 @@ def _mask_where_known(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _limits(array: np.ndarray) -> tuple[float, float]:
+    """The colour range of a preview: the 2nd to 98th percentile, so a few outliers do not wash
+    the map out (an arid scene's NDVI spans 0 to 0.2, not -1 to 1)."""
     valid = array[np.isfinite(array)]
-    return (float(valid.min()), float(valid.max())) if valid.size else (0.0, 1.0)
+    if not valid.size:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(valid, [2, 98]))
+    return (low, high) if high > low else (low - 0.5, low + 0.5)
 
 
 def find_scenes(api: str | None, catalog: str | None, collection: str, bbox: tuple[float, float, float, float],
