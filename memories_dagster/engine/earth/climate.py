@@ -217,6 +217,14 @@ def _tie_term(sorted_rows: np.ndarray) -> np.ndarray:
     return (t * (t - 1) * (2 * t + 5)).sum(axis=1)
 
 
+def _row_sums(a: np.ndarray) -> np.ndarray:
+    # Sequential sums (accumulate) instead of numpy's pairwise ones, whose grouping depends on the
+    # array's shape: this keeps a pixel's trend bit-identical whatever block it is computed in.
+    if a.shape[1] == 0:
+        return np.zeros(a.shape[0])
+    return np.add.accumulate(a, axis=1)[:, -1]
+
+
 def _trend_block(y: np.ndarray, x: np.ndarray, buf: np.ndarray) -> dict[str, np.ndarray]:
     """Trend statistics of a block of pixels: y is (pixels, time), x (time,), buf (pixels, pairs) scratch."""
     b, n = y.shape
@@ -228,16 +236,16 @@ def _trend_block(y: np.ndarray, x: np.ndarray, buf: np.ndarray) -> dict[str, np.
     # OLS on centred values so decimal years near 2000 do not cost precision.
     xs = np.where(valid, x[None, :], 0.0)
     ys = np.where(valid, y, 0.0)
-    xm = xs.sum(axis=1) / nv
-    ym = ys.sum(axis=1) / nv
+    xm = _row_sums(xs) / nv
+    ym = _row_sums(ys) / nv
     dx = np.where(valid, x[None, :] - xm[:, None], 0.0)
     dy = np.where(valid, y - ym[:, None], 0.0)
-    sxx = (dx * dx).sum(axis=1)
-    sxy = (dx * dy).sum(axis=1)
-    syy = (dy * dy).sum(axis=1)
+    sxx = _row_sums(dx * dx)
+    sxy = _row_sums(dx * dy)
+    syy = _row_sums(dy * dy)
     slope = sxy / sxx
     resid = np.where(valid, dy - slope[:, None] * dx, 0.0)
-    ssr = (resid * resid).sum(axis=1)
+    ssr = _row_sums(resid * resid)
     dof = nv - 2
     enough = nv >= 3
     stderr = np.sqrt(ssr / dof / sxx)
