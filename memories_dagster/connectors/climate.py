@@ -64,6 +64,9 @@ def _forecast_steps_as_time(data: Any, where: str) -> Any:
     """GRIB forecasts (GFS) index by ``step`` with the valid time as a coordinate: make the valid
     time the time axis."""
     if "step" not in data.dims:
+        if "valid_time" in data.coords and data["valid_time"].ndim == 0 and not any(n in data.dims for n in TIME_NAMES):
+            # one forecast hour per file (how NOAA ships GFS): a time axis of length one
+            return data.drop_vars(["time", "step"], errors="ignore").expand_dims("valid_time")
         return data
     if "time" in data.dims:
         raise ClimateDataError(f"{where}: the file holds several forecast runs and steps; keep one run with "
@@ -118,8 +121,9 @@ def cut_to_box(data: Any, bbox: tuple[float, float, float, float], where: str) -
     lon = next((n for n in LON_NAMES if n in data.dims), None)
     others = [d for d in data.dims if d not in ("time", lat, lon)]
     if lat is None or lon is None or others:
-        if not others and lat is None and lon is None and not any(n in data.coords for n in LAT_NAMES + LON_NAMES):
-            return data  # a point series (an API's answer)
+        scalar_coords = all(data.coords[n].ndim == 0 for n in LAT_NAMES + LON_NAMES if n in data.coords)
+        if not others and lat is None and lon is None and scalar_coords:
+            return data  # a point series (an API's answer, or a grid cell selected with .sel)
         raise ClimateDataError(
             f"{where}: needs a regular latitude/longitude grid (dims {', '.join(LAT_NAMES)} and "
             f"{', '.join(LON_NAMES)} besides time); it has dims {', '.join(map(str, data.dims))}"
@@ -136,7 +140,8 @@ def cut_to_box(data: Any, bbox: tuple[float, float, float, float], where: str) -
     step_x = float(np.abs(np.diff(xs)).max()) if xs.size > 1 else 0.0
     step_y = float(np.abs(np.diff(ys)).max()) if ys.size > 1 else 0.0
     lon_c, lat_c = (west + east) / 2, (south + north) / 2
-    if not (xs.min() - step_x <= lon_c <= xs.max() + step_x and ys.min() - step_y <= lat_c <= ys.max() + step_y):
+    # the box must lie within the cells' extent (half a cell beyond the outer centres)
+    if not (xs.min() - step_x / 2 <= lon_c <= xs.max() + step_x / 2 and ys.min() - step_y / 2 <= lat_c <= ys.max() + step_y / 2):
         raise ClimateDataError(
             f"{where}: the data cover lon {xs.min():g} to {xs.max():g}, lat {ys.min():g} to {ys.max():g}; "
             f"the region's bbox [{west:g}, {south:g}, {east:g}, {north:g}] lies outside"

@@ -32,6 +32,10 @@ class Access:
     engine_options: dict[str, Any] = field(default_factory=dict)
 
 
+UMASK = os.umask(0o022)  # read once (the call sets it), put back at once
+os.umask(UMASK)
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary file beside ``path`` to write; renamed onto ``path`` when the block succeeds,
@@ -41,6 +45,7 @@ def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(temp)
+        os.chmod(temp, 0o666 & ~UMASK)  # mkstemp makes it owner-only; the file is for readers too
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

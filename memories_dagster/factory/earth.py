@@ -62,7 +62,7 @@ def region_definitions(loaded: LoadedSpec, connections: dict[str, Any]) -> dg.De
     partitions = region_partitions(region)
     # satellite data, and climate data declared per partition, arrive one window at a time; a DEM
     # does not change, and the climate analyzer needs the whole record (all partitions)
-    by_partition = {"satellite": True, "climate": region.sources.climate_by_partition(), "terrain": False}
+    by_partition = {"satellite": partitions is not None, "climate": region.sources.climate_by_partition(), "terrain": False}
     assets = [
         _source_asset(loaded, kind, partitions if by_partition[kind] else None, connections)
         for kind in ("terrain", "satellite", "climate") if getattr(region.sources, kind) is not None
@@ -103,7 +103,7 @@ def _source_asset(loaded: LoadedSpec, kind: str, partitions: Any, connections: d
         with _errors_named(where), staged_product(target) as product:
             if kind == "terrain":
                 locations = [_location(loaded, source.path, f"{where}.path")] if source.path else \
-                    steps.dem_tiles(**_stac_arguments(loaded, source.stac, f"{where}.stac"), bbox=grid.lonlat_bounds())
+                    steps.dem_tiles(**_stac_arguments(loaded, source.stac, f"{where}.stac"), bbox=grid.padded(1).lonlat_bounds())
                 steps.prepare_terrain(product, locations, grid, band=source.band, resampling=source.resampling,
                                       nodata=source.nodata, opener=raster_opener(locations[0], storage), where=where)
             elif kind == "satellite":
@@ -181,8 +181,8 @@ def _source_files(storage_dir: str, region: str, kind: str, partition: str | Non
     files of all its partitions, oldest first; a clear error when there is none."""
     name = SOURCE_FILE[kind]
     folder = product_folder(storage_dir, region, f"earth/{kind}", partition)
-    if every_partition:
-        files = sorted(str(p) for p in folder.parent.glob(f"[!.]*/{name}"))
+    if every_partition:  # partition keys only: a `static` folder is from when the source had no partitions
+        files = sorted(str(p) for p in folder.parent.glob(f"[!.]*/{name}") if p.parent.name != "static")
         problem = f"{region}/earth/{kind} has no partition at {folder.parent}: materialize some first"
     else:
         files = [str(folder / name)] if (folder / name).is_file() else []

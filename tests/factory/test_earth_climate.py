@@ -462,3 +462,58 @@ def test_hourly_values_count_hot_days_not_hours_and_gfs_steps_become_time(earth_
         np.testing.assert_array_equal(cut["time"].values, pd.date_range("2024-01-01", periods=12, freq="6h").values)
     counts = materialization_of(result, "gfs", "analysis", "climate").metadata["facts"].value["day_counts"]
     assert counts == {"hot_days": {"2024": 1}, "cold_days": {"2024": 3}}  # 3 hot hours make 1 hot day; every day has a cold hour
+
+
+def test_point_files_one_step_gfs_and_the_edge_of_the_data(earth_project, tmp_path):
+    """A cell saved with .sel (scalar lat/lon) is a point; a GFS file of one forecast hour has a
+    time axis of one; a box more than half a cell beyond the data is outside it."""
+    whole = era5_like(tmp_path / "grid.nc", years=1)
+    whole.isel(latitude=0, longitude=1).to_netcdf(earth_project.root / "point.nc", engine="netcdf4")
+    earth_project.add("point", climate_region("point.nc"))
+    result = earth_project.materialize(["point/earth/climate"])
+    assert result.success, failure_text(result)
+    assert materialization_of(result, "point", "earth", "climate").metadata["facts"].value["cells"] == 1
+
+    import eccodes
+
+    with open(earth_project.root / "gfs.t00z.pgrb2.0p25.f006", "wb") as handle:
+        message = eccodes.codes_grib_new_from_samples("regular_ll_sfc_grib2")
+        for key, value in [("Ni", 2), ("Nj", 2), ("latitudeOfFirstGridPointInDegrees", -5.0),
+                           ("longitudeOfFirstGridPointInDegrees", 270.25), ("latitudeOfLastGridPointInDegrees", -5.25),
+                           ("longitudeOfLastGridPointInDegrees", 270.5), ("iDirectionIncrementInDegrees", 0.25),
+                           ("jDirectionIncrementInDegrees", 0.25), ("dataDate", 20240101), ("dataTime", 0),
+                           ("stepUnits", 1), ("forecastTime", 6), ("shortName", "2t"), ("packingType", "grid_ieee")]:
+            eccodes.codes_set(message, key, value)
+        eccodes.codes_set_values(message, np.full(4, 290.0))
+        eccodes.codes_write(message, handle)
+        eccodes.codes_release(message)
+    earth_project.add("point", {**climate_region("gfs.t00z.pgrb2.0p25.f006"),
+                                "sources": {"climate": {"dataset": "gfs", "path": "gfs.t00z.pgrb2.0p25.f006", "variable": "t2m"}}})
+    result = earth_project.materialize(["point/earth/climate"])
+    assert result.success, failure_text(result)
+    assert materialization_of(result, "point", "earth", "climate").metadata["facts"].value["start"] == "2024-01-01"
+
+    era5_like(earth_project.root / "t2m.nc", years=1)  # cells centred -90 .. -89.25 E, -5.5 .. -5 N
+    earth_project.add("point", climate_region("t2m.nc") | {"bbox": [-89.2, -5.2, -88.9, -5.1]})  # 0.05-0.35° east of the last centre
+    result = earth_project.materialize(["point/earth/climate"])
+    assert not result.success and "lies outside" in failure_text(result)
+
+
+def test_a_static_climate_file_left_from_before_partitions_is_not_joined_in(earth_project):
+    whole = era5_like(earth_project.root / "all.nc", years=1)
+    region = climate_region("all.nc")
+    region["analyzers"]["climate"]["base_period"] = [1950, 1950]
+    earth_project.add("nino", region)
+    instance = dg.DagsterInstance.ephemeral()
+    assert earth_project.materialize(["nino/earth/climate"], instance=instance).success  # a static product
+    for month in (1, 2):
+        whole.isel(valid_time=[month - 1]).to_netcdf(earth_project.root / f"era5_1950-{month:02d}.nc", engine="netcdf4")
+    region = climate_region("era5_{partition_start:%Y-%m}.nc")
+    region.update(partitions={"type": "monthly", "start": "1950-01-01", "end": "1950-03-01"})
+    region["analyzers"]["climate"]["base_period"] = [1950, 1950]
+    earth_project.add("nino", region)
+    for key in ("1950-01-01", "1950-02-01"):
+        assert earth_project.materialize(["nino/earth/climate"], partition_key=key, instance=instance).success
+    result = earth_project.materialize(["nino/analysis/climate"], instance=instance)
+    table = pd.read_parquet(materialization_of(result, "nino", "analysis", "climate").metadata["stats_path"].value)
+    assert len(table) == 2  # the two partitions, not the twelve months of the old static file

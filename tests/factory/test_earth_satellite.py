@@ -306,3 +306,15 @@ def test_scenes_on_an_object_store_are_read_through_the_region_connection(earth_
     facts = materialization_of(result, REGION, "earth", "satellite").metadata["facts"].value
     assert facts["scenes"] == ["S2B_20230110"] and facts["coverage"] == 1.0
     assert not [r for r in stac.data_requests if "S2B_20230110" in r[1]]  # nothing came over HTTP
+
+
+def test_the_latest_partition_with_data_is_what_integrations_read_by_default(earth_project, stac):
+    from memories_dagster.engine.earth.products import published_file
+
+    earth_project.add(REGION, region_document(stac.url))
+    instance = dg.DagsterInstance.ephemeral()
+    for key in ("2023-01-01", "2023-03-01"):  # January has a scene, March none
+        assert earth_project.materialize(KEYS, partition_key=key, instance=instance).success
+    storage = str(earth_project.root / ".memories" / "storage")
+    assert "/2023-01-01/" in published_file(storage, f"{REGION}/vegetation/ndvi")
+    assert "/2023-03-01/" in published_file(storage, f"{REGION}/vegetation/ndvi", "2023-03-01")  # asked for: given

@@ -299,3 +299,24 @@ def test_sampling_takes_lon_0_to_360_and_a_partition_only_where_there_are_partit
     # a partition asked of an analyzer without partitions reads its one (static) product
     storage = str(project.root / ".memories" / "storage")
     assert published_file(storage, "ridges/terrain/slope", "2024-05-01") == slope
+
+
+def test_a_dem_left_on_another_grid_is_refused_and_outputs_are_readable_by_others(project):
+    import os
+    import stat
+
+    project.region("ridges", {**REGION, "resolution": 60})
+    project.materialize("group:ridges")  # elevation.tif at 60 m
+    project.region("ridges", REGION)  # the region now says 90 m; only the analyzer runs
+    failed = project.materialize("ridges/analysis/terrain", raise_on_error=False)
+    assert not failed.success
+    errors = "".join(e.event_specific_data.error.to_string() for e in failed.all_events if e.is_step_failure)
+    assert "is not the region's (EPSG:32616, 90)" in errors and "materialize the region's terrain source again" in errors
+
+    result = project.materialize("group:ridges")
+    slope = Path(path_of(materialization_of(result, "ridges", "analysis", "terrain"), "slope"))
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (slope, slope.parent):  # as any other file the project writes: the umask decides
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & stat.S_IRGRP or umask & stat.S_IRGRP, oct(mode)

@@ -100,7 +100,10 @@ def analyze_terrain(product: Product, dem_path: str, grid: Grid, azimuth: float,
     dem, dem_grid = read_raster(dem_path)
     ew, ns = dem_grid.cell_size_metres()
     layers = terrain_layers(dem, ew, ns, azimuth=azimuth, altitude=altitude, z_factor=z_factor)
-    window = grid.window_in(dem_grid)
+    try:
+        window = grid.window_in(dem_grid)
+    except ValueError as exc:
+        raise EarthDataError(f"{dem_path}: {exc}: materialize the region's terrain source again") from None
     arrays = {"elevation": dem[window], "slope": layers.slope[window], "aspect": layers.aspect[window],
               "hillshade": layers.hillshade[window]}
     for name in ("slope", "aspect"):
@@ -206,6 +209,7 @@ def prepare_satellite(
     from memories_dagster.engine.earth.satellite import composite
 
     scenes = find_scenes(api, catalog, collection, bbox, start, end, max_cloud_cover, max_items, headers, required=False)
+    found = len(scenes)
     if dataset == "landsat-c2-l2":  # the collection also holds Landsat 4, 5 and 7, scaled alike but not asked for
         scenes = [s for s in scenes if not s.platform or s.platform.lower().replace("_", "-") in LANDSAT_8_9]
     if scenes:
@@ -216,7 +220,8 @@ def prepare_satellite(
         composite_bands = {band: np.full(grid.shape, np.nan, dtype="float32") for band in bands}
         clear_count = np.zeros(grid.shape, dtype="uint16")
         facts = {"nodata_fraction": 1.0, "cloud_fraction": None, "scenes": [], "scene_cloud_fractions": {},
-                 "no_scenes": f"no {collection} scene from {start} to {end} over the region"}
+                 "no_scenes": f"no {collection} scene from {start} to {end} over the region"
+                 + (f" ({found} of Landsat 4, 5 or 7 left out)" if found else "")}
     path = write_cog(product.folder / "composite.tif", composite_bands, grid)
     product.rasters["composite"] = path
     # how many scenes saw each cell clear: where the median stands on little
@@ -249,6 +254,9 @@ def prepare_climate(product: Product, source: Any, bbox: tuple[float, float, flo
         data = open_meteo_dataset(body, source.api.records_path, source.time_key, variables, where)
     else:
         data = open_climate_file(location, variables, storage_options, where, bbox, source.dataset, source.filter_by_keys)
+    if window is not None and window.start is not None:  # a file or answer may hold more than the partition
+        data = data.sel(time=(data["time"] >= np.datetime64(window.start.replace(tzinfo=None)))
+                        & (data["time"] < np.datetime64(window.end.replace(tzinfo=None))))
     for name in variables:
         if source.to_celsius and str(data[name].attrs.get("units", "")).strip().lower() in ("k", "kelvin", "kelvins"):
             data[name] = kelvin_to_celsius(data[name])

@@ -71,10 +71,15 @@ class Grid:
     def window_in(self, outer: "Grid") -> tuple[slice, slice]:
         """Rows and columns of ``outer`` (a grid with the same cells, around this one) that this grid covers."""
         yres = self.y_resolution or self.resolution
-        row = round((outer.top - self.top) / yres)
-        col = round((self.left - outer.left) / self.resolution)
+        if (CRS.from_user_input(self.crs) != CRS.from_user_input(outer.crs) or not math.isclose(self.resolution, outer.resolution)
+                or not math.isclose(yres, outer.y_resolution or outer.resolution)):
+            raise ValueError(f"the raster's grid ({outer.crs}, {outer.resolution:g}) is not the region's ({self.crs}, {self.resolution:g})")
+        row, col = (outer.top - self.top) / yres, (self.left - outer.left) / self.resolution
+        if not (math.isclose(row, round(row), abs_tol=1e-6) and math.isclose(col, round(col), abs_tol=1e-6)):
+            raise ValueError("the raster's cells are not aligned with the region's")
+        row, col = round(row), round(col)
         if row < 0 or col < 0 or row + self.height > outer.height or col + self.width > outer.width:
-            raise ValueError("the grid is not inside the other one")
+            raise ValueError("the raster does not cover the region's grid")
         return slice(row, row + self.height), slice(col, col + self.width)
 
     @property

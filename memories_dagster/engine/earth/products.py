@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from memories_dagster.engine.errors import IntegrationError
-from memories_dagster.engine.tables import swap_folder
+from memories_dagster.engine.tables import UMASK, swap_folder
 
 PREVIEW_MAX_PIXELS = 512  # inlined in every materialization's metadata: keep it small
 
@@ -52,20 +52,35 @@ def product_folder(storage_dir: str, region: str, step: str, partition: str | No
 
 
 def published_folder(storage_dir: str, region: str, step: str, partition: str | None = None) -> Path:
-    """The folder a step last published: the given partition, else ``static``, else the latest
-    partition (partition keys are ISO dates, so the greatest name is the latest)."""
+    """The folder a step published: the given partition; else ``static`` when the step has no
+    partitions (or had none most recently); else the latest partition holding data, so a day
+    without a scene does not hide the last real observation. Partition keys are ISO dates: the
+    greatest name is the latest."""
     base = Path(storage_dir) / "earth" / region / step
-    if partition and (base / partition).is_dir() or partition and not (base / "static").is_dir():
-        folder = base / partition
-    elif (base / "static").is_dir():  # also when a partition was asked of an analyzer without partitions
-        folder = base / "static"
+    static = base / "static"
+    partitions = sorted(p for p in base.iterdir() if p.is_dir() and p.name[0] != "." and p != static) if base.is_dir() else []
+    if partition:
+        folder = base / partition if (base / partition).is_dir() or not static.is_dir() else static
+    elif static.is_dir() and (not partitions or static.stat().st_mtime >= max(p.stat().st_mtime for p in partitions)):
+        folder = static
     else:
-        done = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
-        folder = done[-1] if done else base / "static"
+        with_data = [p for p in partitions if _holds_data(p)]
+        folder = (with_data or partitions or [static])[-1]
     if not folder.is_dir():
         which = f" partition {partition}" if partition else ""
         raise IntegrationError(f"{region}/{step}{which} has no data at {folder}: materialize it first")
     return folder
+
+
+def _holds_data(folder: Path) -> bool:
+    """Whether a raster product has any valid cell (its statistics table says so)."""
+    import pyarrow.parquet as pq
+
+    stats = folder / "stats.parquet"
+    if not stats.exists():
+        return False
+    table = pq.read_table(stats)
+    return "valid_cells" not in table.column_names or any((v or 0) > 0 for v in table.column("valid_cells").to_pylist())
 
 
 def published_file(storage_dir: str, reference: str, partition: str | None = None) -> str:
@@ -104,6 +119,7 @@ def staged_product(target: Path) -> Iterator[Product]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    staged.chmod(0o777 & ~UMASK)  # mkdtemp makes it owner-only; published, it is for readers too
     product = Product(folder=staged, target=target)
     try:
         yield product

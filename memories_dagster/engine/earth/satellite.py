@@ -8,9 +8,11 @@ median over the scenes is taken.
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,7 +42,8 @@ class SatelliteError(RuntimeError):
     """Scenes that cannot be composited; the message names the scene and the band."""
 
 
-BLOCK_BYTES = 256 * 2**20  # the scene stacks of one block of rows: what memory a composite takes
+BLOCK_BYTES = 256 * 2**20  # memory for the median of one block of rows, copies included
+NANMEDIAN_COPIES = 5  # np.nanmedian's working copies of its input, measured
 
 
 @dataclass
@@ -84,6 +87,7 @@ def composite(
     mask_snow: bool = False,
     cloud_mask: bool = True,
     block_bytes: int = BLOCK_BYTES,
+    scratch_dir: str | Path | None = None,
 ) -> Composite:
     """The per-pixel median reflectance of ``scenes`` on ``grid``.
 
@@ -93,40 +97,46 @@ def composite(
     of a scene counts only when its mask says clear and every requested band has a value, so all
     bands of the composite share the same gaps. ``cloud_mask=False`` skips the mask band (for
     scenes that have none): only nodata is masked and the cloud fraction is unknown (NaN).
-    The grid is done in blocks of rows whose scene stacks fit ``block_bytes``, so memory stays
-    bounded however many scenes and cells there are; ``storage_options`` open s3://, gs:// and
-    abfs:// hrefs.
+
+    Each band of each scene is read once, over the whole grid (one warp: no seams, each COG tile
+    fetched once), into a scene stack on disk (``scratch_dir``, default the system's temporary
+    folder); the median is then taken in blocks of rows whose stacks fit ``block_bytes``. Memory
+    holds one band of one scene, one block, and the result; ``storage_options`` open s3://, gs://
+    and abfs:// hrefs.
     """
     if sensor not in MASK_BAND:
         raise SatelliteError(f"Unknown sensor {sensor!r}; expected one of {', '.join(MASK_BAND)}.")
     if not scenes:
         raise SatelliteError(f"No {sensor} scenes to composite.")
     bands = list(bands)
-    rows_per_block = max(1, block_bytes // (len(scenes) * len(bands) * grid.width * 4))
-    medians = {band: np.full(grid.shape, np.nan, dtype="float32") for band in bands}
     clear_count = np.zeros(grid.shape, dtype="uint16")
     cloudy = {scene.id: 0 for scene in scenes}
     observed = {scene.id: 0 for scene in scenes}
-    for first in range(0, grid.height, rows_per_block):
-        block = grid.rows(first, min(first + rows_per_block, grid.height))
-        stacks = {band: np.full((len(scenes), *block.shape), np.nan, dtype="float32") for band in bands}
+    with tempfile.TemporaryDirectory(prefix="composite-", dir=scratch_dir) as scratch:
+        stacks = {band: np.lib.format.open_memmap(Path(scratch) / f"{band}.npy", mode="w+", dtype="float32",
+                                                  shape=(len(scenes), *grid.shape)) for band in bands}
         for index, scene in enumerate(scenes):
-            mask = _mask(scene, sensor, block, storage_options, mask_snow) if cloud_mask else _everything(block)
+            mask = _mask(scene, sensor, grid, storage_options, mask_snow) if cloud_mask else _everything(grid)
             usable = mask.clear.copy()
-            reflectances = {}
             for band in bands:
-                dn = _read(scene, band, block, resampling, storage_options, src_nodata=0)
-                reflectances[band] = _scale(sensor, scene, band, dn)
-                usable &= np.isfinite(reflectances[band])
-            for band in bands:
-                stacks[band][index][usable] = reflectances[band][usable]
-            clear_count[first:first + block.height] += usable
+                reflectance = _scale(sensor, scene, band, _read(scene, band, grid, resampling, storage_options, src_nodata=0))
+                usable &= np.isfinite(reflectance)
+                stacks[band][index] = reflectance
+            for band in bands:  # a pixel is used in every band or in none
+                stacks[band][index][~usable] = np.nan
+            clear_count += usable
             cloudy[scene.id] += int(mask.cloud.sum())
             observed[scene.id] += int(mask.valid.sum())
+        # np.nanmedian copies its input a few times over: the block budget allows for that
+        rows_per_block = max(1, block_bytes // (len(scenes) * grid.width * 4 * NANMEDIAN_COPIES))
+        medians = {band: np.full(grid.shape, np.nan, dtype="float32") for band in bands}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
             for band in bands:
-                medians[band][first:first + block.height] = np.nanmedian(stacks[band], axis=0)
+                for first in range(0, grid.height, rows_per_block):
+                    rows = slice(first, first + rows_per_block)
+                    medians[band][rows] = np.nanmedian(np.asarray(stacks[band][:, rows]), axis=0)
+        del stacks  # the memory maps close before their folder goes
     cloud_pixels, data_pixels = sum(cloudy.values()), sum(observed.values())
     return Composite(
         bands=medians,
