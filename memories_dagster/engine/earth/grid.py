@@ -106,10 +106,6 @@ class Grid:
             west, east = (west, 180.0) if 180.0 - west >= east + 180.0 else (-180.0, east)
         return max(west, -180.0), max(south, -90.0), min(east, 180.0), min(north, 90.0)
 
-    def is_geographic(self) -> bool:
-        """True when cells are measured in degrees rather than metres."""
-        return CRS.from_user_input(self.crs).is_geographic
-
     def cell_size_metres(self) -> tuple[np.ndarray, np.ndarray]:
         """East-west and north-south size of the cells of each row, in metres.
 
