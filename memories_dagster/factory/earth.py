@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import dagster as dg
 
-from memories_dagster.engine.earth.products import Product, product_folder, staged_product
+from memories_dagster.engine.earth.products import Product, product_folder, staged_product, stats_table
 from memories_dagster.engine.window import expand
 from memories_dagster.factory.connections import access_of
 from memories_dagster.factory.partitions import window_of
@@ -142,8 +142,6 @@ def _analyzer_asset(loaded: LoadedSpec, analyzer: str, partitions: Any, source_p
         required_resource_keys={SETTINGS_KEY},
     )
     def _analyze(context: dg.AssetExecutionContext) -> Iterator[Any]:
-        import pandas as pd
-
         from memories_dagster.engine.earth import analyzers as steps
         from memories_dagster.engine.earth.grid import Grid
 
@@ -161,7 +159,7 @@ def _analyzer_asset(loaded: LoadedSpec, analyzer: str, partitions: Any, source_p
         }
         with _errors_named(f"region {loaded.name} ({loaded.file.name}), analyzers.{analyzer}"), staged_product(target) as product:
             run[analyzer](product)
-            table = pd.read_parquet(product.stats_path)
+            table = stats_table(product)
             # the table goes to the memory store while the files are still staged: if storing
             # fails, the step ends here and the last good files stay published
             yield dg.Output(table, metadata=_metadata(product) | {"dagster/row_count": len(table)})

@@ -153,6 +153,13 @@ def raster_statistics(layers: Mapping[str, np.ndarray]) -> "Any":
     return pd.DataFrame(rows).reindex(columns=columns)
 
 
+def stats_table(product: Product) -> "Any":
+    """The statistics table a step wrote, as a pandas DataFrame (what the memory store keeps)."""
+    import pandas as pd
+
+    return pd.read_parquet(product.stats_path)
+
+
 def write_stats(product: Product, table: "Any", name: str = "stats.parquet") -> None:
     """The statistics table as Parquet in the product folder."""
     path = product.folder / name
