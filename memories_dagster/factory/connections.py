@@ -6,7 +6,7 @@ from memories_dagster.engine.tables import Access
 from memories_dagster.secrets import resolve
 from memories_dagster.specs.loading import LoadedSpec
 
-_STORAGE_TYPES = ("s3", "gcs", "adls2")
+STORAGE_TYPES = ("s3", "gcs", "adls2")
 
 
 def used_connections(loaded: LoadedSpec, known: dict[str, Any]) -> set[str]:
@@ -16,19 +16,22 @@ def used_connections(loaded: LoadedSpec, known: dict[str, Any]) -> set[str]:
     uses.append((spec.output_config.connection, spec.output_config.output_format, "output_config"))
     names = set()
     for name, kind, where in uses:
-        if name is None:
-            continue
-        if name not in known:
-            listed = ", ".join(sorted(known)) or "none"
-            raise ValueError(f"{where} names connection '{name}', which the resource profile does not have (it has: {listed})")
-        wanted = ("sql",) if kind == "sql" else _STORAGE_TYPES
-        if known[name].type not in wanted:
-            raise ValueError(
-                f"{where} ({kind}) names connection '{name}' of type {known[name].type}; "
-                f"it needs one of type {' or '.join(wanted)}"
-            )
-        names.add(name)
+        if name is not None:
+            check_connection(known, name, ("sql",) if kind == "sql" else STORAGE_TYPES, where, kind)
+            names.add(name)
     return names
+
+
+def check_connection(known: dict[str, Any], name: str, wanted: tuple[str, ...], where: str, kind: str | None = None) -> None:
+    """An error unless the resource profile has connection ``name`` of one of the ``wanted`` types."""
+    if name not in known:
+        listed = ", ".join(sorted(known)) or "none"
+        raise ValueError(f"{where} names connection '{name}', which the resource profile does not have (it has: {listed})")
+    if known[name].type not in wanted:
+        raise ValueError(
+            f"{where}{f' ({kind})' if kind else ''} names connection '{name}' of type {known[name].type}; "
+            f"it needs one of type {' or '.join(wanted)}"
+        )
 
 
 def resource_keys(connection: Any, name: str | None) -> set[str]:

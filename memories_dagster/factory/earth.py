@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterator
 
 import dagster as dg
 
-from memories_dagster.engine.earth.products import Product, product_folder, staged_product, stats_table
+from memories_dagster.engine.earth.products import SOURCE_FILES, Product, product_folder, staged_product, stats_table
 from memories_dagster.engine.window import expand
-from memories_dagster.factory.connections import access_of
+from memories_dagster.factory.connections import STORAGE_TYPES, access_of, check_connection
 from memories_dagster.factory.partitions import window_of
 from memories_dagster.resources import STORE_IO_MANAGER_KEY
 from memories_dagster.secrets import redact, resolve
@@ -31,7 +31,6 @@ CHECK_DESCRIPTIONS = {
     "cloud_fraction": "share of observed cells under cloud or shadow is at most checks.max_cloud_fraction",
     "value_range": "every value lies in its physical range (NDVI in [-1, 1], slope in [0, 90], ...)",
 }
-SOURCE_FILE = {"terrain": "elevation.tif", "satellite": "composite.tif", "climate": "climate.nc"}
 SOURCE_CHECKS = {"terrain": ("coverage", "grid", "nodata_fraction"),
                  "satellite": ("coverage", "grid", "nodata_fraction", "cloud_fraction"),
                  "climate": ("coverage",)}
@@ -52,13 +51,9 @@ def region_definitions(loaded: LoadedSpec, connections: dict[str, Any]) -> dg.De
     """The source and analyzer assets of one region, with their asset checks."""
     region: EarthRegion = loaded.spec
     for kind in ("terrain", "satellite", "climate"):
-        source = getattr(region.sources, kind)
-        name = getattr(source, "connection", None)
-        if name and name not in connections:
-            listed = ", ".join(sorted(connections)) or "none"
-            raise ValueError(f"sources.{kind} names connection '{name}', which the resource profile does not have (it has: {listed})")
-        if name and connections[name].type not in ("s3", "gcs", "adls2"):
-            raise ValueError(f"sources.{kind} names connection '{name}' of type {connections[name].type}; it needs an object store (s3, gcs or adls2)")
+        name = getattr(getattr(region.sources, kind), "connection", None)
+        if name:
+            check_connection(connections, name, STORAGE_TYPES, f"sources.{kind}")
     partitions = region_partitions(region)
     # satellite data, and climate data declared per partition, arrive one window at a time; a DEM
     # does not change, and the climate analyzer needs the whole record (all partitions)
@@ -107,7 +102,7 @@ def _source_asset(loaded: LoadedSpec, kind: str, partitions: Any, connections: d
                 steps.prepare_terrain(product, locations, grid, band=source.band, resampling=source.resampling,
                                       nodata=source.nodata, opener=raster_opener(locations[0], storage), where=where)
             elif kind == "satellite":
-                start, end = _window(context) if partitions else (source.start, source.end)
+                start, end = _days(window_of(context)) if partitions else (source.start, source.end)
                 steps.prepare_satellite(
                     product, grid, dataset=source.dataset, bbox=grid.lonlat_bounds(), start=start, end=end,
                     **_stac_arguments(loaded, source.stac, f"{where}.stac"), max_cloud_cover=source.stac.max_cloud_cover,
@@ -177,7 +172,7 @@ def _about(loaded: LoadedSpec) -> str:
 def _source_files(storage_dir: str, region: str, kind: str, partition: str | None, every_partition: bool) -> list[str]:
     """The file a source asset published (for one partition), or with ``every_partition`` the
     files of all its partitions, oldest first; a clear error when there is none."""
-    name = SOURCE_FILE[kind]
+    name = SOURCE_FILES[kind]
     folder = product_folder(storage_dir, region, f"earth/{kind}", partition)
     if every_partition:  # partition keys only: a `static` folder is from when the source had no partitions
         files = sorted(str(p) for p in folder.parent.glob(f"[!.]*/{name}") if p.parent.name != "static")
@@ -266,14 +261,13 @@ def _storage_options(source: Any, connections: dict[str, Any]) -> dict[str, Any]
     return access_of(connections[name], name)[0].storage_options if name else {}
 
 
-def _window(context: dg.AssetExecutionContext) -> tuple[Any, Any]:
-    """The partition's time window as first and last day, both inclusive: a STAC search given a
-    bare end date takes that whole day, so the partition's exclusive end would add the first
-    day of the next partition to this one."""
+def _days(window: Any) -> tuple[Any, Any]:
+    """A partition's window as first and last day, both inclusive: a STAC search given a bare
+    end date takes that whole day, so the window's exclusive end would add the first day of the
+    next partition to this one."""
     import datetime as dt
 
-    span = context.partition_time_window
-    return span.start.date(), (span.end - dt.timedelta(days=1)).date()
+    return window.start.date(), (window.end - dt.timedelta(days=1)).date()
 
 
 class _errors_named:

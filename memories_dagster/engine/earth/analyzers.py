@@ -14,7 +14,7 @@ from rasterio.errors import RasterioError
 
 from memories_dagster.engine.earth import spectral
 from memories_dagster.engine.earth.grid import Grid, read_onto_grid, read_raster, write_cog
-from memories_dagster.engine.earth.products import Product, json_number, preview_png, raster_statistics, write_stats
+from memories_dagster.engine.earth.products import SOURCE_FILES, Product, json_number, preview_png, raster_statistics, write_stats
 from memories_dagster.engine.earth.terrain import terrain_layers
 from memories_dagster.engine.errors import IntegrationError
 from memories_dagster.engine.window import Window, expand
@@ -86,7 +86,7 @@ def prepare_terrain(
             raise EarthDataError(f"{where}: cannot read the DEM '{location}': {exc}") from None
         gaps = np.isnan(dem)
         dem[gaps] = tile[gaps]
-    path = write_cog(product.folder / "elevation.tif", {"elevation": dem}, padded)
+    path = write_cog(product.folder / SOURCE_FILES["terrain"], {"elevation": dem}, padded)
     product.rasters["elevation"] = path
     inner = dem[grid.window_in(padded)]
     product.facts |= raster_facts(path, inner) | {"nodata_fraction": float(np.isnan(inner).mean()), "tiles": len(locations)}
@@ -222,17 +222,13 @@ def prepare_satellite(
         facts = {"nodata_fraction": 1.0, "cloud_fraction": None, "scenes": [], "scene_cloud_fractions": {},
                  "no_scenes": f"no {collection} scene from {start} to {end} over the region"
                  + (f" ({found} of Landsat 4, 5 or 7 left out)" if found else "")}
-    path = write_cog(product.folder / "composite.tif", composite_bands, grid)
+    path = write_cog(product.folder / SOURCE_FILES["satellite"], composite_bands, grid)
     product.rasters["composite"] = path
     # how many scenes saw each cell clear: where the median stands on little
     product.rasters["clear_count"] = write_cog(product.folder / "clear_count.tif", {"clear_count": clear_count}, grid,
                                                dtype="uint16", nodata=None)
     first = next(iter(composite_bands.values()))
-    product.facts |= raster_facts(path, first) | {
-        "nodata_fraction": facts["nodata_fraction"], "cloud_fraction": facts["cloud_fraction"],
-        "scenes": facts["scenes"], "scene_cloud_fractions": facts["scene_cloud_fractions"],
-        "window": [str(start), str(end)],
-    } | ({"no_scenes": facts["no_scenes"]} if "no_scenes" in facts else {})
+    product.facts |= raster_facts(path, first) | facts | {"window": [str(start), str(end)]}
     write_stats(product, raster_statistics(composite_bands))
     rgb_like = composite_bands.get("red", first)
     product.preview_path = preview_png(product.folder / "preview.png", rgb_like, "gray", 0.0, 0.3)
@@ -261,7 +257,7 @@ def prepare_climate(product: Product, source: Any, bbox: tuple[float, float, flo
         if source.to_celsius and str(data[name].attrs.get("units", "")).strip().lower() in ("k", "kelvin", "kelvins"):
             data[name] = kelvin_to_celsius(data[name])
     main = data[source.variable]
-    path = product.folder / "climate.nc"
+    path = product.folder / SOURCE_FILES["climate"]
     data.attrs["variable"] = source.variable
     data.attrs["daily_max"] = source.daily_max or ""
     data.attrs["daily_min"] = source.daily_min or ""

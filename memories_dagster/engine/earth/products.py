@@ -15,6 +15,9 @@ import numpy as np
 from memories_dagster.engine.errors import IntegrationError
 from memories_dagster.engine.tables import UMASK, swap_folder
 
+# the file each kind of source publishes, which its analyzers read
+SOURCE_FILES = {"terrain": "elevation.tif", "satellite": "composite.tif", "climate": "climate.nc"}
+STATS_FILE = "stats.parquet"
 PREVIEW_MAX_PIXELS = 512  # inlined in every materialization's metadata: keep it small
 
 
@@ -76,7 +79,7 @@ def _holds_data(folder: Path) -> bool:
     """Whether a raster product has any valid cell (its statistics table says so)."""
     import pyarrow.parquet as pq
 
-    stats = folder / "stats.parquet"
+    stats = folder / STATS_FILE
     if not stats.exists():
         return False
     table = pq.read_table(stats)
@@ -88,7 +91,7 @@ def published_file(storage_dir: str, reference: str, partition: str | None = Non
     ``<region>/<analyzer>/<raster>`` one of its rasters."""
     region, analyzer, *raster = reference.split("/")
     folder = published_folder(storage_dir, region, f"analysis/{analyzer}", partition)
-    path = folder / (f"{raster[0]}.tif" if raster else "stats.parquet")
+    path = folder / (f"{raster[0]}.tif" if raster else STATS_FILE)
     if not path.exists():
         have = ", ".join(sorted(p.stem for p in folder.glob("*.tif"))) or "none"
         raise IntegrationError(f"{reference}: analyzer {region}/analysis/{analyzer} wrote no '{path.name}' (its rasters: {have})")
@@ -160,7 +163,7 @@ def stats_table(product: Product) -> "Any":
     return pd.read_parquet(product.stats_path)
 
 
-def write_stats(product: Product, table: "Any", name: str = "stats.parquet") -> None:
+def write_stats(product: Product, table: "Any", name: str = STATS_FILE) -> None:
     """The statistics table as Parquet in the product folder."""
     path = product.folder / name
     table.to_parquet(path, index=False)
