@@ -59,7 +59,7 @@ def combine(sources: list[SourceTable], strategy: IntegrationStrategy) -> Combin
         sql = f"SELECT * EXCLUDE (__rid), __rid AS {q(rid(only.name))} FROM {only.relation}"
         lineage = {c: [f"{only.name}.{c}"] for c in only.types}
         return Combined(sql, list(only.types), lineage)
-    if strategy.join_keys or strategy.join_type == "cross":
+    if strategy.joins:
         return _Joiner(sources, strategy).run()
     return _merge(sources, strategy.merge_strategy or "union")
 

@@ -443,9 +443,10 @@ class _Integration:
             at_source = {n: a.quarantined_at_source for n, a in self.accounts.items()}
             rejected = sum(at_source.values()) + staged["format_rejected"]
             converted = sum(a.format_values_converted for a in self.accounts.values())
+            described = (f"{rejected} rows quarantined for values that do not parse as the declared type" if flags.columns
+                         else "no `columns` declared (column -> type), so no value was checked")
             outcomes.append(CheckOutcome(
-                "format_check", rejected == 0,
-                f"{rejected} rows quarantined for values that do not parse as the declared type",
+                "format_check", rejected == 0, described,
                 {"rows_quarantined": rejected, "values_converted": converted,
                  "by_source": at_source, "declared_columns": dict(flags.columns)},
             ))

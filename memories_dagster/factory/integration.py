@@ -27,7 +27,7 @@ from memories_dagster.factory.sensors import file_sensor
 from memories_dagster.resources import IO_MANAGER_KEY, STORE_IO_MANAGER_KEY, MemoriesSettings, store_metadata
 from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
-from memories_dagster.specs.loading import LoadedSpec
+from memories_dagster.specs.loading import LoadedSpec, spec_warnings
 
 SETTINGS_KEY = "memories_settings"
 URL_SOURCES = ("sql", "api", "odata", "graphql", "redis", "mongodb")  # connection strings that are URLs, not paths
@@ -179,6 +179,8 @@ def _integrated_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinitio
         partitions_def=partitions_def,
     )
     def integrate_sources(context: dg.AssetExecutionContext, memories_settings: MemoriesSettings, **inputs: TableFile):
+        for warning in spec_warnings(loaded):
+            context.log.warning(str(warning))
         staging = memories_settings.staging_dir()
         try:
             outcome = integrate(
