@@ -147,8 +147,10 @@ def _check_in_place_mapping(con: duckdb.DuckDBPyConnection, sql: str, rule: Tran
     text, and a column holds one type. Say so, with such a value, before DuckDB's CASE error."""
     values = rule.transformation_logic
     assert isinstance(values, dict)
+    if not _maps_to_numbers(values) or "*" in values:
+        return
     current = columns_of(con, f"({sql})")[column]
-    if not _maps_to_numbers(values) or "*" in values or is_numeric(current):
+    if is_numeric(current):
         return
     known = ", ".join(sql_literal(str(k)) for k in values)
     unmapped = con.execute(

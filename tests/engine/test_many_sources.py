@@ -216,3 +216,16 @@ def test_union_of_many_sources_matches_pandas_concat(run_integration, count):
                             for x in row) for row in frame[columns].astype(object).values.tolist())
 
     assert rows(run.data) == rows(expected)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_cross_join_of_three_sources_resolves_like_pandas(run_integration, rule):
+    frames = {f"s{n}": pd.DataFrame({"v": [float(n), None], f"only{n}": [n, n + 10]}) for n in range(3)}
+    run = run_integration(frames, integration_strategy={"join_type": "cross", "conflict_resolution": rule})
+    renamed = [f.rename(columns={c: f"{c}@{n}" for c in f.columns}) for n, f in frames.items()]
+    joined = functools.reduce(lambda left, right: left.merge(right, how="cross"), renamed)
+    key = ["only0", "only1", "only2"]
+    data = run.data.sort_values(key).reset_index(drop=True)
+    joined = joined.sort_values([f"{c}@s{i}" for i, c in enumerate(key)]).reset_index(drop=True)
+    assert len(data) == 8
+    assert values(data["v"]) == pytest.approx(values(resolve(joined, frames, "v", rule)))
