@@ -15,6 +15,7 @@ from memories_dagster.specs.loading import (
     load_region,
     read_document,
     spec_files,
+    spec_warnings,
 )
 
 DECLARATION_FOLDERS = ("integrations", "earth")
@@ -68,6 +69,8 @@ def validate(paths: list[str]) -> int:
             kinds = ", ".join(k for k in ("terrain", "satellite", "climate") if getattr(loaded.spec.sources, k))
             print(f"ok: {file} (region {loaded.name}, sources: {kinds or 'none'})")
         else:
+            for warning in spec_warnings(loaded):
+                print(f"warning: {warning}")
             print(f"ok: {file} (pipeline {loaded.name}, {len(loaded.spec.integration_config.data_sources)} sources)")
     print(f"{len(files) - failed} valid, {failed} invalid")
     return 1 if failed else 0

@@ -117,3 +117,70 @@ def test_the_readme_example_region_is_valid(tmp_path):
     result = run([str(MEMORIES), "validate", str(tmp_path / "earth" / "jacksboro_fault.yaml")], tmp_path)
     assert result.returncode == 0, result.stdout
     assert "region jacksboro_fault, sources: terrain, satellite, climate" in result.stdout
+
+
+THREE_EMAILS = {
+    "crm": pd.DataFrame({"customer_id": [1, 2, 3, 4], "email": ["a@crm.io", None, None, None]}),
+    "erp": pd.DataFrame({"customer_id": [1, 2, 3, 5], "email": ["a@erp.io", "b@erp.io", None, "e@erp.io"]}),
+    "web": pd.DataFrame({"customer_id": [1, 2, 3, 4], "email": ["a@web.io", "b@web.io", "c@web.io", None]}),
+}
+
+
+@pytest.mark.slow
+def test_the_readme_custom_resolution_example_with_a_third_source(tmp_path):
+    """README: custom_resolution `{email: "coalesce(crm.email, erp.email)"}`, extended to a third source."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, frame in THREE_EMAILS.items():
+        frame.to_csv(data / f"{name}.csv", index=False)
+    specs = tmp_path / "assets" / "integrations"
+    specs.mkdir(parents=True)
+    spec = specs / "emails.yaml"
+    spec.write_text(yaml.safe_dump({
+        "integration_config": {
+            "data_sources": [{"source_name": n, "source_type": "csv", "connection_string": f"data/{n}.csv"} for n in THREE_EMAILS],
+            "integration_strategy": {
+                "join_type": "left",
+                "join_keys": [{"source1_key": "customer_id", "source2_key": "customer_id"}] * 2,
+                "conflict_resolution": "custom",
+                "custom_resolution": {"email": "coalesce(crm.email, erp.email, web.email)"},
+            },
+        },
+        "output_config": {"output_format": "csv", "output_destination": "output/emails.csv"},
+    }))
+    validated = run([str(MEMORIES), "validate", str(spec)], tmp_path)
+    assert validated.returncode == 0, validated.stdout
+    assert "warning" not in validated.stdout and "1 valid, 0 invalid" in validated.stdout
+    (tmp_path / "home").mkdir()
+    env = {"MEMORIES_ASSETS_DIR": str(tmp_path / "assets"), "DAGSTER_HOME": str(tmp_path / "home")}
+    result = run([str(DAGSTER), "asset", "materialize", "-m", "memories_dagster.definitions", "--select", "group:emails"], tmp_path, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # pandas: the same left joins, then the first non-null email in crm, erp, web order
+    crm, erp, web = (f.rename(columns={"email": f"email_{n}"}) for n, f in THREE_EMAILS.items())
+    joined = crm.merge(erp, on="customer_id", how="left").merge(web, on="customer_id", how="left")
+    expected = joined["email_crm"].combine_first(joined["email_erp"]).combine_first(joined["email_web"])
+    written = pd.read_csv(tmp_path / "output" / "emails.csv").sort_values("customer_id")
+    assert list(written.columns) == ["customer_id", "email"]
+    assert written["customer_id"].tolist() == joined["customer_id"].tolist()
+    assert written["email"].fillna("-").tolist() == expected.fillna("-").tolist()
+    report = json.loads((tmp_path / ".memories" / "reports" / "emails" / "report.json").read_text())
+    assert report["integration_report"]["conflicts_resolved"] == {"email": "custom"}
+    assert sorted(report["data_lineage"]["source_mapping"]["email"]) == ["crm.email", "erp.email", "web.email"]
+
+
+def test_validate_prints_settings_without_effect_as_warnings(tmp_path):
+    spec = tmp_path / "seedlike.yaml"
+    spec.write_text(yaml.safe_dump({"integration_config": {
+        "data_sources": [{"source_name": n, "source_type": "csv", "connection_string": f"{n}.csv"} for n in ("a", "b")],
+        "integration_strategy": {"join_type": "inner", "join_keys": [{"source1_key": "id", "source2_key": "id"}],
+                                 "merge_strategy": "union"},
+        "data_quality_checks": {"format_check": True},
+    }}))
+    result = run([str(MEMORIES), "validate", str(spec)], tmp_path)
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert any(line.startswith(f"warning: {spec}: integration_config.integration_strategy.merge_strategy: merge_strategy 'union' is not used")
+               for line in lines), lines
+    assert any(line.startswith(f"warning: {spec}: integration_config.data_quality_checks.format_check: format_check is on but declares no `columns`")
+               for line in lines), lines
+    assert "1 valid, 0 invalid" in lines

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from memories_dagster.connectors.files import ConnectorError
+from memories_dagster.engine.errors import error_detail
 from memories_dagster.secrets import redact
 
 WRITE_BATCH = 5_000
@@ -19,7 +20,7 @@ def _client(url: str, name: str, timeout: float = 10.0):
         client = pymongo.MongoClient(url, serverSelectionTimeoutMS=int(timeout * 1000))
         client.admin.command("ping")
     except (pymongo.errors.PyMongoError, ValueError) as exc:
-        raise ConnectorError(redact(f"{name}: cannot reach MongoDB at {url}: {str(exc).splitlines()[0]}")) from None
+        raise ConnectorError(redact(f"{name}: cannot reach MongoDB at {url}: {error_detail(exc)}")) from None
     return client
 
 
@@ -61,7 +62,7 @@ def mongo_documents(url: str, source_name: str, settings) -> Iterator[dict[str, 
         for document in cursor:
             yield _plain(document)
     except pymongo.errors.PyMongoError as exc:
-        raise ConnectorError(redact(f"{where}: reading {settings.collection} failed: {str(exc).splitlines()[0]}")) from None
+        raise ConnectorError(redact(f"{where}: reading {settings.collection} failed: {error_detail(exc)}")) from None
     finally:
         client.close()
 
@@ -117,7 +118,7 @@ def write_documents(url: str, database: str | None, collection_name: str, batche
             collection.insert_many(batch, ordered=False)
             written += len(batch)
     except pymongo.errors.PyMongoError as exc:
-        raise ConnectorError(redact(f"{where}: writing failed after {written} rows: {str(exc).splitlines()[0]}")) from None
+        raise ConnectorError(redact(f"{where}: writing failed after {written} rows: {error_detail(exc)}")) from None
     finally:
         client.close()
     return written

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from memories_dagster.connectors.files import ConnectorError
+from memories_dagster.engine.errors import error_detail
 from memories_dagster.engine.window import Window
 from memories_dagster.secrets import redact
 
@@ -66,8 +67,7 @@ def describe(url: URL) -> str:
 
 
 def _fail(what: str, url: URL, exc: Exception) -> ConnectorError:
-    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-    return ConnectorError(redact(f"{what} ({describe(url)}): {detail}"))
+    return ConnectorError(redact(f"{what} ({describe(url)}): {error_detail(exc)}"))
 
 
 def window_bounds(url: URL, window: Window, column: str) -> tuple[str, object, object]:

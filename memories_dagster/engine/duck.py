@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+from collections.abc import Iterable
 
 import duckdb
 
@@ -33,6 +35,19 @@ def columns_of(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
     """Column name -> DuckDB type of a table or view."""
     rows = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
     return {row[0]: row[1] for row in rows}
+
+
+_NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|U\w*INT|FLOAT|DOUBLE|REAL|DECIMAL.*)$")
+
+
+def is_numeric(column_type: str) -> bool:
+    """Whether a DuckDB column type holds numbers."""
+    return bool(_NUMERIC.match(column_type))
+
+
+def column_named(columns: Iterable[str], name: str) -> str | None:
+    """The spelling in ``columns`` of column ``name``, matched as DuckDB matches names: ignoring case."""
+    return next((c for c in columns if c.lower() == name.lower()), None)
 
 
 def count(con: duckdb.DuckDBPyConnection, relation: str, where: str = "TRUE") -> int:

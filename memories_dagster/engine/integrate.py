@@ -17,14 +17,14 @@ import duckdb
 import pyarrow.parquet as pq
 
 from memories_dagster.engine.combine import (
-    Combined, SourceTable, combine, common_columns, rid, same_row_in, type_clashes,
+    Combined, SourceTable, combine, found_in_every_other, rid, type_clashes,
 )
 from memories_dagster.engine.duck import columns_of, connect, copy_parquet, count, q, record_json, sql_string
-from memories_dagster.engine.errors import IntegrationError
+from memories_dagster.engine.errors import IntegrationError, error_detail
 from memories_dagster.engine.expressions import sql_literal
 from memories_dagster.engine.quality import fill_sql, plan_coercion, required_null_reason
 from memories_dagster.engine.tables import TableFile
-from memories_dagster.engine.transform import AppliedRule, apply_rules
+from memories_dagster.engine.transform import AppliedRule, apply_rules, first_failing
 from memories_dagster.engine.window import Window, condition_sql
 from memories_dagster.engine.write import lay_out, parquet_rows
 from memories_dagster.specs.integration import IntegrationConfig, OutputConfig
@@ -111,7 +111,7 @@ def integrate(
         layout = output if output is not None and output.output_format == "parquet" else None
         return integration.run(integrated_path, quarantine_path, started, layout)
     except duckdb.Error as exc:
-        raise IntegrationError(f"integration failed: {str(exc).splitlines()[0]}") from None
+        raise IntegrationError(f"integration failed: {error_detail(exc)}") from None
     finally:
         con.close()
 
@@ -153,7 +153,7 @@ class _Integration:
             else:
                 lay_out(self.con, kept, types, layout, "", Path(integrated_path), self.window)
         except duckdb.Error as exc:
-            raise IntegrationError(f"writing the integrated rows failed: {str(exc).splitlines()[0]}") from None
+            raise IntegrationError(f"writing the integrated rows failed: {error_detail(exc)}") from None
         self.history.add("write integrated", staged["output_rows"])
         self.quarantine_parts.append(
             "SELECT 'integration' AS _stage, NULL AS _source, __reason AS _reason, __record AS _record "
@@ -181,11 +181,18 @@ class _Integration:
         self.accounts[name] = account
         self.history.add(f"read {name}", account.rows_read)
         scan = f"read_parquet({sql_string(path)})"
-        reserved = [c for c in columns_of(self.con, scan) if c.lower() == "rowid" or c.startswith("__")]
+        names = pq.ParquetFile(path).schema_arrow.names
+        reserved = [c for c in names if c.lower() == "rowid" or c.startswith("__")]
         if reserved:
             raise IntegrationError(
                 f"source '{name}' has column(s) {', '.join(reserved)}: the names rowid and __* are "
                 "reserved for the engine's bookkeeping; rename them at the source (e.g. in its query)"
+            )
+        alike = [c for c in names if [n.lower() for n in names].count(c.lower()) > 1]
+        if alike:  # DuckDB would silently rename the second one (NAME_1)
+            raise IntegrationError(
+                f"source '{name}' has columns that differ only in case: {', '.join(alike)}; column names "
+                "are matched ignoring case (as SQL does), so rename one at the source (e.g. in its query)"
             )
         declared = self.checks.columns if self.checks.format_check else {}
         plan = plan_coercion(self.con, scan, declared)
@@ -273,7 +280,19 @@ class _Integration:
     def _combination_error(self, exc: duckdb.Error, tables: list[SourceTable], combined: Combined) -> IntegrationError:
         clashes = type_clashes(tables)
         hint = f"; columns whose types differ between sources: {'; '.join(clashes)}" if clashes else ""
-        return IntegrationError(f"combining the sources ({combined.mode}) failed: {str(exc).splitlines()[0]}{hint}")
+        return IntegrationError(f"combining the sources ({combined.mode}) failed: {error_detail(exc)}{hint}")
+
+    def _staging_error(self, exc: duckdb.Error, rules: list[AppliedRule], tables: list[SourceTable],
+                       combined: Combined) -> IntegrationError:
+        """Say which step failed on the data: the combination, a rule, or the checks after them."""
+        try:  # values of the combined rows are computed lazily: clashing types fail only here
+            self.con.execute("SELECT count(COLUMNS(*)) FROM combined").fetchall()
+        except duckdb.Error as failed:
+            return self._combination_error(failed, tables, combined)
+        culprit = first_failing(self.con, rules)
+        if culprit:
+            return IntegrationError(f"transformation rule {culprit[0].describe()} failed on the data: {error_detail(culprit[1])}")
+        return IntegrationError(f"applying null_check or format_check failed: {error_detail(exc)}")
 
     def _stage(self, sql: str, rules: list[AppliedRule], columns: list[str], tables: list[SourceTable], combined: Combined) -> None:
         cases = ["WHEN __null_reason IS NOT NULL THEN __null_reason", "WHEN __format_reason IS NOT NULL THEN __format_reason"]
@@ -297,11 +316,7 @@ class _Integration:
                 f"__outside THEN {record_json(columns)} END AS __record FROM chain"
             )
         except duckdb.Error as exc:
-            if type_clashes(tables):
-                raise self._combination_error(exc, tables, combined) from None
-            raise IntegrationError(
-                f"applying null_check, transformation rules or format_check failed: {str(exc).splitlines()[0]}"
-            ) from None
+            raise self._staging_error(exc, rules, tables, combined) from None
         rows = count(self.con, "staged")
         self.history.add(combined.mode.replace(":", " "), rows)
         if self.checks.null_check:
@@ -403,9 +418,7 @@ class _Integration:
         return set()
 
     def _merge_matches(self, tables: list[SourceTable]) -> int:
-        common = common_columns(tables)
-        tests = " AND ".join(same_row_in(t.relation, common) for t in tables[1:])
-        return count(self.con, f"{tables[0].relation} AS a", tests)
+        return count(self.con, f"{tables[0].relation} AS a", found_in_every_other(tables))
 
     # -- results --------------------------------------------------------------------------------
     def _checks(self, staged: dict[str, Any], rules: list[AppliedRule], null_stats: dict[str, Any]) -> list[CheckOutcome]:
@@ -430,9 +443,10 @@ class _Integration:
             at_source = {n: a.quarantined_at_source for n, a in self.accounts.items()}
             rejected = sum(at_source.values()) + staged["format_rejected"]
             converted = sum(a.format_values_converted for a in self.accounts.values())
+            described = (f"{rejected} rows quarantined for values that do not parse as the declared type" if flags.columns
+                         else "no `columns` declared (column -> type), so no value was checked")
             outcomes.append(CheckOutcome(
-                "format_check", rejected == 0,
-                f"{rejected} rows quarantined for values that do not parse as the declared type",
+                "format_check", rejected == 0, described,
                 {"rows_quarantined": rejected, "values_converted": converted,
                  "by_source": at_source, "declared_columns": dict(flags.columns)},
             ))

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from memories_dagster.connectors.files import PART_SEPARATOR, StagedOutput, copy_options, suffix_for
 from memories_dagster.engine.duck import columns_of, connect, q, sql_string
-from memories_dagster.engine.errors import IntegrationError
+from memories_dagster.engine.errors import IntegrationError, error_detail
 from memories_dagster.engine.tables import Access
 from memories_dagster.engine.window import Window
 from memories_dagster.secrets import redact, resolve
@@ -85,6 +85,8 @@ def write_output(
             try:
                 scan = f"read_parquet({sql_string(integrated_path)})"
                 tree = lay_out(con, f"SELECT * FROM {scan}", columns_of(con, scan), output, destination, staged.folder / "tree", window)
+            except duckdb.Error as exc:
+                raise IntegrationError(f"writing {output.output_format} for {redact(destination)} failed: {error_detail(exc)}") from None
             finally:
                 con.close()
         rows = parquet_rows(Path(integrated_path))

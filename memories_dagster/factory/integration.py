@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from memories_dagster.engine.earth.products import published_file, stored_statistics
+from memories_dagster.engine.errors import error_detail
 from memories_dagster.engine.extract import extract
 from memories_dagster.engine.integrate import IntegrationOutcome, integrate
 from memories_dagster.engine.tables import TableFile, write_json
@@ -26,7 +27,7 @@ from memories_dagster.factory.sensors import file_sensor
 from memories_dagster.resources import IO_MANAGER_KEY, STORE_IO_MANAGER_KEY, MemoriesSettings, store_metadata
 from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import DataSource
-from memories_dagster.specs.loading import LoadedSpec
+from memories_dagster.specs.loading import LoadedSpec, spec_warnings
 
 SETTINGS_KEY = "memories_settings"
 URL_SOURCES = ("sql", "api", "odata", "graphql", "redis", "mongodb")  # connection strings that are URLs, not paths
@@ -72,7 +73,7 @@ def earth_dependencies(source: DataSource) -> list[dg.AssetKey]:
 
 def _user_error(exc: Exception, what: str) -> dg.Failure:
     """A failure whose message is one paragraph naming what is wrong, secrets removed."""
-    return dg.Failure(description=redact(f"{what}: {exc}"), allow_retries=False)
+    return dg.Failure(description=f"{redact(what)}: {error_detail(exc)}", allow_retries=False)
 
 
 def _window(context: dg.AssetExecutionContext) -> Window | None:
@@ -142,7 +143,7 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
                 table = sample_rasters(table, sampling.longitude, sampling.latitude, layers)
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise _user_error(exc, f"pipeline '{loaded.name}' could not read source '{source.source_name}'") from None
+            raise _user_error(exc, f"pipeline '{loaded.name}' ({loaded.file}) could not read source '{source.source_name}'") from None
         facts = {k: v for k, v in table.meta.items() if k not in ("source", "location", "window_filter")} | store_facts
         metadata = {**table_metadata(table.rows, table.columns), **facts, "location": table.meta["location"],
                     "window_filter": table.meta["window_filter"] or "none (whole source)"}
@@ -178,6 +179,8 @@ def _integrated_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinitio
         partitions_def=partitions_def,
     )
     def integrate_sources(context: dg.AssetExecutionContext, memories_settings: MemoriesSettings, **inputs: TableFile):
+        for warning in spec_warnings(loaded):
+            context.log.warning(str(warning))
         staging = memories_settings.staging_dir()
         try:
             outcome = integrate(
@@ -187,7 +190,7 @@ def _integrated_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinitio
             )
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise _user_error(exc, f"pipeline '{name}' could not integrate its sources") from None
+            raise _user_error(exc, f"pipeline '{name}' ({loaded.file}) could not integrate its sources") from None
         yield from _integration_events(name, outcome)
 
     return integrate_sources
@@ -239,7 +242,7 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
                 access=access,
             )
         except Exception as exc:
-            raise _user_error(exc, f"pipeline '{name}' could not write its output; the previous output is unchanged") from None
+            raise _user_error(exc, f"pipeline '{name}' ({loaded.file}) could not write its output; the previous output is unchanged") from None
         report = dict(integrated.meta["report"])
         report["integrated_data_path"] = written["integrated_data_path"]
         path = memories_settings.report_path(name, context.partition_key if context.has_partition_key else None)

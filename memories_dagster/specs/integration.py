@@ -238,7 +238,28 @@ class IntegrationStrategy(Strict):
                 "conflict_resolution 'custom' needs `custom_resolution`: column -> expression "
                 "over <source>.<column>, e.g. {email: \"coalesce(crm.email, erp.email)\"}"
             )
+        if self.custom_resolution and self.conflict_resolution != "custom":
+            raise ValueError(
+                f"`custom_resolution` acts only with `conflict_resolution: custom` (it is "
+                f"'{self.conflict_resolution}'); set that, or remove custom_resolution"
+            )
+        alike = [c for c in self.custom_resolution if [n.lower() for n in self.custom_resolution].count(c.lower()) > 1]
+        if alike:
+            raise ValueError(
+                f"custom_resolution has columns that differ only in case: {', '.join(alike)}; column "
+                "names are matched ignoring case, so keep one expression per column"
+            )
+        if self.join_type == "cross" and self.join_keys:
+            raise ValueError(
+                "join_type 'cross' pairs every row with every row and takes no `join_keys`; "
+                "use inner, left, right or outer to join on the keys"
+            )
         return self
+
+    @property
+    def joins(self) -> bool:
+        """Whether the sources are joined (join_keys, or a cross join) rather than merged."""
+        return bool(self.join_keys) or self.join_type == "cross"
 
 
 class TransformationRule(Strict):
@@ -348,9 +369,11 @@ class IntegrationConfig(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> IntegrationConfig:
         keys = [source.key for source in self.data_sources]
-        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        # ignoring case: the engine's tables are named after sources, and SQL names ignore case
+        repeated = sorted({k for k in keys if [n.lower() for n in keys].count(k.lower()) > 1})
         if repeated:
-            raise ValueError(f"source names must be unique; repeated: {', '.join(repeated)}")
+            cased = " (compared ignoring case, as SQL compares names)" if len({k.lower() for k in repeated}) < len(repeated) else ""
+            raise ValueError(f"source names must be unique; repeated: {', '.join(repeated)}{cased}")
         strategy = self.integration_strategy
         for pair in strategy.join_keys:
             if pair.source2 and asset_name(pair.source2) not in keys:
@@ -367,6 +390,46 @@ class IntegrationConfig(Strict):
                 f"join_type '{strategy.join_type}' needs join_keys (or give a merge_strategy)"
             )
         return self
+
+
+def settings_without_effect(config: IntegrationConfig) -> list[tuple[str, str]]:
+    """(field path, why) for each setting that is valid but changes nothing, for warnings.
+
+    Errors would refuse files copied from seed 003's schema, which lists these settings side
+    by side; DESIGN says which one wins (join_keys over merge_strategy, for instance).
+    """
+    strategy, checks = config.integration_strategy, config.data_quality_checks
+    where = "integration_config.integration_strategy"
+    found: list[tuple[str, str]] = []
+    merged = len(config.data_sources) > 1 and not strategy.joins
+    if strategy.joins and strategy.merge_strategy:
+        found.append((f"{where}.merge_strategy", (
+            f"merge_strategy '{strategy.merge_strategy}' is not used: with "
+            f"{'join_keys' if strategy.join_keys else 'join_type cross'} the sources are joined; a merge "
+            "(union, intersection, complement) applies only without join keys, so remove one of the two"
+        )))
+    if merged and strategy.join_type:
+        found.append((f"{where}.join_type", (
+            f"join_type '{strategy.join_type}' is not used: without join_keys the sources are merged "
+            f"({strategy.merge_strategy or 'union'}); add join_keys to join them"
+        )))
+    if merged and "conflict_resolution" in strategy.model_fields_set:
+        found.append((f"{where}.conflict_resolution", (
+            f"conflict_resolution '{strategy.conflict_resolution}' is not used: merged sources have no "
+            "conflicts to resolve (union keeps each row's own values; intersection and complement keep "
+            "the first source's rows); it resolves the columns that joined sources share"
+        )))
+    if checks.format_check and not checks.columns:
+        found.append(("integration_config.data_quality_checks.format_check", (
+            "format_check is on but declares no `columns`, so no value is converted or checked and the "
+            f"check always passes; add `columns` (column -> {', '.join(COLUMN_TYPES)})"
+        )))
+    if checks.business_rule_check and not any(r.transformation_type == "validation" for r in config.transformation_rules):
+        found.append(("integration_config.data_quality_checks.business_rule_check", (
+            "business_rule_check is on but no transformation rule is a validation, so the check always "
+            "passes; add a rule with transformation_type: validation"
+        )))
+    return found
 
 
 class Partitioning(Strict):

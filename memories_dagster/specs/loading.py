@@ -13,7 +13,7 @@ from typing import Any, Callable
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from memories_dagster.specs.integration import IntegrationSpec, asset_name
+from memories_dagster.specs.integration import IntegrationSpec, asset_name, settings_without_effect
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -116,6 +116,11 @@ def _load(model: type[BaseModel], file: Path, root: Path | None) -> LoadedSpec:
 def load_integration_spec(file: Path, root: Path | None = None) -> LoadedSpec:
     """Load and validate one integration spec file."""
     return _load(IntegrationSpec, file, root)
+
+
+def spec_warnings(loaded: LoadedSpec) -> list[SpecProblem]:
+    """Settings of a valid integration spec that change nothing, each with its file and field."""
+    return [SpecProblem(loaded.file, field, why) for field, why in settings_without_effect(loaded.spec.integration_config)]
 
 
 def discover_integrations(root: Path) -> tuple[list[LoadedSpec], list[SpecError]]:

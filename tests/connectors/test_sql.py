@@ -239,3 +239,22 @@ def test_upsert_keeps_one_row_per_key_and_names_missing_columns(database, table_
 
 def replace_config(url, table):
     return OutputConfig(output_format="sql", output_destination=url, table=table)
+
+
+def test_a_rejected_write_names_the_offending_value(postgres, table_name, tmp_path):
+    with postgres.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {table_name} (id INTEGER PRIMARY KEY, day TIMESTAMP, amount FLOAT)"))
+    rows = tmp_path / "rows.parquet"
+    ROWS.assign(id=[1, 7, 7]).to_parquet(rows, index=False)
+    url = url_of(postgres)
+    try:
+        append = OutputConfig(output_format="sql", output_destination=url, table=table_name, mode="append")
+        with pytest.raises(ConnectorError) as caught:
+            write_output(str(rows), append, url, table_name)
+        message = str(caught.value)
+        # PostgreSQL's DETAIL line holds the value; only the first line used to be kept
+        assert "duplicate key value violates unique constraint" in message and "Key (id)=(7) already exists" in message
+        assert "\n" not in message
+    finally:
+        with postgres.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table_name}"))

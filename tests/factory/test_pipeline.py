@@ -1,6 +1,7 @@
 """Specs become assets, checks, jobs, sensors and schedules, and materialize through Dagster."""
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -79,6 +80,35 @@ def test_a_seed_json_spec_works_unchanged(project):
     result = project.run("seed_example")
     assert result.success
     assert sorted(p.name for p in (project.root / "output" / "seed.csv").iterdir())[:2] == ["country=BR", "country=DE"]
+
+
+def test_settings_without_effect_are_warned_about_in_the_run_log(project):
+    spec = project.add("warned.yaml", {"integration_config": {
+        "data_sources": [{"source_name": "customers", "source_type": "csv", "connection_string": "sample_data/customers.csv"}],
+        "data_quality_checks": {"format_check": True, "business_rule_check": True},
+    }})
+    instance = dg.DagsterInstance.ephemeral()
+    result = project.run("warned", instance=instance)
+    assert result.success
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert any(m.startswith(f"{spec}: integration_config.data_quality_checks.format_check: format_check is on but declares no `columns`")
+               for m in warnings), warnings
+    assert any("business_rule_check is on but no transformation rule is a validation" in m for m in warnings), warnings
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "format_check")
+    assert check.description == "no `columns` declared (column -> type), so no value was checked"
+
+
+def test_a_rule_failing_on_the_data_names_the_spec_file_and_the_rule(project):
+    spec = project.add("failing.yaml", {"integration_config": {
+        "data_sources": [{"source_name": "customers", "source_type": "csv", "connection_string": "sample_data/customers.csv"}],
+        "transformation_rules": [{"rule_name": "segment_code", "transformation_type": "mapping", "source_column": "segment",
+                                  "transformation_logic": {"retail": 1}}],
+    }})
+    result = project.run("failing", raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert f"pipeline 'failing' ({spec}) could not integrate its sources: transformation rule 'segment_code' maps column 'segment' (VARCHAR) in place to numbers" in message
+    assert "(e.g. 'wholesale')" in message
 
 
 def test_a_broken_spec_is_visible_and_does_not_stop_the_others(project):
