@@ -174,7 +174,7 @@ def s3_store():
     server.start()
     host, port = server.get_host_and_port()
     connection = {"type": "s3", "endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1",
-                  "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+                  "aws_access_key_id": "testing", "aws_secret_access_key": "testing-secret"}
     fs = fsspec.filesystem("s3", key="testing", secret="testing", endpoint_url=connection["endpoint_url"])
     fs.mkdir("lake")
     yield "s3://lake", connection, fs
