@@ -43,21 +43,31 @@ def time_left(timeout: float | None, error: type[Exception] = httpcore.ReadTimeo
     return left if timeout is None else min(timeout, left)
 
 
+def _within(operation: Any, timeout: float | None, error: type[Exception]) -> Any:
+    """Run ``operation(timeout)`` with the time left; a timeout the deadline caused says so."""
+    try:
+        return operation(time_left(timeout, error))
+    except error:
+        time_left(timeout, error)
+        raise
+
+
 class _Stream(httpcore.NetworkStream):
     def __init__(self, stream: httpcore.NetworkStream) -> None:
         self._stream = stream
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, time_left(timeout, httpcore.ReadTimeout))
+        return _within(lambda left: self._stream.read(max_bytes, left), timeout, httpcore.ReadTimeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, time_left(timeout, httpcore.WriteTimeout))
+        _within(lambda left: self._stream.write(buffer, left), timeout, httpcore.WriteTimeout)
 
     def close(self) -> None:
         self._stream.close()
 
     def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> _Stream:
-        return _Stream(self._stream.start_tls(ssl_context, server_hostname, time_left(timeout, httpcore.ConnectTimeout)))
+        return _Stream(_within(lambda left: self._stream.start_tls(ssl_context, server_hostname, left), timeout,
+                               httpcore.ConnectTimeout))
 
     def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
@@ -69,11 +79,12 @@ class _Backend(httpcore.NetworkBackend):
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Any = None) -> _Stream:
-        return _Stream(self._backend.connect_tcp(host, port, time_left(timeout, httpcore.ConnectTimeout),
-                                                 local_address, socket_options))
+        return _Stream(_within(lambda left: self._backend.connect_tcp(host, port, left, local_address, socket_options),
+                               timeout, httpcore.ConnectTimeout))
 
     def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> _Stream:
-        return _Stream(self._backend.connect_unix_socket(path, time_left(timeout, httpcore.ConnectTimeout), socket_options))
+        return _Stream(_within(lambda left: self._backend.connect_unix_socket(path, left, socket_options), timeout,
+                               httpcore.ConnectTimeout))
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
