@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from memories_dagster.secrets import redact
 from memories_dagster.specs.loading import (
     SPEC_SUFFIXES,
     SpecError,
@@ -63,7 +64,7 @@ def validate(paths: list[str]) -> int:
         except SpecError as exc:
             failed += 1
             for problem in exc.problems:
-                print(f"error: {problem}")
+                print(f"error: {redact(str(problem))}")
             continue
         if kind == "region":
             kinds = ", ".join(k for k in ("terrain", "satellite", "climate") if getattr(loaded.spec.sources, k))

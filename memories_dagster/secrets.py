@@ -1,20 +1,53 @@
-"""``${ENV_VAR}`` references in declarations, and redaction of their values from any text.
+"""Credentials in declarations: ``${ENV_VAR}`` references, and redaction of their values from any text.
 
-Values are resolved only when a connector needs them, so a code location loads even where a
-secret is not set, and every resolved value is remembered so that errors, logs and metadata can
-be passed through :func:`redact` before anyone sees them.
+A credential is the value of a credential field (``authentication.password``/``api_key``, the
+password of a URL, a header, parameter or query parameter whose name says it holds a key, a
+profile connection's keys) and every value an ``${ENV}`` reference resolves to. Each is
+registered when it is read: values written in a declaration when the declaration is validated,
+``${ENV}`` values when a connector resolves them. :func:`redact` then replaces it, in every form
+it may take in a message, by ``***``: as written, percent-encoded (once or twice), JSON-, repr-
+and HTML-escaped, base64 at any alignment (so inside a basic-auth header too), in any letter case
+(databases echo identifiers folded to lower or upper case).
+
+A credential shorter than :data:`MIN_SECRET_LENGTH` characters is refused: replacing every ``pw``
+in every message would destroy the messages, and not replacing it would leak it.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import os
 import re
+import threading
 import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+MIN_SECRET_LENGTH = 8  # NIST SP 800-63B's minimum for memorized secrets
+MASK = "***"
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_RESOLVED: set[str] = set()
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 _USERINFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://([^/@]*)@")
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?=@)")
+# scheme://user:password@host - the password may hold '@', '/' or '?' written unencoded: it ends
+# at the first '@' after which a host follows (no further '@' before the path, query or the end)
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^\s]*?)(?=@[^@\s/?#]*(?:[/?#\s'\")\]]|$))"
+)
+_QUERY_PARAMETER = re.compile(r"(?P<head>[?&;](?P<name>[A-Za-z0-9_.\-]+)=)(?P<value>[^&#\s'\"<>]*)")
+_AUTHORIZATION = re.compile(r"(?i)(?P<head>authorization[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic|token)\s+)?)(?P<value>[^\s\"',;]+)")
+_AZURE_KEYS = re.compile(r"(?i)(?P<head>(?:AccountKey|SharedAccessSignature)=)(?P<value>[^;\s]+)")
+# names of headers, parameters and arguments that carry credentials, compared without separators
+_CREDENTIAL_NAMES = {"key", "appid", "auth", "authorization", "proxyauthorization", "cookie", "sig", "sas"}
+_CREDENTIAL_ENDINGS = ("apikey", "token", "secret", "password", "passwd", "pwd", "signature", "accesskey",
+                       "secretkey", "subscriptionkey", "privatekey", "sessionid", "credential", "credentials",
+                       "accountkey", "sharedaccesssignature", "sastoken")
+
+_lock = threading.Lock()
+_forms: set[str] = set()
+_pattern: re.Pattern[str] | None = None
 
 
 class MissingSecretError(KeyError):
@@ -24,11 +57,53 @@ class MissingSecretError(KeyError):
         return str(self.args[0])
 
 
+class SecretError(ValueError):
+    """A credential that cannot be kept out of messages (too short), named by its field only."""
+
+
+def is_credential_name(name: str) -> bool:
+    """Whether a header, parameter or argument called ``name`` carries a credential
+    (``Authorization``, ``X-API-Key``, ``appid``, ``access_token``, ``client_secret``, ...)."""
+    folded = re.sub(r"[^a-z0-9]", "", name.lower())
+    return folded in _CREDENTIAL_NAMES or folded.endswith(_CREDENTIAL_ENDINGS)
+
+
+def register(value: str, where: str) -> str:
+    """Remember ``value`` of the credential field ``where`` for redaction; refuse it when it is
+    too short to be hidden. An empty value means "no credential" and passes."""
+    if not value:
+        return value
+    if len(urllib.parse.unquote(value)) < MIN_SECRET_LENGTH:
+        raise SecretError(
+            f"{where} holds a credential of {len(urllib.parse.unquote(value))} characters; credentials must have at "
+            f"least {MIN_SECRET_LENGTH}, because a shorter one cannot be hidden in every message without destroying them"
+        )
+    _remember(value)
+    _remember(urllib.parse.unquote(value))
+    if value.lower().startswith(("bearer ", "basic ", "token ")):  # an Authorization header: the token alone too
+        register(value.split(None, 1)[1].strip(), where)
+    return value
+
+
+def register_address(text: str, where: str) -> str:
+    """Register the credentials inside a URL: its password and credential-named query
+    parameters (``?api_key=...``), and Azure connection strings' keys."""
+    if _SCHEME.match(text):
+        for match in _URL_PASSWORD.finditer(text):
+            register(match["password"], f"{where} (the URL's password)")
+        for match in _QUERY_PARAMETER.finditer(text):
+            if is_credential_name(match["name"]):
+                register(match["value"], f"{where} (query parameter {match['name']})")
+    for match in _AZURE_KEYS.finditer(text):  # DefaultEndpointsProtocol=...;AccountKey=...
+        register(match["value"], f"{where} ({match['head'][:-1]})")
+    return text
+
+
 def resolve(text: str, where: str) -> str:
     """Replace each ``${NAME}`` in ``text`` by the environment's value; ``where`` names the field.
 
-    In the user-info part of a URL (``scheme://user:${PASSWORD}@host``) the value is
-    percent-encoded, so a password holding ``@`` or ``:`` stays one password.
+    Every resolved value is remembered for redaction. A URL's password is percent-encoded, so
+    one holding ``@`` or ``:`` stays one password, and registered as a credential.
     """
     userinfo = _USERINFO.match(text)
     userinfo_end = userinfo.end(1) if userinfo else -1
@@ -41,18 +116,89 @@ def resolve(text: str, where: str) -> str:
                 f"export {name}=... before running"
             )
         secret = os.environ[name]
+        if len(secret) >= MIN_SECRET_LENGTH:
+            _remember(secret)
         if match.start() < userinfo_end:
             secret = urllib.parse.quote(secret, safe="")
-        if len(secret) >= 3:  # every form it may take in a URL or a message
-            raw = urllib.parse.unquote(secret)
-            _RESOLVED.update({secret, raw, urllib.parse.quote(raw, safe=""), urllib.parse.quote_plus(raw)})
         return secret
 
-    return _REFERENCE.sub(value, text)
+    return register_address(_encode_url_password(_REFERENCE.sub(value, text)), where)
+
+
+def named_secret(secret: Callable[[str, str], str], name: str, value: Any, where: str) -> Any:
+    """A header, parameter or argument resolved with ``secret(text, where)``; registered as a
+    credential when its name says it is one."""
+    if not isinstance(value, str):
+        return value
+    resolved = secret(value, where)
+    return register(resolved, where) if is_credential_name(name) else resolved
 
 
 def redact(text: str) -> str:
-    """Hide resolved secrets and passwords written inside URLs."""
-    for secret in sorted(_RESOLVED, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return _URL_PASSWORD.sub(r"\g<head>***", text)
+    """``text`` with every registered credential, in every form, and every password written
+    in a URL, credential query parameter or bearer/basic token replaced by ``***``."""
+    pattern = _pattern
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    text = _URL_PASSWORD.sub(lambda m: m["head"] + (MASK if m["password"] else ""), text)
+    text = _QUERY_PARAMETER.sub(lambda m: m["head"] + MASK if is_credential_name(m["name"]) and m["value"] else m[0], text)
+    text = _AZURE_KEYS.sub(lambda m: m["head"] + MASK, text)
+    return _AUTHORIZATION.sub(lambda m: m["head"] + MASK, text)
+
+
+class RedactedError(Exception):
+    """Stands in for a library's exception in a traceback: its type and message with credentials
+    removed, its frames kept (frames carry file, line and code, never values)."""
+
+
+def redacted(exc: BaseException) -> RedactedError:
+    """A copy of ``exc`` and of the exceptions it was raised from (cause or context) whose
+    messages are redacted; raise from it to keep a traceback that holds no credential."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 16 and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    copies = [
+        RedactedError(redact(f"{type(e).__module__}.{type(e).__qualname__}: {e}")).with_traceback(e.__traceback__)
+        for e in chain
+    ]
+    for copy, cause in zip(copies, copies[1:]):
+        copy.__cause__ = cause
+    return copies[0]
+
+
+def _encode_url_password(text: str) -> str:
+    """A URL whose password holds reserved characters written as they are (``p@ss``) with the
+    password percent-encoded, as every URL parser expects."""
+    if not _USERINFO.match(text):
+        return text
+    return _URL_PASSWORD.sub(lambda m: m["head"] + urllib.parse.quote(urllib.parse.unquote(m["password"]), safe=""),
+                             text, count=1)
+
+
+def _remember(value: str) -> None:
+    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), urllib.parse.quote(value),
+             urllib.parse.quote(urllib.parse.quote(value, safe=""), safe=""), json.dumps(value)[1:-1],
+             json.dumps(value, ensure_ascii=False)[1:-1], repr(value)[1:-1], html.escape(value)}
+    forms |= _base64_forms(value.encode())
+    global _pattern
+    with _lock:
+        if forms <= _forms:
+            return
+        _forms.update(forms)
+        ordered = sorted(_forms, key=len, reverse=True)  # the longest form wins where several match
+        _pattern = re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE)
+
+
+def _base64_forms(raw: bytes) -> set[str]:
+    """The base64 characters that depend only on ``raw``, for each of the three alignments it
+    may have inside a longer encoded text (``user:password`` of basic auth)."""
+    forms = set()
+    for shift in range(3):
+        first, last = -(-8 * shift // 6), 8 * (shift + len(raw)) // 6
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            core = encode(b"\0" * shift + raw).decode()[first:last]
+            if len(core) >= MIN_SECRET_LENGTH:
+                forms.add(core)
+    return forms

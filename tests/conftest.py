@@ -174,8 +174,37 @@ def s3_store():
     server.start()
     host, port = server.get_host_and_port()
     connection = {"type": "s3", "endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1",
-                  "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+                  "aws_access_key_id": "testing", "aws_secret_access_key": "testing-secret"}
     fs = fsspec.filesystem("s3", key="testing", secret="testing", endpoint_url=connection["endpoint_url"])
     fs.mkdir("lake")
     yield "s3://lake", connection, fs
     server.stop()
+
+
+def secret_forms(secret: str) -> dict[str, str]:
+    """The forms a credential may take in a record, each made by Python's own encoders."""
+    import base64
+    import json
+    import urllib.parse
+
+    raw = secret.encode()
+    return {
+        "plain": secret, "upper": secret.upper(), "lower": secret.lower(),
+        "url": urllib.parse.quote(secret, safe=""), "url_plus": urllib.parse.quote_plus(secret),
+        "json": json.dumps(secret)[1:-1],
+        "base64": base64.b64encode(raw).decode().rstrip("="),
+        "basic_auth": base64.b64encode(b"user:" + raw).decode()[8:-4],  # the part only the secret decides
+    }
+
+
+def recorded_text(instance, run_id: str) -> str:
+    """Every event log record of a run, serialized as Dagster stores it."""
+    from dagster._serdes import serialize_value
+
+    return "\n".join(serialize_value(entry) for entry in instance.all_logs(run_id))
+
+
+def assert_never_recorded(text: str, secret: str) -> None:
+    """No form of ``secret`` in ``text``."""
+    found = {name: form for name, form in secret_forms(secret).items() if form in text}
+    assert not found, f"the secret appears as {', '.join(found)}"

@@ -96,7 +96,7 @@ def test_a_profile_store_on_s3_uses_its_named_connection(tmp_path, redis_prefix,
     _, connection, fs = s3_store
     bucket = f"analyzers-{uuid.uuid4().hex[:8]}"
     fs.mkdir(bucket)
-    monkeypatch.setenv("TEST_S3_SECRET", "testing")
+    monkeypatch.setenv("TEST_S3_SECRET", "testing-secret")
     (tmp_path / "resources").mkdir()
     (tmp_path / "resources" / "cloud.yaml").write_text(yaml.safe_dump({
         "connections": {"lake": connection | {"aws_secret_access_key": "${TEST_S3_SECRET}"}},

@@ -26,6 +26,48 @@ class ConnectorError(RuntimeError):
     """A source or destination that cannot be read or written; the message names it."""
 
 
+class UnavailableError(ConnectorError):
+    """A source or destination that did not answer: unreachable, timed out, overloaded or
+    disconnected. Trying again later may work, so runs retry it under their retry policy."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from, says the other side did not answer
+    (rather than that the declaration or the data are wrong)."""
+    kinds = _transient_kinds()
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not e for e in seen):
+        if isinstance(current, kinds):
+            return True
+        seen.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return False
+
+
+def _transient_kinds() -> tuple[type[BaseException], ...]:
+    """Network failures of the libraries the connectors use (those installed)."""
+    kinds: list[type[BaseException]] = [UnavailableError, ConnectionError, TimeoutError]
+    with contextlib.suppress(ImportError):
+        import httpx
+
+        kinds.append(httpx.TransportError)
+    with contextlib.suppress(ImportError):
+        import requests
+
+        kinds += [requests.ConnectionError, requests.Timeout]
+    with contextlib.suppress(ImportError):
+        import aiohttp
+
+        kinds += [aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError]
+    with contextlib.suppress(ImportError):
+        from botocore import exceptions as botocore
+
+        kinds += [botocore.EndpointConnectionError, botocore.ConnectionClosedError, botocore.ReadTimeoutError,
+                  botocore.ConnectTimeoutError]
+    return tuple(kinds)
+
+
 _CSV_OPTION_NAMES = {"delimiter": "delim", "separator": "sep"}
 _FORMAT_SUFFIX = {"csv": ".csv", "json": ".json", "parquet": ".parquet"}
 PART_SEPARATOR = "--"  # <partition stem>--<n>.<suffix>: the stem is what a partition run replaces

@@ -4,8 +4,10 @@ One :class:`ApiClient` per source read. Requests go through, in order: the respo
 (memory or Redis, with a TTL), the circuit breaker (open after N consecutive failures, one trial
 request after the reset time), the rate limiter (a token bucket: at most ``requests_per_second``
 on average, bursts of ``burst``), and retries with exponential backoff (tenacity) that wait as
-long as a 429/503 ``Retry-After`` asks. Pages are followed by page number, offset, cursor or the
-``Link: rel="next"`` header until a page comes back short or empty.
+long as a 429/503 ``Retry-After`` asks, up to ``max_backoff``. Each request must be answered in
+full within ``timeout`` seconds (a deadline, not a per-read timeout), and with ``deadline`` the
+whole read of the source within that many. Pages are followed by page number, offset, cursor or
+the ``Link: rel="next"`` header until a page comes back short or empty.
 """
 
 from __future__ import annotations
@@ -23,14 +25,19 @@ from typing import Any
 import httpx
 import tenacity
 
-from memories_dagster.connectors.files import ConnectorError
-from memories_dagster.secrets import redact
+from memories_dagster.connectors.deadlines import DeadlineTransport, deadline
+from memories_dagster.connectors.files import ConnectorError, UnavailableError
+from memories_dagster.secrets import named_secret, redact, register
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 
 class ApiError(ConnectorError):
     """An API that cannot be read; the message names the source and the URL, never a secret."""
+
+
+class ApiUnavailableError(ApiError, UnavailableError):
+    """An API that did not answer in time or kept failing with 429/5xx: worth trying again later."""
 
 
 class _Retryable(Exception):
@@ -77,7 +84,7 @@ class CircuitBreaker:
     def before(self, url: str) -> None:
         """Refuse while open (until the reset time has passed)."""
         if self._opened is not None and time.monotonic() - self._opened < self.reset_seconds:
-            raise ApiError(
+            raise ApiUnavailableError(
                 f"circuit open for {url}: {self._count} consecutive failures; no request for "
                 f"{self.reset_seconds:g} s after the last one"
             )
@@ -206,6 +213,7 @@ class ApiClient:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         timeout: float = 30.0,
+        deadline_seconds: float | None = None,
     ) -> None:
         self.name, self.url, self.method = name, url, method.upper()
         self.params, self.body = dict(params or {}), body
@@ -215,7 +223,10 @@ class ApiClient:
         self.rate, self.breaker, self.cache = rate, breaker, cache
         self.attempts, self.backoff, self.max_backoff = attempts, backoff, max_backoff
         self.requests = 0
-        self.client = httpx.Client(headers=headers, auth=auth, timeout=timeout, follow_redirects=True)
+        self.timeout, self.deadline_seconds = timeout, deadline_seconds
+        self.ends = time.monotonic() + deadline_seconds if deadline_seconds else None  # one client per source read
+        self.client = httpx.Client(headers=headers, auth=auth, timeout=timeout, follow_redirects=True,
+                                   transport=DeadlineTransport())
 
     def close(self) -> None:
         """Release connections."""
@@ -294,22 +305,34 @@ class ApiClient:
         )
         try:
             body, links = retrying(self._request, url, params)
-        except _Retryable as exc:
-            raise ApiError(f"source '{self.name}': {redact(str(exc))} (after {self.attempts} attempts)") from None
-        except httpx.TransportError as exc:
-            raise ApiError(f"source '{self.name}': cannot reach {redact(url)}: {exc} (after {self.attempts} attempts)") from None
+        except (_Retryable, httpx.TransportError) as exc:
+            attempts = retrying.statistics.get("attempt_number", self.attempts)
+            if isinstance(exc, _Retryable):
+                raise ApiUnavailableError(f"source '{self.name}': {redact(str(exc))} (after {attempts} attempts)") from exc
+            raise ApiUnavailableError(redact(f"source '{self.name}': cannot reach {url}: {exc} (after {attempts} attempts)")) from exc
         if self.cache:
             self.cache.put(key, {"body": body, "links": links})
         return body, links
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        exponential = min(self.max_backoff, self.backoff * 2 ** (state.attempt_number - 1))
+        wait = self.backoff * 2 ** (state.attempt_number - 1)
         if isinstance(error, _Retryable) and error.wait is not None:
-            return max(error.wait, 0.0)  # the server said how long: waiting less would only be refused again
-        return exponential
+            wait = max(error.wait, 0.0)  # the server said how long; max_backoff still bounds it
+        return min(wait, self.max_backoff, self._left() if self.ends else wait)
+
+    def _left(self) -> float:
+        """Seconds left of the source's deadline (an error once it has passed)."""
+        left = self.ends - time.monotonic() if self.ends else self.timeout
+        if left <= 0:
+            raise ApiUnavailableError(
+                f"source '{self.name}': reading took longer than api.deadline_seconds ({self.deadline_seconds:g} s) "
+                f"after {self.requests} requests"
+            )
+        return left
 
     def _request(self, url: str, params: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+        request_seconds = min(self.timeout, self._left())
         if self.breaker:
             self.breaker.before(redact(url))
         if self.rate:
@@ -318,7 +341,8 @@ class ApiClient:
         try:
             # merged, not replaced: a next link's own query (p=2, $skiptoken) stays
             target = httpx.URL(url).copy_merge_params(params) if params else url
-            response = self.client.request(self.method, target, json=self.body)
+            with deadline(request_seconds):  # the whole answer, not each read, within the timeout
+                response = self.client.request(self.method, target, json=self.body)
         except httpx.TransportError:
             if self.breaker:
                 self.breaker.record(False)
@@ -375,15 +399,16 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def client_for(source, url: str, secret) -> ApiClient:
-    """The client an ``api`` source declares; ``secret(text, where)`` resolves ${ENV} values."""
+    """The client an ``api`` source declares; ``secret(text, where)`` resolves ${ENV} values (the
+    credentials among them are registered for redaction)."""
     settings, auth_spec = source.api, source.authentication
     where = f"source '{source.source_name}'"
-    headers = {k: secret(v, f"{where} api.headers.{k}") for k, v in settings.headers.items()}
-    params = {k: secret(v, f"{where} api.params.{k}") if isinstance(v, str) else v for k, v in settings.params.items()}
+    headers = {k: named_secret(secret, k, v, f"{where} api.headers.{k}") for k, v in settings.headers.items()}
+    params = {k: named_secret(secret, k, v, f"{where} api.params.{k}") for k, v in settings.params.items()}
     auth: httpx.Auth | None = None
     sticky: dict[str, Any] = {}
     if auth_spec and auth_spec.api_key:
-        key = secret(auth_spec.api_key, f"{where} authentication.api_key")
+        key = register(secret(auth_spec.api_key, f"{where} authentication.api_key"), f"{where} authentication.api_key")
         if settings.api_key_param:
             sticky[settings.api_key_param] = key
         elif settings.api_key_header:
@@ -391,7 +416,7 @@ def client_for(source, url: str, secret) -> ApiClient:
         else:
             headers["Authorization"] = f"Bearer {key}"
     elif auth_spec and auth_spec.username:
-        password = secret(auth_spec.password or "", f"{where} authentication.password")
+        password = register(secret(auth_spec.password or "", f"{where} authentication.password"), f"{where} authentication.password")
         auth = httpx.BasicAuth(secret(auth_spec.username, f"{where} authentication.username"), password)
     paging = settings.pagination
     if source.source_type == "odata":
@@ -408,7 +433,7 @@ def client_for(source, url: str, secret) -> ApiClient:
             secret(settings.cache_redis_url, f"{where} api.cache_redis_url") if settings.cache_redis_url else None,
         ) if settings.cache_ttl_seconds else None,
         attempts=settings.attempts, backoff=settings.backoff_seconds, max_backoff=settings.max_backoff_seconds,
-        timeout=settings.timeout_seconds,
+        timeout=settings.timeout_seconds, deadline_seconds=settings.deadline_seconds,
     )
     client.sticky = sticky
     return client

@@ -6,22 +6,33 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from memories_dagster.connectors.files import ConnectorError
+from memories_dagster.connectors.files import ConnectorError, UnavailableError
 from memories_dagster.engine.errors import error_detail
 from memories_dagster.secrets import redact
 
 WRITE_BATCH = 5_000
 
 
-def _client(url: str, name: str, timeout: float = 10.0):
+def _client(url: str, name: str, timeout: float = 10.0, read_timeout: float | None = None):
+    """A client that waits ``timeout`` for the server and, with ``read_timeout``, that long for
+    each answer (pymongo's default waits for ever on a server that stops answering)."""
     import pymongo  # on use: only pipelines with MongoDB need it
 
     try:
-        client = pymongo.MongoClient(url, serverSelectionTimeoutMS=int(timeout * 1000))
+        client = pymongo.MongoClient(url, serverSelectionTimeoutMS=int(timeout * 1000), connectTimeoutMS=int(timeout * 1000),
+                                     socketTimeoutMS=int(read_timeout * 1000) if read_timeout else None)
         client.admin.command("ping")
     except (pymongo.errors.PyMongoError, ValueError) as exc:
-        raise ConnectorError(redact(f"{name}: cannot reach MongoDB at {url}: {error_detail(exc)}")) from None
+        raise _error(exc, f"{name}: cannot reach MongoDB at {url}: {error_detail(exc)}") from exc
     return client
+
+
+def _error(exc: Exception, message: str) -> ConnectorError:
+    """A server that did not answer may answer later; refused credentials or a bad query do not."""
+    import pymongo
+
+    lost = isinstance(exc, (pymongo.errors.ConnectionFailure, pymongo.errors.ExecutionTimeout, pymongo.errors.WTimeoutError))
+    return (UnavailableError if lost else ConnectorError)(redact(message))
 
 
 def _database(client, url: str, database: str | None, name: str):
@@ -52,7 +63,7 @@ def mongo_documents(url: str, source_name: str, settings) -> Iterator[dict[str, 
     import pymongo
 
     where = f"source '{source_name}'"
-    client = _client(url, where, settings.timeout_seconds)
+    client = _client(url, where, settings.timeout_seconds, settings.timeout_seconds)
     try:
         collection = _database(client, url, settings.database, where)[settings.collection]
         if settings.pipeline:
@@ -62,7 +73,7 @@ def mongo_documents(url: str, source_name: str, settings) -> Iterator[dict[str, 
         for document in cursor:
             yield _plain(document)
     except pymongo.errors.PyMongoError as exc:
-        raise ConnectorError(redact(f"{where}: reading {settings.collection} failed: {error_detail(exc)}")) from None
+        raise _error(exc, f"{where}: reading {settings.collection} failed: {error_detail(exc)}") from exc
     finally:
         client.close()
 
@@ -118,7 +129,7 @@ def write_documents(url: str, database: str | None, collection_name: str, batche
             collection.insert_many(batch, ordered=False)
             written += len(batch)
     except pymongo.errors.PyMongoError as exc:
-        raise ConnectorError(redact(f"{where}: writing failed after {written} rows: {error_detail(exc)}")) from None
+        raise _error(exc, f"{where}: writing failed after {written} rows: {error_detail(exc)}") from exc
     finally:
         client.close()
     return written

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from memories_dagster.connectors.files import ConnectorError
+from memories_dagster.connectors.files import ConnectorError, UnavailableError
 from memories_dagster.secrets import redact
 
 BATCH_KEYS = 1_000
@@ -26,10 +26,10 @@ def redis_records(url: str, name: str, pattern: str, kind: str) -> Iterator[dict
     import redis  # on use: only pipelines with a Redis source need it
 
     try:
-        client = redis.Redis.from_url(url, socket_timeout=10, decode_responses=True)
+        client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10, decode_responses=True)
         client.ping()
     except (redis.RedisError, ValueError) as exc:
-        raise ConnectorError(redact(f"source '{name}': cannot reach Redis at {url}: {exc}")) from None
+        raise _error(exc, f"source '{name}': cannot reach Redis at {url}: {exc}") from exc
     try:
         batch: list[str] = []
         for key in client.scan_iter(match=pattern, count=BATCH_KEYS):
@@ -40,9 +40,17 @@ def redis_records(url: str, name: str, pattern: str, kind: str) -> Iterator[dict
         if batch:
             yield from _read_batch(client, batch, kind, name)
     except redis.RedisError as exc:
-        raise ConnectorError(redact(f"source '{name}': reading Redis at {url} failed: {exc}")) from None
+        raise _error(exc, f"source '{name}': reading Redis at {url} failed: {exc}") from exc
     finally:
         client.close()
+
+
+def _error(exc: Exception, message: str) -> ConnectorError:
+    """A lost or refused connection may mend (a refused password does not)."""
+    import redis
+
+    lost = isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and not isinstance(exc, redis.AuthenticationError)
+    return (UnavailableError if lost else ConnectorError)(redact(message))
 
 
 def _read_batch(client, keys: list[str], kind: str, name: str) -> Iterator[dict[str, Any]]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from memories_dagster.connectors.files import ConnectorError
+from memories_dagster.connectors.files import ConnectorError, UnavailableError
 from memories_dagster.connectors.http import dig
-from memories_dagster.secrets import redact
+from memories_dagster.secrets import named_secret, redact, register
 
 
 def soap_records(source, wsdl: str, secret) -> Iterator[dict[str, Any]]:
@@ -23,8 +23,8 @@ def soap_records(source, wsdl: str, secret) -> Iterator[dict[str, Any]]:
     auth = source.authentication
     if auth and auth.username:
         session.auth = (secret(auth.username, f"{where} authentication.username"),
-                        secret(auth.password or "", f"{where} authentication.password"))
-    arguments = {k: secret(v, f"{where} soap.arguments.{k}") if isinstance(v, str) else v for k, v in settings.arguments.items()}
+                        register(secret(auth.password or "", f"{where} authentication.password"), f"{where} authentication.password"))
+    arguments = {k: named_secret(secret, k, v, f"{where} soap.arguments.{k}") for k, v in settings.arguments.items()}
     try:
         client = zeep.Client(wsdl, transport=Transport(session=session, timeout=settings.timeout_seconds,
                                                        operation_timeout=settings.timeout_seconds))
@@ -37,7 +37,10 @@ def soap_records(source, wsdl: str, secret) -> Iterator[dict[str, Any]]:
     except zeep.exceptions.Fault as exc:
         raise ConnectorError(redact(f"{where}: the service answered with a SOAP fault: {exc.message}")) from None
     except (zeep.exceptions.Error, requests.RequestException, OSError) as exc:
-        raise ConnectorError(redact(f"{where}: calling {settings.operation} of {wsdl} failed: {exc}")) from None
+        status = getattr(exc, "status_code", None) or 0
+        lost = isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)) or status >= 500 or status == 429
+        raise (UnavailableError if lost else ConnectorError)(
+            redact(f"{where}: calling {settings.operation} of {wsdl} failed: {exc}")) from exc
     # zeep unwraps a response whose only member is the repeated element: then it is the records
     records = dig(result, settings.records_path) if settings.records_path and isinstance(result, dict) else result
     if records is None:

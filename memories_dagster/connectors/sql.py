@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -11,12 +12,15 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from memories_dagster.connectors.files import ConnectorError
+from memories_dagster.connectors.files import ConnectorError, UnavailableError
 from memories_dagster.engine.errors import error_detail
 from memories_dagster.engine.window import Window
 from memories_dagster.secrets import redact
 
 READ_CHUNK_ROWS = 100_000
+# connection errors that trying again does not mend
+_REFUSED = re.compile(r"authentication failed|access denied|does not exist|unknown database|no password supplied|"
+                      r"permission denied|syntax error", re.IGNORECASE)
 WRITE_CHUNK_ROWS = 5_000
 
 
@@ -67,7 +71,17 @@ def describe(url: URL) -> str:
 
 
 def _fail(what: str, url: URL, exc: Exception) -> ConnectorError:
-    return ConnectorError(redact(f"{what} ({describe(url)}): {error_detail(exc)}"))
+    detail = error_detail(exc)
+    kind = UnavailableError if _unavailable(exc, detail) else ConnectorError
+    return kind(redact(f"{what} ({describe(url)}): {detail}"))
+
+
+def _unavailable(exc: Exception, detail: str) -> bool:
+    """A database that could not be reached or dropped the connection (worth trying again), as
+    opposed to refused credentials, a missing database or a wrong query."""
+    lost = isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, sa.exc.TimeoutError)) \
+        or bool(getattr(exc, "connection_invalidated", False))
+    return lost and not _REFUSED.search(detail)
 
 
 def window_bounds(url: URL, window: Window, column: str) -> tuple[str, object, object]:
@@ -131,7 +145,7 @@ def read_query(
                 pq.write_table(pa.Table.from_pandas(chunk, preserve_index=False), part)
                 parts.append(part)
     except sa.exc.SQLAlchemyError as exc:
-        raise _fail(f"source '{name}': query failed", url, exc) from None
+        raise _fail(f"source '{name}': query failed", url, exc) from exc
     finally:
         engine.dispose()
     return parts, filtered
@@ -216,7 +230,7 @@ def replace_rows(
                 )
                 written += len(frame)
     except (sa.exc.SQLAlchemyError, KeyError) as exc:
-        raise _fail(f"writing table {table} failed; the table is unchanged", url, exc) from None
+        raise _fail(f"writing table {table} failed; the table is unchanged", url, exc) from exc
     finally:
         engine.dispose()
     return written

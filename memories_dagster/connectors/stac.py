@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pystac
+import requests
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
 from pystac_client.warnings import DoesNotConformTo, PystacClientWarning
 
-from memories_dagster.connectors.files import ConnectorError
+from memories_dagster.connectors.files import ConnectorError, UnavailableError
 from memories_dagster.secrets import redact
 
 # common band name -> names an asset may carry (lower-cased key or eo:bands common_name), best first.
@@ -51,6 +52,17 @@ _NOT_RASTER_DATA = {"thumbnail", "overview", "metadata", "visual"}
 
 class StacError(ConnectorError):
     """A STAC search that cannot run or finds nothing; names the API, collection, box and dates."""
+
+
+class StacUnavailableError(StacError, UnavailableError):
+    """A STAC API that could not be reached, timed out or answered 429/5xx."""
+
+
+def _failed(error: BaseException, message: str) -> StacError:
+    status = getattr(error, "status_code", None) or 0
+    lost = isinstance(error, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout)) \
+        or status >= 500 or status == 429
+    return (StacUnavailableError if lost else StacError)(message)
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,7 @@ def search_scenes(
             warnings.simplefilter("ignore", PystacClientWarning)  # a landing page without conformsTo: see below
             client = Client.open(api_url, headers=dict(headers or {}), timeout=timeout)
     except (APIError, OSError, ValueError, pystac.STACError) as error:
-        raise StacError(f"The STAC API at {redact(api_url)} could not be opened ({_reason(error)}) while searching {where}.") from None
+        raise _failed(error, f"The STAC API at {redact(api_url)} could not be opened ({_reason(error)}) while searching {where}.") from error
     arguments: dict[str, Any] = {
         "collections": [collection],
         "bbox": list(bbox),
@@ -121,7 +133,7 @@ def search_scenes(
             "read a static catalog with catalog_scenes instead."
         ) from None
     except (APIError, OSError, ValueError, pystac.STACError) as error:
-        raise StacError(f"The STAC search at {redact(api_url)} failed ({_reason(error)}) for {where}.") from None
+        raise _failed(error, f"The STAC search at {redact(api_url)} failed ({_reason(error)}) for {where}.") from error
     scenes = _select((scene_of(item) for item in items), collection, bbox, start, end, max_cloud_cover)
     if not scenes and required:
         raise StacError(f"No scenes matched at the STAC API {redact(api_url)}: {where}.")

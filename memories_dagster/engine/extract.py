@@ -21,7 +21,7 @@ from memories_dagster.engine.duck import columns_of, connect, copy_parquet, q, s
 from memories_dagster.engine.tables import Access, TableFile
 from memories_dagster.engine.write import link_tree
 from memories_dagster.engine.window import Window, condition_sql, expand, has_template
-from memories_dagster.secrets import redact, resolve
+from memories_dagster.secrets import redact, register, resolve
 from memories_dagster.specs.integration import DataSource
 
 RECORD_BATCH = 50_000
@@ -256,7 +256,8 @@ def _read_sql(
     url = sql_connector.database_url(
         resolve(location, f"{where} connection_string"),
         resolve(auth.username, f"{where} authentication.username") if auth and auth.username else None,
-        resolve(auth.password, f"{where} authentication.password") if auth and auth.password else None,
+        register(resolve(auth.password, f"{where} authentication.password"), f"{where} authentication.password")
+        if auth and auth.password else None,
     )
     params = window.params() if window else {}
     query = resolve(source.query, f"{where} query") if source.query else None

@@ -3,8 +3,9 @@
 from typing import Any
 
 from memories_dagster.engine.tables import Access
-from memories_dagster.secrets import resolve
+from memories_dagster.secrets import is_credential_name, register, resolve
 from memories_dagster.specs.loading import LoadedSpec
+from memories_dagster.specs.profile import is_gcs_token
 
 STORAGE_TYPES = ("s3", "gcs", "adls2")
 
@@ -50,11 +51,19 @@ def access_of(connection: Any, name: str, resources: Any = None) -> tuple[Access
     if connection.type == "sql":
         database = getattr(resources, name)
         return Access(engine_options=database.engine_options()), resolve(database.url, f"connection '{name}' url")
-    values = {
-        k: resolve(v, f"connection '{name}' {k}") if isinstance(v, str) else v
-        for k, v in connection.model_dump(exclude={"type"}).items() if v is not None
-    }
+    values = {k: _resolved(name, k, v) for k, v in connection.model_dump(exclude={"type"}).items() if v is not None}
     return Access(storage_options=_storage_options(connection.type, values)), None
+
+
+def _resolved(connection: str, field: str, value: Any) -> Any:
+    """A declared value with ${ENV} read; a key, secret or token is a credential whatever it resolves to."""
+    if not isinstance(value, str):
+        return value
+    where = f"connection '{connection}' {field}"
+    resolved = resolve(value, where)
+    if is_credential_name(field) and (field != "token" or is_gcs_token(resolved)):
+        register(resolved, where)
+    return resolved
 
 
 def _storage_options(kind: str, values: dict[str, Any]) -> dict[str, Any]:

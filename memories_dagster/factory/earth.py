@@ -16,9 +16,10 @@ import dagster as dg
 from memories_dagster.engine.earth.products import SOURCE_FILES, Product, product_folder, staged_product, stats_table
 from memories_dagster.engine.window import expand
 from memories_dagster.factory.connections import STORAGE_TYPES, access_of, check_connection
+from memories_dagster.factory.failures import retry_policy, step_failure
 from memories_dagster.factory.partitions import window_of
 from memories_dagster.resources import STORE_IO_MANAGER_KEY
-from memories_dagster.secrets import redact, resolve
+from memories_dagster.secrets import named_secret, resolve
 from memories_dagster.specs.earth import ANALYZER_NEEDS, EarthRegion
 from memories_dagster.specs.loading import LoadedSpec
 
@@ -84,6 +85,7 @@ def _source_asset(loaded: LoadedSpec, kind: str, partitions: Any, connections: d
         description=f"{type(source).__doc__} Dataset {source.dataset}, on the grid of {_about(loaded)}",
         check_specs=[dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c]) for c in checks],
         required_resource_keys={SETTINGS_KEY},
+        retry_policy=retry_policy(region.retry),
     )
     def _source(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from memories_dagster.engine.earth import analyzers as steps
@@ -135,6 +137,7 @@ def _analyzer_asset(loaded: LoadedSpec, analyzer: str, partitions: Any, source_p
         check_specs=[dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c]) for c in checks],
         io_manager_key=STORE_IO_MANAGER_KEY,
         required_resource_keys={SETTINGS_KEY},
+        retry_policy=retry_policy(region.retry),
     )
     def _analyze(context: dg.AssetExecutionContext) -> Iterator[Any]:
         from memories_dagster.engine.earth import analyzers as steps
@@ -252,7 +255,7 @@ def _stac_arguments(loaded: LoadedSpec, search: Any, where: str) -> dict[str, An
         "api": resolve(search.api, f"{where}.api") if search.api else None,
         "catalog": _location(loaded, search.catalog, f"{where}.catalog") if search.catalog else None,
         "collection": search.collection, "max_items": search.max_items,
-        "headers": {k: resolve(v, f"{where}.headers.{k}") for k, v in search.headers.items()},
+        "headers": {k: named_secret(resolve, k, v, f"{where}.headers.{k}") for k, v in search.headers.items()},
     }
 
 
@@ -282,7 +285,4 @@ class _errors_named:
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
         if exc is None or isinstance(exc, dg.Failure) or not isinstance(exc, Exception):
             return False
-        message = str(exc)
-        if self.where not in message:
-            message = f"{self.where}: {message}"
-        raise dg.Failure(description=redact(message)) from None
+        raise step_failure(exc, None if self.where in str(exc) else self.where)

@@ -14,13 +14,13 @@ from typing import Any
 import dagster as dg
 
 from memories_dagster.engine.earth.products import published_file, stored_statistics
-from memories_dagster.engine.errors import error_detail
 from memories_dagster.engine.extract import extract
 from memories_dagster.engine.integrate import IntegrationOutcome, integrate
 from memories_dagster.engine.tables import TableFile, write_json
 from memories_dagster.engine.window import Window
 from memories_dagster.engine.write import default_destination, write_output
 from memories_dagster.factory.connections import access_of, resource_keys, used_connections
+from memories_dagster.factory.failures import retry_policy, step_failure
 from memories_dagster.factory.partitions import partitions_definition, window_of
 from memories_dagster.factory.schedules import pipeline_schedule
 from memories_dagster.factory.sensors import file_sensor
@@ -71,11 +71,6 @@ def earth_dependencies(source: DataSource) -> list[dg.AssetKey]:
     return [dg.AssetKey([region, "analysis", analyzer]) for region, analyzer in sorted(keys)]
 
 
-def _user_error(exc: Exception, what: str) -> dg.Failure:
-    """A failure whose message is one paragraph naming what is wrong, secrets removed."""
-    return dg.Failure(description=f"{redact(what)}: {error_detail(exc)}", allow_retries=False)
-
-
 def _window(context: dg.AssetExecutionContext) -> Window | None:
     return window_of(context) if context.has_partition_key else None
 
@@ -111,6 +106,7 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
         required_resource_keys={SETTINGS_KEY, *resource_keys(connection, source.connection),
                                 *([STORE_IO_MANAGER_KEY] if source.source_type == "earth" else [])},
         deps=earth_dependencies(source),
+        retry_policy=retry_policy(loaded.spec.retry),
     )
     def read_source(context: dg.AssetExecutionContext) -> dg.Output[TableFile]:
         memories_settings: MemoriesSettings = context.resources.memories_settings
@@ -143,7 +139,7 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
                 table = sample_rasters(table, sampling.longitude, sampling.latitude, layers)
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise _user_error(exc, f"pipeline '{loaded.name}' ({loaded.file}) could not read source '{source.source_name}'") from None
+            raise step_failure(exc, f"pipeline '{loaded.name}' ({loaded.file}) could not read source '{source.source_name}'")
         facts = {k: v for k, v in table.meta.items() if k not in ("source", "location", "window_filter")} | store_facts
         metadata = {**table_metadata(table.rows, table.columns), **facts, "location": table.meta["location"],
                     "window_filter": table.meta["window_filter"] or "none (whole source)"}
@@ -177,6 +173,7 @@ def _integrated_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinitio
         ins={s: dg.AssetIn(key=[name, "sources", s]) for s in sources},
         check_specs=checks,
         partitions_def=partitions_def,
+        retry_policy=retry_policy(loaded.spec.retry),
     )
     def integrate_sources(context: dg.AssetExecutionContext, memories_settings: MemoriesSettings, **inputs: TableFile):
         for warning in spec_warnings(loaded):
@@ -190,7 +187,7 @@ def _integrated_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinitio
             )
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise _user_error(exc, f"pipeline '{name}' ({loaded.file}) could not integrate its sources") from None
+            raise step_failure(exc, f"pipeline '{name}' ({loaded.file}) could not integrate its sources")
         yield from _integration_events(name, outcome)
 
     return integrate_sources
@@ -228,6 +225,7 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
         kinds={output.output_format},
         required_resource_keys={SETTINGS_KEY, *resource_keys(connection, output.connection)},
         description=f"The integrated data written as {output.output_format} to {redact(declared)}, with the integration report.",
+        retry_policy=retry_policy(loaded.spec.retry),
     )
     def write(context: dg.AssetExecutionContext, integrated: TableFile) -> dg.MaterializeResult:
         memories_settings: MemoriesSettings = context.resources.memories_settings
@@ -242,7 +240,7 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
                 access=access,
             )
         except Exception as exc:
-            raise _user_error(exc, f"pipeline '{name}' ({loaded.file}) could not write its output; the previous output is unchanged") from None
+            raise step_failure(exc, f"pipeline '{name}' ({loaded.file}) could not write its output; the previous output is unchanged")
         report = dict(integrated.meta["report"])
         report["integrated_data_path"] = written["integrated_data_path"]
         path = memories_settings.report_path(name, context.partition_key if context.has_partition_key else None)

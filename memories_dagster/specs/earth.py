@@ -12,7 +12,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from memories_dagster.engine.earth.spectral import BUILT_UP_NDBI_MIN, BUILT_UP_NDVI_MAX, VEGETATION_NDVI_MIN
-from memories_dagster.specs.integration import ApiSettings, Authentication, Strict
+from memories_dagster.specs.credentials import Address, Headers
+from memories_dagster.specs.integration import ApiSettings, Authentication, RetrySpec, Strict
 
 RESAMPLING = Literal["nearest", "bilinear", "cubic", "average", "mode", "min", "max", "med"]
 
@@ -34,12 +35,12 @@ class RegionPartitions(Strict):
 class StacSearch(Strict):
     """Where scenes are found: a STAC API (``api``) or a static catalog (``catalog``)."""
 
-    api: str | None = Field(None, description="STAC API root URL, searched with pystac-client")
-    catalog: str | None = Field(None, description="path or URL of a static catalog.json")
+    api: Address | None = Field(None, description="STAC API root URL, searched with pystac-client")
+    catalog: Address | None = Field(None, description="path or URL of a static catalog.json")
     collection: str = Field(min_length=1)
     max_cloud_cover: float = Field(100.0, ge=0, le=100, description="eo:cloud_cover limit, percent")
     max_items: int = Field(50, ge=1)
-    headers: dict[str, str] = Field(default_factory=dict, description="e.g. an API key; ${ENV} allowed")
+    headers: Headers = Field(default_factory=dict, description="e.g. an API key; ${ENV} allowed")
 
     @model_validator(mode="after")
     def _one_place(self) -> StacSearch:
@@ -54,7 +55,7 @@ class TerrainSource(Strict):
     """A DEM: SRTM, ASTER or Copernicus GeoTIFF/COG by path, URL or object-store URL."""
 
     dataset: Literal["srtm", "aster", "copernicus", "dem"] = "dem"
-    path: str | None = Field(None, min_length=1, description="local path, http(s) URL or s3:// gs:// abfs:// URL of the GeoTIFF/COG")
+    path: Address | None = Field(None, min_length=1, description="local path, http(s) URL or s3:// gs:// abfs:// URL of the GeoTIFF/COG")
     stac: StacSearch | None = Field(None, description="DEM tiles found by STAC over the region, mosaicked")
     connection: str | None = Field(None, description="object stores: a connection of the resource profile")
     band: int = Field(1, ge=1)
@@ -88,9 +89,9 @@ class ClimateSource(Strict):
     """ERA5 / GFS grids as NetCDF or GRIB through xarray, or an Open-Meteo-style JSON API."""
 
     dataset: Literal["era5", "gfs", "open-meteo", "netcdf", "grib"]
-    path: str | None = Field(None, description="netcdf/grib: local path or URL of the file")
+    path: Address | None = Field(None, description="netcdf/grib: local path or URL of the file")
     connection: str | None = None
-    url: str | None = Field(None, description="open-meteo: the API endpoint")
+    url: Address | None = Field(None, description="open-meteo: the API endpoint")
     api: ApiSettings = Field(default_factory=ApiSettings, description="open-meteo: params, headers, rate limit, cache")
     authentication: Authentication | None = None
     variable: str = Field(min_length=1, description="the variable analysed, e.g. t2m or temperature_2m_mean")
@@ -203,6 +204,7 @@ class EarthRegion(Strict):
     sources: RegionSources
     analyzers: RegionAnalyzers = Field(default_factory=RegionAnalyzers)
     checks: RegionChecks = Field(default_factory=RegionChecks)
+    retry: RetrySpec | None = Field(None, description="retries of steps whose data source did not answer")
 
     @field_validator("bbox")
     @classmethod

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from memories_dagster.engine.expressions import ExpressionError, parse_expression
+from memories_dagster.specs.credentials import Address, Credential, Headers, NamedValues
 from memories_dagster.specs.cron import cron_problem
 from memories_dagster.engine.formats import FormatError, parse_format
 
@@ -30,17 +31,18 @@ def asset_name(text: str) -> str:
 
 
 class Strict(BaseModel):
-    """Base of every declaration model: unknown keys are errors."""
+    """Base of every declaration model: unknown keys are errors; errors never repeat a value,
+    which may be a credential."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)
 
 
 class Authentication(Strict):
     """Credentials of a source; values may be ``${ENV_VAR}`` references."""
 
     username: str | None = None
-    password: str | None = None
-    api_key: str | None = None
+    password: Credential | None = None
+    api_key: Credential | None = None
 
 
 class PaginationSpec(Strict):
@@ -62,8 +64,8 @@ class ApiSettings(Strict):
     """How an `api` source is called."""
 
     method: Literal["GET", "POST"] = "GET"
-    params: dict[str, Any] = Field(default_factory=dict)
-    headers: dict[str, str] = Field(default_factory=dict)
+    params: NamedValues = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     body: Any = None
     records_path: str | None = Field(None, description="dotted path of the records in the JSON body")
     pagination: PaginationSpec = Field(default_factory=PaginationSpec)
@@ -75,8 +77,9 @@ class ApiSettings(Strict):
     circuit_breaker_failures: int = Field(5, ge=1)
     circuit_breaker_reset_seconds: float = Field(30.0, ge=0)
     cache_ttl_seconds: float | None = Field(None, gt=0)
-    cache_redis_url: str | None = None
-    timeout_seconds: float = Field(30.0, gt=0)
+    cache_redis_url: Address | None = None
+    timeout_seconds: float = Field(30.0, gt=0, description="deadline of each request: the whole answer, however it trickles")
+    deadline_seconds: float | None = Field(None, gt=0, description="deadline of the whole source read: every page and retry")
     api_key_header: str | None = Field(None, description="send authentication.api_key in this header (default: Bearer)")
     api_key_param: str | None = Field(None, description="send authentication.api_key as this query parameter")
 
@@ -86,7 +89,7 @@ class GraphqlSettings(Strict):
 
     query: str = ""
     variables: dict[str, Any] = Field(default_factory=dict)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     records_path: str = Field("", description="dotted path of the records in `data`, e.g. orders.edges")
     node_key: str | None = Field(None, description="take each record's field, e.g. node for Relay edges")
     page_info_path: str | None = Field(None, description="dotted path of pageInfo {hasNextPage endCursor}")
@@ -99,7 +102,7 @@ class SoapSettings(Strict):
     """The operation a `soap` source calls (connection_string is the WSDL's URL or path)."""
 
     operation: str = ""
-    arguments: dict[str, Any] = Field(default_factory=dict)
+    arguments: NamedValues = Field(default_factory=dict)
     records_path: str | None = Field(None, description="dotted path of the records in the result")
     service: str | None = Field(None, description="service name, when the WSDL has several")
     port: str | None = None
@@ -149,7 +152,7 @@ class DataSource(Strict):
         "csv", "json", "excel", "sql", "mongodb", "redis", "api", "parquet", "odata", "graphql", "soap", "mainframe",
         "earth",
     ]
-    connection_string: str | None = Field(None, min_length=1)
+    connection_string: Address | None = Field(None, min_length=1)
     connection: str | None = Field(None, description="a connection of the resource profile: credentials, endpoint, pool")
     query: str | None = None
     authentication: Authentication | None = None
@@ -445,7 +448,7 @@ class OutputConfig(Strict):
     """Where and how the integrated data is written."""
 
     output_format: Literal["csv", "json", "parquet", "sql", "mongodb"] = "parquet"
-    output_destination: str | None = None
+    output_destination: Address | None = None
     partitioning: Partitioning | None = None
     table: str | None = Field(None, description="sql: target table (default: pipeline name)")
     connection: str | None = Field(None, description="a connection of the resource profile: credentials, endpoint, pool")
@@ -502,6 +505,16 @@ class PartitionsSpec(Strict):
         return self
 
 
+class RetrySpec(Strict):
+    """How often Dagster tries a step again after a failure that may be transient (a source or
+    destination that did not answer); errors in the declaration or the data are never retried."""
+
+    max_retries: int = Field(3, ge=1, le=100)
+    delay_seconds: float = Field(10.0, ge=0, description="before the first retry")
+    backoff: Literal["linear", "exponential"] | None = Field(None, description="how the delay grows")
+    jitter: Literal["full", "plus_minus"] | None = None
+
+
 class IntegrationSpec(Strict):
     """A whole integration declaration: one pipeline."""
 
@@ -511,6 +524,7 @@ class IntegrationSpec(Strict):
     description: str | None = None
     partitions: PartitionsSpec | None = None
     schedule: str | None = Field(None, description="cron expression, e.g. '0 2 * * *'")
+    retry: RetrySpec | None = Field(None, description="retries of steps whose source or destination did not answer")
     schema_: str | None = Field(None, alias="$schema")
 
     @field_validator("schedule")

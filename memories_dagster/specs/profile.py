@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from memories_dagster.connectors.tiered_store import parse_duration, parse_size
 
+from memories_dagster.specs.credentials import Address, Credential, literal_credential
 from memories_dagster.specs.integration import Strict
 from memories_dagster.specs.loading import SpecError, SpecProblem, parse_model, read_document
 
@@ -19,12 +20,20 @@ class S3Connection(Strict):
 
     type: Literal["s3"]
     region_name: str | None = None
-    endpoint_url: str | None = None
+    endpoint_url: Address | None = None
     aws_access_key_id: str | None = None
-    aws_secret_access_key: str | None = None
-    aws_session_token: str | None = None
+    aws_secret_access_key: Credential | None = None
+    aws_session_token: Credential | None = None
     profile_name: str | None = None
     use_unsigned_session: bool = False
+
+
+GCS_TOKEN_MODES = ("anon", "google_default", "cache", "cloud", "browser")
+
+
+def is_gcs_token(value: str | None) -> bool:
+    """Whether a GCS ``token`` is an OAuth token (a credential), not a mode or a key file's path."""
+    return bool(value) and value not in GCS_TOKEN_MODES and not value.endswith(".json") and "/" not in value
 
 
 class GcsConnection(Strict):
@@ -32,8 +41,14 @@ class GcsConnection(Strict):
 
     type: Literal["gcs"]
     project: str | None = None
-    endpoint_url: str | None = None
+    endpoint_url: Address | None = None
     token: str | None = Field(None, description="'anon', a service-account JSON path, or default credentials")
+
+    @field_validator("token")
+    @classmethod
+    def _token_is_a_credential(cls, value: str | None) -> str | None:
+        """A token that is neither a mode nor a file is an OAuth token: a credential."""
+        return literal_credential(value) if is_gcs_token(value) else value
 
 
 class AzureConnection(Strict):
@@ -41,9 +56,9 @@ class AzureConnection(Strict):
 
     type: Literal["adls2"]
     storage_account: str
-    account_key: str | None = None
-    sas_token: str | None = None
-    connection_string: str | None = Field(None, description="e.g. for Azurite; overrides the account settings")
+    account_key: Credential | None = None
+    sas_token: Credential | None = None
+    connection_string: Address | None = Field(None, description="e.g. for Azurite; overrides the account settings")
     endpoint_suffix: str = "core.windows.net"
 
 
@@ -51,7 +66,7 @@ class SqlConnection(Strict):
     """A SQL database through SQLAlchemy, with its pool settings."""
 
     type: Literal["sql"]
-    url: str
+    url: Address
     pool_size: int = Field(5, ge=1)
     max_overflow: int = Field(10, ge=0)
     pool_pre_ping: bool = True
@@ -71,7 +86,7 @@ def _positive_size(value: str | int) -> str | int:
 class HotTier(Strict):
     """The hot tier of the memory store: Redis, with a size cap and a time to live."""
 
-    url: str = Field(description="redis://[:password@]host:port/db (rediss:// for TLS); ${ENV_VAR} allowed")
+    url: Address = Field(description="redis://[:password@]host:port/db (rediss:// for TLS); ${ENV_VAR} allowed")
     size: str | int = Field("256MB", description="cap, e.g. 256MB, 1GiB")
     ttl: str | int | None = Field(None, description="entries unused this long leave Redis, e.g. 1h, 1d (default: never)")
     prefix: str = Field("memories:store:", description="prefix of the Redis keys the store uses")

@@ -20,7 +20,7 @@ def server(request: Request) -> Response:
     payload = json.loads(request.data)
     if "broken" in payload["query"]:
         return Response(json.dumps({"errors": [{"message": "Cannot query field 'broken'"}]}), content_type="application/json")
-    assert request.headers.get("Authorization") == "Bearer tok-1"
+    assert request.headers.get("Authorization") == "Bearer tok-12345"
     start = int((payload.get("variables") or {}).get("after") or 0)
     edges = [{"node": o} for o in ORDERS[start:start + 2]]
     info = {"hasNextPage": start + 2 < len(ORDERS), "endCursor": str(start + 2)}
@@ -28,7 +28,7 @@ def server(request: Request) -> Response:
 
 
 def source(query=QUERY) -> DataSource:
-    return DataSource(source_name="shop", source_type="graphql", connection_string="x", authentication={"api_key": "tok-1"},
+    return DataSource(source_name="shop", source_type="graphql", connection_string="x", authentication={"api_key": "tok-12345"},
                       graphql={"query": query, "records_path": "orders.edges", "node_key": "node",
                                "page_info_path": "orders.pageInfo", "cursor_variable": "after"})
 
@@ -50,7 +50,7 @@ def test_graphql_errors_and_bad_queries_are_named(httpserver):
 
 def test_a_graphql_source_materializes_through_dagster(httpserver, tmp_path, materialize_spec, monkeypatch):
     httpserver.expect_request("/graphql", method="POST").respond_with_handler(server)
-    monkeypatch.setenv("SHOP_TOKEN", "tok-1")
+    monkeypatch.setenv("SHOP_TOKEN", "tok-12345")
     result = materialize_spec("shop", {
         "integration_config": {"data_sources": [{
             "source_name": "orders", "source_type": "graphql", "connection_string": httpserver.url_for("/graphql"),

@@ -64,10 +64,10 @@ def test_offset_cursor_and_link_pagination(httpserver):
 @pytest.mark.parametrize(
     "authentication, api, expect",
     [
-        ({"api_key": "k-123"}, {}, ("header", "Authorization", "Bearer k-123")),
-        ({"api_key": "k-123"}, {"api_key_header": "X-API-Key"}, ("header", "X-API-Key", "k-123")),
-        ({"api_key": "k-123"}, {"api_key_param": "appid"}, ("query", "appid", "k-123")),
-        ({"username": "ann", "password": "pw"}, {}, ("header", "Authorization", "Basic YW5uOnB3")),
+        ({"api_key": "k-1234567"}, {}, ("header", "Authorization", "Bearer k-1234567")),
+        ({"api_key": "k-1234567"}, {"api_key_header": "X-API-Key"}, ("header", "X-API-Key", "k-1234567")),
+        ({"api_key": "k-1234567"}, {"api_key_param": "appid"}, ("query", "appid", "k-1234567")),
+        ({"username": "ann", "password": "pw-secret-1"}, {}, ("header", "Authorization", "Basic YW5uOnB3LXNlY3JldC0x")),
     ],
 )
 def test_authentication_schemes(httpserver, authentication, api, expect):
@@ -94,7 +94,7 @@ def test_429_with_retry_after_is_waited_for(httpserver):
         return Response("[{\"id\": 1}]", content_type="application/json")
 
     httpserver.expect_request("/limited").respond_with_handler(limited)
-    client = ApiClient("s", httpserver.url_for("/limited"), backoff=0.01, max_backoff=0.1)  # Retry-After wins
+    client = ApiClient("s", httpserver.url_for("/limited"), backoff=0.01, max_backoff=2)  # Retry-After (1 s) wins over backoff
     assert list(client.records()) == [{"id": 1}]
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.95
 
@@ -282,12 +282,12 @@ def test_a_wrong_records_path_is_an_error_and_keys_follow_next_links(httpserver)
         list(ApiClient("s", httpserver.url_for("/wrapped"), records_path="data").records())
 
     def linked(request):
-        assert request.args["appid"] == "k"  # on the next link's page too
+        assert request.args["appid"] == "k-1234567"  # on the next link's page too
         if request.args.get("p") == "2":
             return Response("[{\"id\": 2}]", content_type="application/json")
         return Response("[{\"id\": 1}]", headers={"Link": '</paged?p=2>; rel="next"'}, content_type="application/json")
 
     httpserver.expect_request("/paged").respond_with_handler(linked)
-    source = DataSource(source_name="s", source_type="api", connection_string="x", authentication={"api_key": "k"},
+    source = DataSource(source_name="s", source_type="api", connection_string="x", authentication={"api_key": "k-1234567"},
                         api={"api_key_param": "appid", "pagination": {"type": "link"}})
     assert [r["id"] for r in client_for(source, httpserver.url_for("/paged"), lambda text, where: text).records()] == [1, 2]

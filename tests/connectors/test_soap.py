@@ -73,7 +73,7 @@ def erp(httpserver):
 
 def source(since="2024-01-01", operation="GetInvoices") -> DataSource:
     return DataSource(source_name="erp", source_type="soap", connection_string="x",
-                      authentication={"username": "svc", "password": "pw"},
+                      authentication={"username": "svc", "password": "pw-secret-1"},
                       soap={"operation": operation, "arguments": {"since": since}, "records_path": "Invoice"})
 
 

@@ -67,10 +67,10 @@ def test_missing_table_is_a_clear_error_without_password(tmp_path):
 
 
 def test_unreachable_server_fails_fast_and_names_it(tmp_path):
-    src = DataSource(source_name="erp", source_type="sql", connection_string="postgresql+psycopg2://u:pw12345@127.0.0.1:1/db", table="t")
+    src = DataSource(source_name="erp", source_type="sql", connection_string="postgresql+psycopg2://u:pw-123456@127.0.0.1:1/db", table="t")
     with pytest.raises(ConnectorError, match=r"source 'erp': query failed \(postgresql\+psycopg2://u:\*\*\*@127.0.0.1:1/db\)") as caught:
         read(tmp_path, src)
-    assert "pw12345" not in str(caught.value)
+    assert "pw-123456" not in str(caught.value)
 
 
 def test_output_replaces_table_and_partitions_in_a_transaction(database, table_name, tmp_path):

@@ -276,13 +276,13 @@ def test_when_the_memory_store_fails_the_last_good_rasters_stay(project, monkeyp
     before = hillshade.read_bytes()
     (project.root / "resources").mkdir()
     (project.root / "resources" / "down.yaml").write_text(yaml.safe_dump(
-        {"store": {"hot": {"url": f"redis://:pw@127.0.0.1:{free_port()}/0", "size": "1MB"}}}))
+        {"store": {"hot": {"url": f"redis://:pw-down-123@127.0.0.1:{free_port()}/0", "size": "1MB"}}}))
     monkeypatch.setenv("MEMORIES_PROFILE", "down")
     project.region("ridges", {**REGION, "analyzers": {"terrain": {"azimuth": 90}}})  # other grey levels
     failed = project.materialize("group:ridges", raise_on_error=False)
     assert not failed.success
     errors = "".join(e.event_specific_data.error.to_string() for e in failed.all_events if e.is_step_failure)
-    assert "cannot reach Redis" in errors and ":pw@" not in errors
+    assert "cannot reach Redis" in errors and "pw-down-123" not in errors
     assert hillshade.read_bytes() == before
     assert [p.name for p in hillshade.parent.parent.iterdir()] == ["static"]  # nothing staged left behind
 
