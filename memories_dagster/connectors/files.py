@@ -8,17 +8,22 @@ run leaves the previous output as it was.
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
+import itertools
 import os
+import re
 import shutil
 import tempfile
 import uuid
+import zipfile
 from pathlib import Path
 
 import duckdb
 import fsspec
 
 from memories_dagster.engine.duck import sql_string
+from memories_dagster.engine.errors import error_detail
 from memories_dagster.engine.tables import swap_folder
 
 
@@ -70,6 +75,7 @@ def _transient_kinds() -> tuple[type[BaseException], ...]:
 
 _CSV_OPTION_NAMES = {"delimiter": "delim", "separator": "sep"}
 _FORMAT_SUFFIX = {"csv": ".csv", "json": ".json", "parquet": ".parquet"}
+NO_RECORDS_COLUMN = "_no_records"  # the one column of a source with neither rows nor columns
 PART_SEPARATOR = "--"  # <partition stem>--<n>.<suffix>: the stem is what a partition run replaces
 
 
@@ -126,32 +132,119 @@ def open_file_source(
     options: dict[str, object],
     sheet: str | int | None = None,
     storage_options: dict | None = None,
+    allow_empty: bool = False,
 ) -> str:
     """Make view ``name`` over the file(s) at ``path``; return the view's name.
 
-    ``storage_options`` (credentials, endpoint) open remote paths through fsspec.
+    ``storage_options`` (credentials, endpoint) open remote paths through fsspec. Files of
+    0 bytes are an error unless ``allow_empty`` (then the view has no rows and the column
+    ``_no_records``); so is a CSV whose lines do not all have the header's number of fields.
     """
     storage_options = storage_options or {}
-    if not is_remote(path) and not glob.glob(path):
+    local = [] if is_remote(path) else sorted(glob.glob(path))
+    if not is_remote(path) and not local:
         raise ConnectorError(f"source '{name}': no file at {path}")
+    where = f"source '{name}' ({source_type} at {path})"
+    if local and source_type in ("csv", "json") and all(os.path.getsize(f) == 0 for f in local):
+        if not allow_empty:
+            raise ConnectorError(
+                f"source '{name}': {path} is empty (0 bytes), so it has neither columns nor rows; if an "
+                "empty file is normal here, set allow_empty: true on the source"
+            )
+        con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT NULL::BOOLEAN AS {NO_RECORDS_COLUMN} WHERE FALSE')
+        return name
     _use_filesystem(con, path, storage_options)
     try:
         if source_type == "excel":
-            import pandas as pd  # on use: pandas adds 0.2 s to every start of the code location
-
-            with fsspec.open(path, "rb", **storage_options) as handle:
-                frame = pd.read_excel(handle, sheet_name=sheet if sheet is not None else 0, **options)
-            con.register(f"{name}__excel", frame)
-            con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT * FROM "{name}__excel"')
+            _open_excel(con, name, path, options, sheet, storage_options)
         else:
             con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT * FROM {scan_sql(source_type, path, options)}')
             con.execute(f'SELECT * FROM "{name}" LIMIT 0')
+            if source_type == "csv" and local:
+                _check_csv_shape(con, local[0], options)
     except FileNotFoundError:
         raise ConnectorError(f"source '{name}': no file at {path}") from None
-    except (duckdb.Error, ValueError, KeyError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConnectorError(f"source '{name}' ({source_type} at {path}) cannot be read: {first_line}") from None
+    except duckdb.Error as exc:
+        raise ConnectorError(f"{where} cannot be read: {_explained(exc, local, options)}") from None
+    except (ValueError, KeyError, OSError) as exc:
+        raise ConnectorError(f"{where} cannot be read: {error_detail(exc)}") from None
     return name
+
+
+def _open_excel(con: duckdb.DuckDBPyConnection, name: str, path: str, options: dict[str, object],
+                sheet: str | int | None, storage_options: dict) -> None:
+    import pandas as pd  # on use: pandas adds 0.2 s to every start of the code location
+
+    with fsspec.open(path, "rb", **storage_options) as handle:
+        if zipfile.is_zipfile(handle):
+            entries = zipfile.ZipFile(handle).namelist()
+            if not any(e.startswith("xl/workbook.") for e in entries):  # .xlsx/.xlsm/.xlsb keep it there
+                shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+                raise ValueError(
+                    f"it is a zip archive, not an Excel workbook: it holds {shown or 'nothing'}; "
+                    "unzip it and point connection_string at the workbook (or the file) inside"
+                )
+        handle.seek(0)
+        frame = pd.read_excel(handle, sheet_name=sheet if sheet is not None else 0, **options)
+    con.register(f"{name}__excel", frame)
+    con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT * FROM "{name}__excel"')
+
+
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _check_csv_shape(con: duckdb.DuckDBPyConnection, path: str, options: dict[str, object]) -> None:
+    """Refuse a CSV whose reader had to give up on its header's columns.
+
+    Where one line has more or fewer fields, DuckDB's dialect sniffer does not fail: it reads
+    the file as one column of whole lines, or takes a later line as the header and skips the
+    lines before it. Read strictly with the header's delimiter instead, so DuckDB names the line.
+    """
+    chosen = {_CSV_OPTION_NAMES.get(k, k) for k in options}
+    try:
+        sniffed = con.execute(f"SELECT Delimiter, SkipRows, Columns FROM sniff_csv({sql_string(path)}{_options_sql(options)})").fetchone()
+    except duckdb.Error:
+        return  # an option the sniffer does not take: the read itself went through
+    delimiter, skipped, columns = sniffed
+    with open(path, newline="", encoding=str(options.get("encoding", "utf-8")), errors="replace") as handle:
+        header = next(itertools.islice(handle, int(options.get("skip", 0)), None), "")
+    if "delim" not in chosen and "sep" not in chosen and len(columns) == 1:
+        delimiter = max(_DELIMITERS, key=header.count)
+        if not header.count(delimiter):
+            return  # a one-column file
+    elif not (skipped and "skip" not in chosen):
+        return
+    width = len(next(csv.reader([header], delimiter=delimiter)))
+    names = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width))
+    strict = {k: v for k, v in options.items() if _CSV_OPTION_NAMES.get(k, k) not in ("delim", "sep", "skip", "header")}
+    try:
+        con.execute(
+            f"SELECT count(*) FROM read_csv({sql_string(path)}, header = true, auto_detect = false, "
+            f"delim = {sql_string(delimiter)}, quote = '\"', escape = '\"', columns = {{{names}}}{_options_sql(strict)})"
+        ).fetchone()
+    except duckdb.Error as exc:
+        found = re.search(r"Line: (\d+).*Expected Number of Columns: (\d+) Found: (\d+)", str(exc), re.S)
+        if not found:
+            raise
+        line, expected, got = found.groups()
+        raise ValueError(
+            f"it is malformed: line {line} has {got} fields where the header has {expected} "
+            f"(delimiter {delimiter!r}); fix that line, or if the lines before the header are a preamble, "
+            "set options.skip to their number"
+        ) from None
+
+
+def _explained(exc: duckdb.Error, local: list[str], options: dict[str, object]) -> str:
+    """DuckDB's cause, with the offending line's bytes where the file is not UTF-8 text."""
+    line = re.search(r"CSV Error on Line: (\d+)", str(exc))
+    if "not utf-8" not in str(exc).lower() or not line or not local:
+        return error_detail(exc)
+    number = int(line.group(1))
+    with open(local[0], "rb") as handle:
+        text = next(itertools.islice(handle, number - 1, None), b"").rstrip(b"\r\n")
+    shown = repr(text[:200])[2:-1]
+    return (f"line {number} is not UTF-8 text ({shown}); the file is in another encoding: set "
+            "options.encoding to it, e.g. latin-1 or utf-16")
 
 
 def suffix_for(output_format: str, destination: str) -> str:

@@ -247,10 +247,13 @@ class ApiClient:
         for _ in range(paging.max_pages):
             body, links = self.fetch(url, params)
             page = dig(body, self.records_path) if self.records_path or paging.type != "odata" else odata_records(body)
-            if page is None and self.records_path and isinstance(body, dict):
+            if page is None and self.records_path:
+                shape = (f"its top-level keys: {', '.join(map(str, body)) or 'none'}" if isinstance(body, dict)
+                         else f"its body is a list of {len(body)} items, not an object" if isinstance(body, list)
+                         else f"its body is {type(body).__name__}, not an object")
                 raise ApiError(
                     f"source '{self.name}': records_path '{self.records_path}' is not in the response of "
-                    f"{redact(url)}; its top-level keys: {', '.join(map(str, body)) or 'none'}"
+                    f"{redact(url)}; {shape}"
                 )
             if page is None:
                 page = []

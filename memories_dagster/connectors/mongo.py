@@ -95,6 +95,22 @@ def bson_ready(row: dict[str, Any]) -> dict[str, Any]:
     return ready
 
 
+def _last_per_key(batch: list[dict], keys: list[str], where: str) -> list[dict]:
+    """One document per key, the last one given; a document without a key value is refused (it
+    would match every keyless document, or none)."""
+    missing = [k for k in keys if k not in batch[0]]
+    if missing:
+        raise ConnectorError(f"{where}: upsert keys {', '.join(missing)} are not columns of the data")
+    last = {tuple(row[k] for k in keys): row for row in batch}
+    keyless = sum(1 for row in batch if any(row[k] is None for k in keys))
+    if keyless:
+        raise ConnectorError(
+            f"{where}: {keyless} rows have no value in upsert key {', '.join(keys)}; a row without its key "
+            "cannot be matched, so writing stopped before this batch (give those rows a key, or quarantine them)"
+        )
+    return list(last.values())
+
+
 def write_documents(url: str, database: str | None, collection_name: str, batches: Iterator[list[dict]],
                     mode: str, keys: list[str]) -> int:
     """``replace`` the collection's documents, ``append`` the rows, or ``upsert`` them (replace
@@ -116,9 +132,7 @@ def write_documents(url: str, database: str | None, collection_name: str, batche
             if not batch:
                 continue
             if mode == "upsert":
-                missing = [k for k in keys if k not in batch[0]]
-                if missing:
-                    raise ConnectorError(f"{where}: upsert keys {', '.join(missing)} are not columns of the data")
+                batch = _last_per_key(batch, keys, where)
                 # Replace by keys as delete-then-insert per batch: two round trips per 5,000 rows
                 # (ReplaceOne per row would be one per row on servers without bulk replace).
                 if len(keys) == 1:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -99,6 +101,15 @@ def window_bounds(url: URL, window: Window, column: str) -> tuple[str, object, o
     return column, window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
 
 
+def window_condition(dialect: str, column: str, ranged: bool) -> str:
+    """The WHERE condition of a windowed read on the quoted ``column``: inside the window
+    (``:window_low`` <= column < ``:window_high``, or column = ``:window_low``), or in no window
+    at all (empty, or on SQLite text that is no date), rows the integration must quarantine."""
+    inside = f"{column} >= :window_low AND {column} < :window_high" if ranged else f"{column} = :window_low"
+    unplaced = f"datetime({column}) IS NULL" if dialect == "sqlite" and ranged else f"{column} IS NULL"
+    return f"(({inside}) OR {unplaced})"
+
+
 def read_query(
     url: URL,
     name: str,
@@ -113,7 +124,7 @@ def read_query(
 
     ``params`` are bound where the query names them (``:partition_start``...). ``window_filter``
     (column, low, high) wraps the query so only rows with low <= column < high are read (high
-    None: column = low), provided the query returns that column. Returns the files and whether
+    None: column = low), and those in no window, provided the query returns that column. Returns the files and whether
     the filter applied.
     """
     engine = create_engine(url, engine_options)
@@ -130,11 +141,10 @@ def read_query(
                 column, low, high = window_filter
                 if column in probe.keys():
                     filtered = True
-                    condition = f"{quote(column)} = :window_low"
                     bound["window_low"] = low
                     if high is not None:
-                        condition = f"{quote(column)} >= :window_low AND {quote(column)} < :window_high"
                         bound["window_high"] = high
+                    condition = window_condition(engine.dialect.name, quote(column), high is not None)
                     sql = f"SELECT * FROM ({sql}) AS source_rows WHERE {condition}"
             conn = conn.execution_options(stream_results=True)
             chunks = pd.read_sql_query(sa.text(sql), conn, params=bound, chunksize=READ_CHUNK_ROWS)
@@ -183,55 +193,135 @@ def replace_rows(
     """Write the Parquet file's rows into ``table`` in one transaction; nothing changes on failure.
 
     ``replace``: delete the rows being replaced first, all of them or with ``delete_filter``
-    (column, low, high) one partition's; ``append``: insert only; ``upsert``: for each batch,
-    delete the rows whose ``keys`` equal an incoming row's, then insert the batch.
+    (column, low, high) one partition's; ``append``: insert only; ``upsert``: the last row per
+    ``keys`` in file order wins, replacing the table's row with those keys; a row without a key
+    value is refused. A table that does not exist yet is filled under a staging name and renamed
+    into place, so a failed first write leaves no table behind.
     """
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, engine_options)
     schema, _, name = table.rpartition(".")
-    written = 0
+    keys = keys or []
     try:
-        with engine.begin() as conn:
-            target = None
-            if sa.inspect(conn).has_table(name, schema=schema or None):
-                target = sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=conn)
-                missing = [k for k in keys or [] if k not in target.c]
-                if missing:
-                    raise ConnectorError(f"upsert keys {', '.join(missing)} are not columns of table {table}")
-                if delete_filter and delete_filter[0] not in target.c:
-                    raise ConnectorError(
-                        f"partitions.column {delete_filter[0]} is not a column of table {table}, so a "
-                        "partition's rows cannot be found to replace them"
-                    )
-            data_columns = pq.ParquetFile(parquet_path).schema_arrow.names
-            absent = [k for k in keys or [] if k not in data_columns]
-            if absent:
-                raise ConnectorError(f"upsert keys {', '.join(absent)} are not columns of the data; its columns: {', '.join(data_columns)}")
-            if target is not None and mode == "replace":
-                delete = target.delete()
-                if delete_filter:
-                    column, low, high = delete_filter
-                    col = target.c[column]
-                    delete = delete.where(col >= low, col < high) if high is not None else delete.where(col == low)
-                conn.execute(delete)
-            for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=WRITE_CHUNK_ROWS * 10):
-                frame = batch.to_pandas()
-                if mode == "upsert":  # one row per key: the last one given wins
-                    frame = frame.drop_duplicates(subset=keys, keep="last")
-                if target is not None and mode == "upsert":
-                    incoming = list(frame[keys].itertuples(index=False, name=None))
-                    columns = [target.c[k] for k in keys]
-                    selector = columns[0].in_([row[0] for row in incoming]) if len(keys) == 1 else sa.tuple_(*columns).in_(incoming)
-                    conn.execute(target.delete().where(selector))
-                frame.to_sql(
-                    name, conn, schema=schema or None, if_exists="append", index=False,
-                    chunksize=WRITE_CHUNK_ROWS, method="multi",
-                )
-                written += len(frame)
-    except (sa.exc.SQLAlchemyError, KeyError) as exc:
+        written = None
+        if not sa.inspect(engine).has_table(name, schema=schema or None):
+            _check_keys(parquet_path, keys)
+            written = _write_new_table(engine, parquet_path, schema or None, name, mode, keys)
+        if written is None:  # the table exists (or another run created it meanwhile)
+            with engine.begin() as conn:
+                target = _existing_table(conn, table, schema or None, name, keys, delete_filter)
+                _check_keys(parquet_path, keys)
+                if mode == "replace":
+                    conn.execute(_delete_of(target, delete_filter))
+                written = _insert(conn, parquet_path, target, mode, keys)
+    except (sa.exc.SQLAlchemyError, KeyError, ValueError) as exc:
         raise _fail(f"writing table {table} failed; the table is unchanged", url, exc) from exc
     finally:
         engine.dispose()
     return written
 
+
+def _check_keys(parquet_path: str, keys: list[str]) -> None:
+    """Refuse upsert keys the data lacks, and rows without a key value (they match no row, so
+    they would be added again on every run)."""
+    if not keys:
+        return
+    data_columns = pq.ParquetFile(parquet_path).schema_arrow.names
+    absent = [k for k in keys if k not in data_columns]
+    if absent:
+        raise ConnectorError(f"upsert keys {', '.join(absent)} are not columns of the data; its columns: {', '.join(data_columns)}")
+    key_table = pq.read_table(parquet_path, columns=keys)
+    missing = pc.is_null(key_table.column(keys[0]))
+    for key in keys[1:]:
+        missing = pc.or_(missing, pc.is_null(key_table.column(key)))
+    keyless = pc.sum(missing.cast("int64")).as_py() or 0
+    if keyless:
+        raise ConnectorError(
+            f"{keyless} rows have no value in upsert key {', '.join(keys)}; a row without its key "
+            "cannot be matched, so nothing was written (give those rows a key, or quarantine them)"
+        )
+
+
+def _existing_table(conn: sa.Connection, table: str, schema: str | None, name: str, keys: list[str],
+                    delete_filter: tuple[str, object, object] | None) -> sa.Table:
+    target = sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
+    missing = [k for k in keys if k not in target.c]
+    if missing:
+        raise ConnectorError(f"upsert keys {', '.join(missing)} are not columns of table {table}")
+    if delete_filter and delete_filter[0] not in target.c:
+        raise ConnectorError(
+            f"partitions.column {delete_filter[0]} is not a column of table {table}, so a "
+            "partition's rows cannot be found to replace them"
+        )
+    return target
+
+
+def _delete_of(target: sa.Table, delete_filter: tuple[str, object, object] | None) -> sa.Delete:
+    delete = target.delete()
+    if delete_filter:
+        column, low, high = delete_filter
+        col = target.c[column]
+        delete = delete.where(col >= low, col < high) if high is not None else delete.where(col == low)
+    return delete
+
+
+def _write_new_table(engine: sa.Engine, parquet_path: str, schema: str | None, name: str, mode: str,
+                     keys: list[str]) -> int | None:
+    """Fill a staging table and rename it to ``name``; None if ``name`` appeared meanwhile.
+
+    MariaDB and SQLite commit a CREATE TABLE at once, whatever the transaction: written in place,
+    a failed first write would leave an empty table. The staging table goes in every case.
+    """
+    staging = f"{name[:40]}__staging_{uuid.uuid4().hex[:12]}"
+    try:
+        with engine.begin() as conn:
+            written = _insert(conn, parquet_path, None, mode, keys, schema, staging)
+            if sa.inspect(conn).has_table(name, schema=schema):
+                return None
+            conn.execute(sa.text(_rename_sql(conn.dialect, schema, staging, name)))
+            return written
+    finally:
+        with engine.begin() as conn:
+            sa.Table(staging, sa.MetaData(), schema=schema).drop(conn, checkfirst=True)
+
+
+def _rename_sql(dialect: sa.Dialect, schema: str | None, old: str, new: str) -> str:
+    quote = dialect.identifier_preparer.quote
+    qualified = (quote(schema) + "." if schema else "") + quote(old)
+    if dialect.name in ("mysql", "mariadb"):  # RENAME TABLE keeps the database only when named
+        return f"RENAME TABLE {qualified} TO {(quote(schema) + '.' if schema else '') + quote(new)}"
+    return f"ALTER TABLE {qualified} RENAME TO {quote(new)}"
+
+
+def _insert(conn: sa.Connection, parquet_path: str, target: sa.Table | None, mode: str, keys: list[str],
+            schema: str | None = None, new_name: str | None = None) -> int:
+    """Insert the file's rows in batches into ``target``, or into table ``new_name`` that the
+    first batch creates. An upsert deletes the rows with an incoming key before each batch."""
+    written = 0
+    for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=WRITE_CHUNK_ROWS * 10):
+        frame = batch.to_pandas()
+        if mode == "upsert":  # one row per key: the last one given wins, over earlier batches too
+            frame = frame.drop_duplicates(subset=keys, keep="last")
+            if target is not None:
+                _delete_keys(conn, target, frame[keys], keys)
+        frame.to_sql(
+            new_name if target is None else target.name, conn, schema=schema if target is None else target.schema,
+            if_exists="append", index=False, chunksize=WRITE_CHUNK_ROWS, method="multi",
+        )
+        if target is None:
+            target = sa.Table(new_name, sa.MetaData(), schema=schema, autoload_with=conn)
+        written += len(frame)
+    return written
+
+
+def _delete_keys(conn: sa.Connection, target: sa.Table, incoming: pd.DataFrame, keys: list[str]) -> None:
+    """Delete the rows whose keys equal an incoming row's, a bounded number of keys at a time."""
+    columns = [target.c[k] for k in keys]
+    for start in range(0, len(incoming), WRITE_CHUNK_ROWS):
+        chunk = incoming.iloc[start:start + WRITE_CHUNK_ROWS]
+        if len(keys) == 1:
+            selector = columns[0].in_(chunk[keys[0]].tolist())
+        else:
+            selector = sa.tuple_(*columns).in_(list(chunk.itertuples(index=False, name=None)))
+        conn.execute(target.delete().where(selector))

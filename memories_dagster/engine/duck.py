@@ -19,12 +19,13 @@ def default_memory_limit() -> str:
     return f"{max(total // 10, 2**30) // 2**20}MB"
 
 
-def connect(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that uses every core, within ``memory_limit``, spilling beyond it."""
+def connect(memory_limit: str | None = None, keep_order: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that uses every core, within ``memory_limit``, spilling beyond it;
+    with ``keep_order``, results keep the order of their input (else DuckDB may reorder rows)."""
     con = duckdb.connect(config={"threads": os.cpu_count() or 1})
     con.execute(f"SET memory_limit = {sql_string(memory_limit or default_memory_limit())}")
     con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/memories-duckdb'")
-    con.execute("SET preserve_insertion_order = false")
+    con.execute(f"SET preserve_insertion_order = {'true' if keep_order else 'false'}")
     # A division by zero gives NULL (flagged as a failed calculation), not an aborted run or inf.
     con.execute("SET error_on_division_by_zero = false")
     con.execute("SET ieee_floating_point_ops = false")

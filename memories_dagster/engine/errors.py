@@ -16,12 +16,20 @@ class IntegrationError(ValueError):
 
 
 def error_detail(exc: BaseException) -> str:
-    """The whole message of a database error as one paragraph, secrets redacted.
+    """The whole message of an error (DuckDB's, a database driver's) as one paragraph, secrets
+    redacted.
 
-    Every line of the cause is kept (DuckDB's "Candidate bindings", PostgreSQL's DETAIL and
-    HINT, the value that did not convert); left out are the excerpt of the failing SQL and
-    tab-indented lists of candidate function signatures.
+    The first line alone often lacks the cause ("CSV Error on Line: 3" without "not utf-8" or
+    without the column and value that did not convert). Every line of the cause is kept
+    (DuckDB's "Candidate bindings", PostgreSQL's DETAIL and HINT); left out are the excerpt of
+    the failing SQL, tab-indented lists of candidate function signatures, and DuckDB's advice
+    and reader settings that follow the cause ("Possible Solution", "file = ...").
     """
     text = str(getattr(exc, "orig", None) or exc)
-    lines = [line.strip() for line in text.splitlines() if not line.startswith("\t") and not _SQL_EXCERPT.match(line)]
-    return redact(" ".join(line for line in lines if line)) or type(exc).__name__
+    kept: list[str] = []
+    for line in text.strip().splitlines():
+        if line.startswith("Possible") or line.strip().startswith("file = "):
+            break
+        if not line.startswith("\t") and not _SQL_EXCERPT.match(line) and line.strip():
+            kept.append(line.strip())
+    return redact(" ".join(kept)) or type(exc).__name__

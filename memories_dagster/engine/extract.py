@@ -15,18 +15,18 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from memories_dagster.connectors.files import is_remote, open_file_source
+from memories_dagster.connectors.files import NO_RECORDS_COLUMN, ConnectorError, is_remote, open_file_source
 from memories_dagster.connectors.mainframe import read_mainframe
 from memories_dagster.engine.duck import columns_of, connect, copy_parquet, q, sql_string
+from memories_dagster.engine.errors import error_detail
 from memories_dagster.engine.tables import Access, TableFile
 from memories_dagster.engine.write import link_tree
-from memories_dagster.engine.window import Window, condition_sql, expand, has_template
+from memories_dagster.engine.window import Window, expand, has_template, read_filter_sql
 from memories_dagster.secrets import redact, register, resolve
 from memories_dagster.specs.integration import DataSource
 
 RECORD_BATCH = 50_000
 RECORD_SOURCES = ("api", "odata", "graphql", "soap", "redis", "mongodb")
-NO_RECORDS_COLUMN = "_no_records"
 
 
 def extract(
@@ -39,24 +39,42 @@ def extract(
     copybook: str | None = None,
     access: Access | None = None,
     snapshot_dir: Path | None = None,
+    keep_order: bool = False,
 ) -> TableFile:
     """Read ``source`` from ``location`` (its resolved connection string) into ``out_path``.
 
     With a window, only the window's rows are read: a ``{partition_...}`` template in the path
     or the query's bind parameters select them at the source, else rows are filtered on
-    ``window_column`` when the source has it. ``meta['window_filter']`` says which applied.
+    ``window_column`` when the source has it (rows whose column is empty or not a date are kept,
+    for the integration to quarantine). ``meta['window_filter']`` says which applied.
     ``copybook`` is the resolved path of a mainframe source's copybook; ``access`` carries the
     credentials and pool settings of the source's connection. With ``snapshot_dir``, a local
     file source read whole is not read again while its files are unchanged (size and
     modification time): every daily run of a pipeline with a large dimension file reuses it.
+    A read that gives no rows is an error unless ``source.allow_empty`` (or a window narrowed
+    it by column or query parameters: a quiet partition). With ``keep_order`` the rows keep the
+    source's order, in which the last row per key wins an upsert (it costs up to twice the time
+    of a large read, so only upserting pipelines ask for it).
     """
-    read = _Read(connect(memory_limit), source, location, out_path, window, window_column,
+    read = _Read(connect(memory_limit, keep_order), source, location, out_path, window, window_column,
                  access or Access(), copybook, snapshot_dir)
     try:
         reader = {"sql": _extract_sql, "mainframe": _extract_mainframe}.get(source.source_type)
         if reader is None:
             reader = _extract_records if source.source_type in RECORD_SOURCES else _extract_files
-        result, how = reader(read)
+        try:
+            result, how = reader(read)
+        except duckdb.Error as exc:  # e.g. a CSV value past the sniffed sample that is not of its type
+            raise ConnectorError(redact(
+                f"source '{source.source_name}' ({source.source_type} at {location}) cannot be read: {error_detail(exc)}"
+            )) from None
+        narrowed = how is not None and (how.startswith("column ") or how == "query parameters")
+        if result.rows == 0 and not narrowed and not source.allow_empty:
+            raise ConnectorError(redact(
+                f"source '{source.source_name}' has no rows ({source.source_type} at {location}); an empty "
+                "source would replace the output with nothing. If an empty source is normal here, set "
+                "allow_empty: true on the source"
+            ))
         result.meta.update(source=source.key, location=redact(location), window_filter=how)
         return result
     finally:
@@ -84,7 +102,7 @@ class _Read:
     def column_filter(self, columns: Iterable[str]) -> tuple[str | None, str | None]:
         """(SQL condition, description) of the window on its column, when the data has it."""
         if self.window and not self.templated() and self.window_column and self.window_column in columns:
-            return condition_sql(self.window, self.window_column), f"column {self.window_column}"
+            return read_filter_sql(self.window, self.window_column), f"column {self.window_column}"
         return None, None
 
 
@@ -154,7 +172,7 @@ def _extract_files(read: _Read) -> tuple[TableFile, str | None]:
     source, con = read.source, read.con
     path = expand(read.location, read.window)
     view = open_file_source(con, source.key, source.source_type, path, source.options, source.sheet,
-                            read.access.storage_options)
+                            read.access.storage_options, source.allow_empty)
     condition, how = read.column_filter(columns_of(con, q(view)))
     if condition is None and _is_plain_parquet_file(source, path):
         result = _snapshot(con, path, read.out_path)  # already Parquet: a byte copy is the snapshot

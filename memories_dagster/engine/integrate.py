@@ -25,12 +25,14 @@ from memories_dagster.engine.expressions import sql_literal
 from memories_dagster.engine.quality import fill_sql, plan_coercion, required_null_reason
 from memories_dagster.engine.tables import TableFile
 from memories_dagster.engine.transform import AppliedRule, apply_rules, first_failing
-from memories_dagster.engine.window import Window, condition_sql
+from memories_dagster.engine.window import Window, condition_sql, unplaced_reason_sql
 from memories_dagster.engine.write import lay_out, parquet_rows
 from memories_dagster.specs.integration import IntegrationConfig, OutputConfig
 
 QUARANTINE_COLUMNS = ("_stage", "_source", "_reason", "_record")
-_KEPT = "(__reason IS NULL AND NOT __outside)"
+_KEPT = "(__reason IS NULL AND NOT __outside AND NOT __superseded)"
+# Why a row is quarantined, in the order the reasons are given: the first that applies wins.
+_REASONS = ("__partition_reason", "__null_reason", "__format_reason", "__rule_reason", "__key_reason")
 
 
 @dataclass
@@ -55,6 +57,7 @@ class SourceAccount:
     in_output: int = 0
     quarantined_after_integration: int = 0
     outside_partition: int = 0
+    superseded: int = 0
     not_matched: int = 0
 
     @property
@@ -62,7 +65,7 @@ class SourceAccount:
         """Whether the parts add up to the rows read, and no row vanished where none may."""
         parts = (
             self.duplicates_removed + self.quarantined_at_source + self.in_output
-            + self.quarantined_after_integration + self.outside_partition + self.not_matched
+            + self.quarantined_after_integration + self.outside_partition + self.superseded + self.not_matched
         )
         return parts == self.rows_read and (self.may_drop or self.not_matched == 0)
 
@@ -100,14 +103,18 @@ def integrate(
     """Integrate the sources' Parquet files (source name -> path) as ``config`` declares.
 
     With a window, rows whose ``window_column`` falls outside it (e.g. from a source read whole)
-    are left out and counted as ``outside_partition``, so a partition holds only its own rows.
+    are left out and counted as ``outside_partition``, so a partition holds only its own rows;
+    rows whose column is empty or not a date belong to no partition and are quarantined. With an
+    upsert ``output``, the last row per upsert key in source order is kept (the earlier ones are
+    counted as ``superseded``) and rows without a key value are quarantined.
     With a Parquet ``output``, the integrated data is written in that output's layout
     (``meta['laid_out']``), so writing the output only links the files into place.
     """
     started = time.perf_counter()
     con = connect(memory_limit)
     try:
-        integration = _Integration(con, config, inputs, window, window_column)
+        keys = list(output.upsert_keys) if output is not None and output.mode == "upsert" else []
+        integration = _Integration(con, config, inputs, window, window_column, keys)
         layout = output if output is not None and output.output_format == "parquet" else None
         return integration.run(integrated_path, quarantine_path, started, layout)
     except duckdb.Error as exc:
@@ -118,8 +125,9 @@ def integrate(
 
 class _Integration:
     def __init__(self, con: duckdb.DuckDBPyConnection, config: IntegrationConfig, inputs: dict[str, str],
-                 window: Window | None, window_column: str | None) -> None:
+                 window: Window | None, window_column: str | None, upsert_keys: list[str]) -> None:
         self.con = con
+        self.upsert_keys = upsert_keys
         self.window = window
         self.window_column = window_column
         self.config = config
@@ -182,11 +190,11 @@ class _Integration:
         self.history.add(f"read {name}", account.rows_read)
         scan = f"read_parquet({sql_string(path)})"
         names = pq.ParquetFile(path).schema_arrow.names
-        reserved = [c for c in names if c.lower() == "rowid" or c.startswith("__")]
+        reserved = [c for c in names if c.lower() in ("rowid", "file_row_number") or c.startswith("__")]
         if reserved:
             raise IntegrationError(
-                f"source '{name}' has column(s) {', '.join(reserved)}: the names rowid and __* are "
-                "reserved for the engine's bookkeeping; rename them at the source (e.g. in its query)"
+                f"source '{name}' has column(s) {', '.join(reserved)}: the names rowid, file_row_number and "
+                "__* are reserved for the engine's bookkeeping; rename them at the source (e.g. in its query)"
             )
         alike = [c for c in names if [n.lower() for n in names].count(c.lower()) > 1]
         if alike:  # DuckDB would silently rename the second one (NAME_1)
@@ -197,9 +205,15 @@ class _Integration:
         declared = self.checks.columns if self.checks.format_check else {}
         plan = plan_coercion(self.con, scan, declared)
         reason = plan.failure_reason_sql or "NULL::VARCHAR"
-        distinct = "DISTINCT " if self.checks.duplicate_check else ""
+        # Row ids are positions in the file (its source order, which upserts follow); of exact
+        # duplicates the first one stays.
+        numbered = f"read_parquet({sql_string(path)}, file_row_number = true)"
+        if self.checks.duplicate_check:
+            rows = f"SELECT COLUMNS(* EXCLUDE (file_row_number)), min(file_row_number) AS __rid FROM {numbered} GROUP BY ALL"
+        else:
+            rows = f"SELECT * EXCLUDE (file_row_number), file_row_number AS __rid FROM {numbered}"
         table, view = q(f"raw__{name}"), q(f"src__{name}")
-        self.con.execute(f"CREATE TEMP TABLE {table} AS SELECT {distinct}*, {reason} AS __reason FROM {scan}")
+        self.con.execute(f"CREATE TEMP TABLE {table} AS SELECT *, {reason} AS __reason FROM ({rows}) AS numbered")
         kept = count(self.con, table)
         if self.checks.duplicate_check:
             account.duplicates_removed = account.rows_read - kept
@@ -207,8 +221,7 @@ class _Integration:
         replace = ", ".join(f"{sql} AS {q(c)}" for c, sql in plan.replacements.items())
         replace_sql = f" REPLACE ({replace})" if replace else ""
         self.con.execute(
-            f"CREATE TEMP VIEW {view} AS SELECT * EXCLUDE (__reason){replace_sql}, rowid AS __rid "
-            f"FROM {table} WHERE __reason IS NULL"
+            f"CREATE TEMP VIEW {view} AS SELECT * EXCLUDE (__reason){replace_sql} FROM {table} WHERE __reason IS NULL"
         )
         if plan.failure_reason_sql:
             account.quarantined_at_source = count(self.con, table, "__reason IS NOT NULL")
@@ -216,7 +229,7 @@ class _Integration:
                 f"SELECT {plan.values_converted_sql} FROM {table}"
             ).fetchone()[0]
             self.history.add(f"format_check {name}", kept)
-            data_columns = [c for c in columns_of(self.con, table) if c != "__reason"]
+            data_columns = [c for c in columns_of(self.con, table) if c not in ("__reason", "__rid")]
             self.quarantine_parts.append(
                 f"SELECT 'format_check' AS _stage, {sql_literal(name)} AS _source, __reason AS _reason, "
                 f"{record_json(data_columns)} AS _record FROM {table} WHERE __reason IS NOT NULL"
@@ -295,18 +308,27 @@ class _Integration:
         return IntegrationError(f"applying null_check or format_check failed: {error_detail(exc)}")
 
     def _stage(self, sql: str, rules: list[AppliedRule], columns: list[str], tables: list[SourceTable], combined: Combined) -> None:
-        cases = ["WHEN __null_reason IS NOT NULL THEN __null_reason", "WHEN __format_reason IS NOT NULL THEN __format_reason"]
+        rule_cases = []
         for applied in rules:
             if applied.quarantines:
                 rule = applied.rule
                 message = f"business_rule_check: rule '{rule.rule_name}' failed ({rule.transformation_logic})"
-                cases.append(f"WHEN {applied.flag} THEN {sql_literal(message)}")
+                rule_cases.append(f"WHEN {applied.flag} THEN {sql_literal(message)}")
+        reasons = {
+            "__partition_reason": "NULL::VARCHAR", "__rule_reason": f"CASE {' '.join(rule_cases)} END" if rule_cases else "NULL::VARCHAR",
+            "__key_reason": self._key_reason(columns),
+        }
         outside = "FALSE"
         if self.window and self.window_column in columns:
-            outside = f"NOT coalesce({condition_sql(self.window, self.window_column)}, FALSE)"
+            outside = f"coalesce(NOT {condition_sql(self.window, self.window_column)}, FALSE)"
+            reasons["__partition_reason"] = unplaced_reason_sql(self.window, self.window_column)
+        extra = "".join(f", {sql} AS {name}" for name, sql in reasons.items())
         self.con.execute(
-            f"CREATE TEMP VIEW chain AS SELECT *, CASE {' '.join(cases)} END AS __reason, "
-            f"{outside} AS __outside FROM ({sql}) AS s"
+            f"CREATE TEMP VIEW reasoned AS SELECT *{extra}, {outside} AS __outside FROM ({sql}) AS s"
+        )
+        self.con.execute(
+            f"CREATE TEMP VIEW chain AS SELECT *, coalesce({', '.join(_REASONS)}) AS __reason, "
+            f"{self._superseded_sql()} AS __superseded FROM reasoned"
         )
         # The bookkeeping of every row (ids, flags, reasons), and the full row only where rejected.
         internal = ", ".join(q(c) for c in columns_of(self.con, "chain") if c.startswith("__"))
@@ -324,6 +346,34 @@ class _Integration:
         for applied in rules:
             self.history.add(f"{applied.rule.transformation_type} {applied.rule.rule_name}", rows)
 
+    def _key_reason(self, columns: list[str]) -> str:
+        """The quarantine reason of a row without a value in an upsert key."""
+        unknown = [k for k in self.upsert_keys if k not in columns]
+        if unknown:
+            raise IntegrationError(
+                f"output_config.upsert_keys {', '.join(unknown)}: not a column of the integrated data; "
+                f"its columns: {', '.join(columns)}"
+            )
+        cases = " ".join(
+            f"WHEN {q(k)} IS NULL THEN {sql_literal(f'upsert: key column {k!r} is empty, so the row cannot replace or be replaced')}"
+            for k in self.upsert_keys
+        )
+        return f"CASE {cases} END" if cases else "NULL::VARCHAR"
+
+    def _superseded_sql(self) -> str:
+        """SQL flagging a row that a later row with the same upsert key replaces.
+
+        Source order is the order of the sources, then of the rows in each (their row ids): a row
+        of the first source sorts by its id there, one only in a later source after all of them.
+        """
+        if not self.upsert_keys:
+            return "FALSE"
+        rids = [c for c in columns_of(self.con, "reasoned") if c.startswith("__rid_")]
+        latest_first = ", ".join(f"{q(r)} DESC NULLS FIRST" for r in rids)
+        keys = ", ".join(q(k) for k in self.upsert_keys)
+        candidate = f"(coalesce({', '.join(_REASONS)}) IS NULL AND NOT __outside)"
+        return (f"({candidate} AND row_number() OVER (PARTITION BY {candidate}, {keys} ORDER BY {latest_first}) > 1)")
+
     def _measure(self, tables: list[SourceTable], columns: list[str], rules: list[AppliedRule], combined: Combined,
                  null_stats: dict[str, Any]) -> dict[str, Any]:
         """Every count the report and the checks need: one scan of the staged rows, plus one
@@ -333,10 +383,15 @@ class _Integration:
             "staged_rows": "count(*)",
             "output_rows": f"count(*) FILTER (WHERE {_KEPT})",
             "outside_rows": "count(*) FILTER (WHERE __outside)",
-            "null_rejected": "count(*) FILTER (WHERE __null_reason IS NOT NULL)",
-            "format_rejected": "count(*) FILTER (WHERE __null_reason IS NULL AND __format_reason IS NOT NULL)",
-            "rule_rejected": "count(*) FILTER (WHERE __reason IS NOT NULL AND __null_reason IS NULL AND __format_reason IS NULL)",
+            "superseded_rows": "count(*) FILTER (WHERE __superseded)",
         }
+        # Rows quarantined for each reason: where it is the first that applies (rows of other
+        # partitions are quarantined, if at all, by their own partition's run).
+        for number, reason in enumerate(_REASONS):
+            earlier = "".join(f" AND {r} IS NULL" for r in _REASONS[:number])
+            exprs[reason.strip("_").replace("_reason", "_rejected")] = (
+                f"count(*) FILTER (WHERE NOT __outside{earlier} AND {reason} IS NOT NULL)"
+            )
         any_failed = " OR ".join(a.flag for a in rules) or "FALSE"
         exprs["transform_failed"] = f"count(*) FILTER (WHERE {any_failed})"
         for number, applied in enumerate(rules):
@@ -367,7 +422,10 @@ class _Integration:
             cleaned = account.rows_read - account.duplicates_removed - account.quarantined_at_source
             account.in_output = stats.get(f"out_{name}", 0)
             account.outside_partition = stats.get(f"outside_{name}", 0)
-            account.quarantined_after_integration = stats.get(f"present_{name}", 0) - account.in_output - account.outside_partition
+            account.superseded = stats.get(f"superseded_{name}", 0)
+            account.quarantined_after_integration = (
+                stats.get(f"present_{name}", 0) - account.in_output - account.outside_partition - account.superseded
+            )
             account.not_matched = cleaned - stats.get(f"present_{name}", 0)
         if combined.mode.startswith("merge:") and combined.mode != "merge:union":
             stats["merge_matched"] = self._merge_matches(tables)
@@ -379,7 +437,8 @@ class _Integration:
         states = {
             "present": "TRUE",
             "out": _KEPT,
-            "outside": f"__outside AND NOT ({_KEPT})",
+            "outside": "__outside",
+            "superseded": "__superseded",
             "matched": " OR ".join(f"{o} IS NOT NULL" for o in others) or "FALSE",
         }
         if name == present[0]:
@@ -390,7 +449,10 @@ class _Integration:
         """The same counts for a source whose rows may sit on several staged rows."""
         states = self._row_states(name, present)
         flags = ", ".join(f"bool_or({condition}) AS {key}" for key, condition in states.items())
-        counts = ", ".join(f"count(*) FILTER (WHERE {key})" for key in states)
+        # A source row on several staged rows counts once: in the output if one of them is, else
+        # outside the partition, else superseded, else quarantined.
+        exclusive = {"outside": "outside AND NOT out", "superseded": "superseded AND NOT out AND NOT outside"}
+        counts = ", ".join(f"count(*) FILTER (WHERE {exclusive.get(key, key)})" for key in states)
         row = self.con.execute(
             f"SELECT {counts} FROM (SELECT {flags} FROM staged WHERE {q(rid(name))} IS NOT NULL GROUP BY {q(rid(name))})"
         ).fetchone()
@@ -488,7 +550,8 @@ class _Integration:
                 "rows_read": a.rows_read, "duplicates_removed": a.duplicates_removed,
                 "quarantined_at_source": a.quarantined_at_source, "in_output": a.in_output,
                 "quarantined_after_integration": a.quarantined_after_integration,
-                "outside_partition": a.outside_partition, "not_matched": a.not_matched, "balanced": a.balanced,
+                "outside_partition": a.outside_partition, "superseded": a.superseded, "not_matched": a.not_matched,
+                "balanced": a.balanced,
             }
             for n, a in accounts.items()
         }
@@ -517,8 +580,10 @@ class _Integration:
                 "reconciliation": {
                     "by_source": reconciliation,
                     "integrated_rows": staged["staged_rows"],
+                    "superseded_rows": staged["superseded_rows"],
                     "balanced": all(a.balanced for a in accounts.values())
-                    and staged["staged_rows"] == output_rows + integrated_quarantined + staged["outside_rows"],
+                    and staged["staged_rows"]
+                    == output_rows + integrated_quarantined + staged["outside_rows"] + staged["superseded_rows"],
                 },
             },
             "data_lineage": {"source_mapping": {}, "transformation_history": self.history.steps},

@@ -28,13 +28,42 @@ class Window:
 
 
 def condition_sql(window: Window, column: str) -> str:
-    """SQL that is true for rows of ``column`` inside the window."""
-    ref = '"' + column.replace('"', '""') + '"'
+    """SQL that is true for rows of ``column`` inside the window, false outside it, and NULL for
+    rows that belong to no window (the column empty or, for time windows, not a date or time)."""
+    ref = _identifier(column)
     if window.is_time:
         value = f"TRY_CAST({ref} AS TIMESTAMP)"
         start, end = (moment.strftime("%Y-%m-%d %H:%M:%S") for moment in (window.start, window.end))
         return f"({value} >= TIMESTAMP '{start}' AND {value} < TIMESTAMP '{end}')"
-    return "(CAST({} AS VARCHAR) = '{}')".format(ref, window.key.replace("'", "''"))
+    return f"(CAST({ref} AS VARCHAR) = {_literal(window.key)})"
+
+
+def read_filter_sql(window: Window, column: str) -> str:
+    """SQL keeping the rows a windowed read must pass on: those inside the window, and those that
+    belong to no window, which the integration quarantines so that no row vanishes unseen."""
+    return f"coalesce({condition_sql(window, column)}, TRUE)"
+
+
+def unplaced_reason_sql(window: Window, column: str) -> str:
+    """SQL giving the quarantine reason of a row that belongs to no window; NULL for the others."""
+    ref = _identifier(column)
+    text = f"CAST({ref} AS VARCHAR)"
+    empty = _literal(f"partitions.column '{column}' is empty, so the row belongs to no partition")
+    unparsed = (
+        _literal(f"partitions.column '{column}' value '") + f" || {text} || "
+        + _literal("' is not a date or time (YYYY-MM-DD, optionally with HH:MM:SS), so the row belongs to no "
+                   "partition; declare the column's format under format_check columns, e.g. date:%m/%d/%Y")
+    )
+    return (f"CASE WHEN {condition_sql(window, column)} IS NULL THEN "
+            f"CASE WHEN nullif(trim({text}), '') IS NULL THEN {empty} ELSE {unparsed} END END")
+
+
+def _identifier(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def has_template(text: str) -> bool:

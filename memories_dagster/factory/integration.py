@@ -32,6 +32,7 @@ from memories_dagster.specs.loading import LoadedSpec, spec_warnings
 SETTINGS_KEY = "memories_settings"
 URL_SOURCES = ("sql", "api", "odata", "graphql", "redis", "mongodb")  # connection strings that are URLs, not paths
 CHECK_NAMES = ("duplicate_check", "null_check", "format_check", "business_rule_check")
+EMPTY_CHECK = "not_empty"
 
 
 def table_metadata(rows: int, columns: dict[str, str]) -> dict[str, Any]:
@@ -96,8 +97,14 @@ def pipeline_definitions(loaded: LoadedSpec, connections: dict[str, Any] | None 
 
 def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.PartitionsDefinition | None,
                   window_column: str | None, connection: Any) -> dg.AssetsDefinition:
+    key = dg.AssetKey([loaded.name, "sources", source.key])
+    # An empty source fails its read, unless the spec allows it: then this check says so.
+    checks = [dg.AssetCheckSpec(EMPTY_CHECK, asset=key, description="the source has rows (allow_empty: true lets it have none)")
+              ] if source.allow_empty else []
+
     @dg.asset(
-        key=[loaded.name, "sources", source.key],
+        key=key,
+        check_specs=checks,
         group_name=loaded.name,
         partitions_def=partitions_def,
         io_manager_key=IO_MANAGER_KEY,
@@ -108,7 +115,7 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
         deps=earth_dependencies(source),
         retry_policy=retry_policy(loaded.spec.retry),
     )
-    def read_source(context: dg.AssetExecutionContext) -> dg.Output[TableFile]:
+    def read_source(context: dg.AssetExecutionContext):
         memories_settings: MemoriesSettings = context.resources.memories_settings
         staging = memories_settings.staging_dir()
         try:
@@ -126,7 +133,8 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
             copybook = _locate(loaded, source.copybook, f"source '{source.source_name}' copybook", False) if source.copybook else None
             snapshots = Path(memories_settings.storage_dir, loaded.name, "sources", source.key, ".snapshots")
             table = extract(source, location, str(staging / "source.parquet"), _window(context), window_column,
-                            memories_settings.engine_memory_limit, copybook, access, snapshots)
+                            memories_settings.engine_memory_limit, copybook, access, snapshots,
+                            keep_order=loaded.spec.output_config.mode == "upsert")
             if store_facts:
                 Path(location).unlink()
                 table.meta["location"] = f"memory store: {store_facts['store/key']}"
@@ -143,7 +151,14 @@ def _source_asset(loaded: LoadedSpec, source: DataSource, partitions_def: dg.Par
         facts = {k: v for k, v in table.meta.items() if k not in ("source", "location", "window_filter")} | store_facts
         metadata = {**table_metadata(table.rows, table.columns), **facts, "location": table.meta["location"],
                     "window_filter": table.meta["window_filter"] or "none (whole source)"}
-        return dg.Output(table, metadata=metadata)
+        yield dg.Output(table, metadata=metadata)
+        if source.allow_empty:
+            yield dg.AssetCheckResult(
+                asset_key=key, check_name=EMPTY_CHECK, passed=table.rows > 0, severity=dg.AssetCheckSeverity.WARN,
+                description=f"source '{source.source_name}' has {table.rows} rows" if table.rows else
+                f"source '{source.source_name}' has no rows (allowed by allow_empty: true)",
+                metadata={"rows": table.rows},
+            )
 
     return read_source
 

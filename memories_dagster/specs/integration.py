@@ -171,6 +171,9 @@ class DataSource(Strict):
     )
     partition: str | None = Field(None, description="earth: partition of a partitioned analyzer (default: the latest)")
     sample_rasters: RasterSampling | None = Field(None, description="add columns sampled from earth rasters at lon/lat")
+    allow_empty: bool = Field(
+        False, description="a source with no rows is normal: read it (a check on the source says so) instead of failing"
+    )
 
     @model_validator(mode="after")
     def _sql_needs_query_or_table(self) -> DataSource:

@@ -238,12 +238,16 @@ def test_odata_v4_next_links_and_v2_client_paging(httpserver):
         assert client.requests == 3
 
 
-def test_an_api_with_no_records_gives_an_empty_table(httpserver, tmp_path):
+def test_an_api_with_no_records_gives_an_empty_table_where_allowed(httpserver, tmp_path):
+    from memories_dagster.connectors.files import ConnectorError
     from memories_dagster.engine.extract import NO_RECORDS_COLUMN, extract
 
     httpserver.expect_request("/empty").respond_with_json([])
     source = DataSource(source_name="s", source_type="api", connection_string=httpserver.url_for("/empty"))
-    table = extract(source, source.connection_string, str(tmp_path / "o.parquet"))
+    with pytest.raises(ConnectorError, match="source 's' has no rows .*allow_empty: true"):
+        extract(source, source.connection_string, str(tmp_path / "o.parquet"))
+    allowed = source.model_copy(update={"allow_empty": True})
+    table = extract(allowed, source.connection_string, str(tmp_path / "o.parquet"))
     assert table.rows == 0 and list(table.columns) == [NO_RECORDS_COLUMN]
 
 

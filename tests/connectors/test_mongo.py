@@ -130,3 +130,16 @@ def test_a_field_of_mixed_types_becomes_text(mongo, tmp_path):
     mongo.shop.addresses.insert_many([{"zip": 10115}, {"zip": "SW1A"}, {"zip": None}])
     frame = read(tmp_path, collection="addresses", projection={"_id": 0})
     assert sorted(frame["zip"].dropna()) == ["10115", "SW1A"]
+
+
+def test_upsert_keeps_the_last_document_per_key_and_refuses_documents_without_one(mongo, tmp_path):
+    from memories_dagster.connectors.mongo import write_documents
+
+    rows = [{"sku": s, "n": i} for i, s in enumerate("ABAB")]
+    oracle = pd.DataFrame(rows).drop_duplicates("sku", keep="last")  # pandas' "last one wins"
+    written = write_documents(URL, None, "upserted", iter([rows[:3], rows[3:]]), "upsert", ["sku"])
+    stored = pd.DataFrame(list(mongo.shop.upserted.find({}, {"_id": 0}))).sort_values("sku")
+    assert stored.values.tolist() == oracle.sort_values("sku").values.tolist() and written == 3
+    with pytest.raises(ConnectorError, match="1 rows have no value in upsert key sku"):
+        write_documents(URL, None, "upserted", iter([[{"sku": None, "n": 9}, {"sku": "C", "n": 8}]]), "upsert", ["sku"])
+    assert mongo.shop.upserted.count_documents({}) == 2

@@ -42,7 +42,7 @@ def test_left_join_accounts_for_unmatched_rows(run_integration):
     by_source = run.report["reconciliation"]["by_source"]
     assert by_source["orders"] == {
         "rows_read": 4, "duplicates_removed": 0, "quarantined_at_source": 0, "in_output": 4,
-        "quarantined_after_integration": 0, "outside_partition": 0, "not_matched": 0, "balanced": True,
+        "quarantined_after_integration": 0, "outside_partition": 0, "superseded": 0, "not_matched": 0, "balanced": True,
     }
     assert by_source["customers"]["in_output"] == 2
     assert by_source["customers"]["not_matched"] == 1  # Dee has no order

@@ -170,7 +170,7 @@ def test_counts_reconcile_through_every_stage(run_integration):
     orders_account = report["reconciliation"]["by_source"]["orders"]
     assert orders_account == {
         "rows_read": 6, "duplicates_removed": 1, "quarantined_at_source": 1, "in_output": 2,
-        "quarantined_after_integration": 2, "outside_partition": 0, "not_matched": 0, "balanced": True,
+        "quarantined_after_integration": 2, "outside_partition": 0, "superseded": 0, "not_matched": 0, "balanced": True,
     }
     customers_account = report["reconciliation"]["by_source"]["customers"]
     assert customers_account["in_output"] == 2 and customers_account["not_matched"] == 1

@@ -163,7 +163,8 @@ def test_rows_of_a_source_read_whole_do_not_pile_up_across_partitions(project):
     rows = sqlite3.connect(project.root / "output" / "e.db").execute("SELECT d, v FROM events ORDER BY v").fetchall()
     assert [(str(d)[:10], v) for d, v in rows] == [("2024-01-01", 1), ("2024-01-02", 2)]
     report = materialization(result, "events", "output").metadata["integration_report"].value["integration_report"]
-    assert report["reconciliation"]["by_source"]["extra"]["outside_partition"] == 1
+    # extra's row has no d, so it belongs to no partition: each run quarantines it, none loses it
+    assert report["reconciliation"]["by_source"]["extra"]["quarantined_after_integration"] == 1
     assert report["reconciliation"]["balanced"]
 
 
@@ -198,3 +199,74 @@ def test_a_whole_read_source_is_reused_while_its_file_is_unchanged(project):
     assert states == ["read", "reused: files unchanged", "read"]
     rows = materialization(result, "daily", "sources", "customers").metadata["dagster/row_count"].value
     assert rows == 123  # the new row is there
+
+
+def test_rows_in_no_partition_are_quarantined_by_every_run_that_reads_them(project):
+    data = project.root / "sample_data"
+    lines = ["id,d,n", "1,2024-01-01,10", "2,,20", "3,not-a-date,30", "4,01/02/2024,40", "5,2024-01-02,50", "6,2024-01-02T08:00:00,60"]
+    (data / "dated.csv").write_text("\n".join(lines) + "\n")
+    project.add("dated.yaml", {
+        "integration_config": {"data_sources": [
+            {"source_name": "dated", "source_type": "csv", "connection_string": "sample_data/dated.csv"}]},
+        "output_config": {"output_format": "parquet", "output_destination": "output/dated"},
+        "partitions": {"type": "daily", "start": "2024-01-01", "column": "d"},
+    })
+    oracle = pd.read_csv(data / "dated.csv", keep_default_na=False, na_values=[""])  # pandas reads the same file
+    parsed = pd.to_datetime(oracle["d"], errors="coerce", format="ISO8601")
+    instance = dg.DagsterInstance.ephemeral()
+    for key in ("2024-01-01", "2024-01-02"):
+        result = project.run("dated", key, instance)
+        day = pd.Timestamp(key)
+        inside = (parsed >= day) & (parsed < day + pd.Timedelta(days=1))
+        written = pd.read_parquet(project.root / "output" / "dated" / f"{key}.parquet")
+        assert sorted(written["id"]) == sorted(oracle["id"][inside])
+        report = materialization(result, "dated", "output").metadata["integration_report"].value["integration_report"]
+        account = report["reconciliation"]["by_source"]["dated"]
+        assert account["rows_read"] == inside.sum() + parsed.isna().sum()
+        assert account["quarantined_after_integration"] == parsed.isna().sum() == report["failed_integrations"]
+        assert account["balanced"] and report["reconciliation"]["balanced"]
+        assert materialization(result, "dated", "quarantine").metadata["dagster/row_count"].value == parsed.isna().sum()
+
+
+def test_a_declared_date_format_places_rows_in_their_partition(project):
+    # Parquet keeps the dates as text (a CSV reader would guess their format itself)
+    pd.DataFrame({"id": [1, 2, 3], "d": ["01/01/2024", "01/02/2024", "01/02/2024"]}).to_parquet(
+        project.root / "sample_data" / "us.parquet", index=False)
+    project.add("us.yaml", {
+        "integration_config": {
+            "data_sources": [{"source_name": "us", "source_type": "parquet", "connection_string": "sample_data/us.parquet"}],
+            "data_quality_checks": {"format_check": True, "columns": {"d": "date:%m/%d/%Y"}}},
+        "output_config": {"output_format": "parquet", "output_destination": "output/us"},
+        "partitions": {"type": "daily", "start": "2024-01-01", "column": "d"},
+    })
+    oracle = pd.read_parquet(project.root / "sample_data" / "us.parquet")
+    oracle["d"] = pd.to_datetime(oracle["d"], format="%m/%d/%Y")
+    result = project.run("us", "2024-01-02")
+    written = pd.read_parquet(project.root / "output" / "us" / "2024-01-02.parquet")
+    assert sorted(written["id"]) == sorted(oracle["id"][oracle["d"] == "2024-01-02"])
+    account = materialization(result, "us", "output").metadata["integration_report"].value["integration_report"][
+        "reconciliation"]["by_source"]["us"]
+    assert (account["in_output"], account["outside_partition"], account["balanced"]) == (2, 1, True)
+
+
+def test_an_upsert_pipeline_writes_the_last_row_per_key_and_quarantines_keyless_rows(project):
+    import sqlite3
+
+    lines = ["id,v", "1,a", "2,b", "1,c", ",d", "3,e", "2,f"]
+    (project.root / "sample_data" / "changes.csv").write_text("\n".join(lines) + "\n")
+    project.add("changes.yaml", {
+        "integration_config": {"data_sources": [
+            {"source_name": "changes", "source_type": "csv", "connection_string": "sample_data/changes.csv"}]},
+        "output_config": {"output_format": "sql", "output_destination": "sqlite:///output/c.db", "table": "changes",
+                          "mode": "upsert", "upsert_keys": ["id"]},
+    })
+    oracle = pd.read_csv(project.root / "sample_data" / "changes.csv")
+    expected = oracle.dropna(subset=["id"]).drop_duplicates("id", keep="last").sort_values("id")
+    for _ in range(2):  # a second run changes nothing: no keyless row piles up
+        result = project.run("changes")
+    rows = sqlite3.connect(project.root / "output" / "c.db").execute("SELECT id, v FROM changes ORDER BY id").fetchall()
+    assert rows == list(zip(expected["id"].astype(int), expected["v"]))
+    report = materialization(result, "changes", "output").metadata["integration_report"].value["integration_report"]
+    account = report["reconciliation"]["by_source"]["changes"]
+    assert (account["in_output"], account["superseded"], account["quarantined_after_integration"]) == (3, 2, 1)
+    assert report["reconciliation"]["balanced"]
