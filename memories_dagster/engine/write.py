@@ -75,6 +75,11 @@ def write_output(
         batches = ([bson_ready(r) for r in b.to_pylist()] for b in pq.ParquetFile(integrated_path).iter_batches(WRITE_BATCH))
         written = write_documents(url, output.database, output.collection or table, batches, output.mode, output.upsert_keys)
         return {"integrated_data_path": f"{redact(destination)}#{output.collection or table}", "rows_written": written, "files": []}
+    if output.output_format == "delta":
+        from memories_dagster.connectors.delta import write_delta  # on use: pulls in delta-rs
+
+        return write_delta(integrated_path, output, destination, window, window_column, memory_limit,
+                           access.storage_options if access else None, partition_column)
     staged = StagedOutput(destination, access.storage_options if access else None)
     try:
         if laid_out:

@@ -258,6 +258,8 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
             raise step_failure(exc, f"pipeline '{name}' ({loaded.file}) could not write its output; the previous output is unchanged")
         report = dict(integrated.meta["report"])
         report["integrated_data_path"] = written["integrated_data_path"]
+        if "table_version" in written:  # a table format's commit: readers can ask for this version
+            report["table_version"] = written["table_version"]
         path = memories_settings.report_path(name, context.partition_key if context.has_partition_key else None)
         write_json(path, report)
         return dg.MaterializeResult(
@@ -268,6 +270,7 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
                 "report_path": dg.MetadataValue.path(str(path)),
                 "integrated_data_path": dg.MetadataValue.path(written["integrated_data_path"]),
                 "files_written": len(written["files"]),
+                **({"table_version": written["table_version"]} if "table_version" in written else {}),
             }
         )
 

@@ -450,7 +450,7 @@ class Partitioning(Strict):
 class OutputConfig(Strict):
     """Where and how the integrated data is written."""
 
-    output_format: Literal["csv", "json", "parquet", "sql", "mongodb"] = "parquet"
+    output_format: Literal["csv", "json", "parquet", "sql", "mongodb", "delta"] = "parquet"
     output_destination: Address | None = None
     partitioning: Partitioning | None = None
     table: str | None = Field(None, description="sql: target table (default: pipeline name)")
@@ -473,6 +473,11 @@ class OutputConfig(Strict):
                 "a sql output needs `output_destination`: a SQLAlchemy URL such as "
                 f"sqlite:///output/data.db, not {self.output_destination!r}"
             )
+        if self.output_format == "delta" and self.mode == "upsert":
+            raise ValueError("a delta output replaces (a partition's rows) or appends; `mode: upsert` is for sql and mongodb")
+        if self.output_format == "delta" and "://" in (self.output_destination or "") and not (
+                self.output_destination or "").startswith(("s3://", "s3a://", "file://", "${")):
+            raise ValueError(f"a delta output goes to a local folder or an s3:// location, not {self.output_destination!r}")
         if self.output_format == "sql" and self.partitioning:
             raise ValueError(
                 "partitioning applies to file outputs; a sql output replaces a partition's rows "
@@ -548,11 +553,10 @@ class IntegrationSpec(Strict):
                 "a schedule cannot pick a dynamic partition; dynamic partitions are added by the "
                 "pipeline's file sensor or by hand"
             )
-        if parts and self.output_config.output_format == "sql":
-            if not parts.column:
-                raise ValueError(
-                    "a partitioned sql output needs partitions.column to delete the "
-                    "partition's rows before writing them again"
-                )
+        if parts and self.output_config.output_format in ("sql", "delta") and not parts.column:
+            raise ValueError(
+                f"a partitioned {self.output_config.output_format} output needs partitions.column to "
+                "replace the partition's rows"
+            )
         return self
 
