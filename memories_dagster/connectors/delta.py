@@ -200,4 +200,4 @@ def _failure(exc: BaseException, where: str, predicate: str | None) -> Connector
     if predicate and "failed validation check" in detail:
         detail += f" (rows outside the partition being replaced, {predicate})"
     kind = UnavailableError if isinstance(exc, OSError) else ConnectorError
-    return kind(f"writing the {where} failed; the table keeps its last version: {detail}")
+    return kind(f"writing the {where} failed and committed nothing (readers keep the last version): {detail}")

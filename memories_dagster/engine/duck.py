@@ -57,7 +57,14 @@ def count(con: duckdb.DuckDBPyConnection, relation: str, where: str = "TRUE") ->
 
 
 def copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: str) -> None:
-    """Write the result of ``query`` to one Parquet file."""
+    """Write the result of ``query`` to one Parquet file.
+
+    Parquet has no 128-bit integer, and DuckDB writes HUGEINT (a sum of BIGINTs) as a DOUBLE,
+    rounding past 2**53: such columns are written as DECIMAL(38,0), exact (or a loud overflow).
+    """
+    wide = [c for c, t in columns_of(con, f"({query})").items() if t in ("HUGEINT", "UHUGEINT")]
+    if wide:
+        query = f"SELECT * REPLACE ({', '.join(f'CAST({q(c)} AS DECIMAL(38,0)) AS {q(c)}' for c in wide)}) FROM ({query})"
     con.execute(f"COPY ({query}) TO {sql_string(path)} (FORMAT parquet, COMPRESSION snappy)")
 
 
