@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from memories_dagster.connectors.deadlines import deadline_session
 from memories_dagster.connectors.files import ConnectorError, UnavailableError
 from memories_dagster.connectors.http import dig
 from memories_dagster.secrets import named_secret, redact, register
@@ -19,7 +20,7 @@ def soap_records(source, wsdl: str, secret) -> Iterator[dict[str, Any]]:
     from zeep.transports import Transport
 
     settings, where = source.soap, f"source '{source.source_name}'"
-    session = requests.Session()
+    session = deadline_session(settings.timeout_seconds)  # each answer in full, however it trickles
     auth = source.authentication
     if auth and auth.username:
         session.auth = (secret(auth.username, f"{where} authentication.username"),

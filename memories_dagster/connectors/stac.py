@@ -26,8 +26,10 @@ import requests
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
 from pystac_client.warnings import DoesNotConformTo, PystacClientWarning
 
+from memories_dagster.connectors.deadlines import deadline_session
 from memories_dagster.connectors.files import ConnectorError, UnavailableError
 from memories_dagster.secrets import redact
 
@@ -106,7 +108,9 @@ def search_scenes(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PystacClientWarning)  # a landing page without conformsTo: see below
-            client = Client.open(api_url, headers=dict(headers or {}), timeout=timeout)
+            stac_io = StacApiIO(max_retries=None)
+            deadline_session(timeout, stac_io.session, max_retries=5)  # each answer in full, however it trickles
+            client = Client.open(api_url, headers=dict(headers or {}), timeout=timeout, stac_io=stac_io)
     except (APIError, OSError, ValueError, pystac.STACError) as error:
         raise _failed(error, f"The STAC API at {redact(api_url)} could not be opened ({_reason(error)}) while searching {where}.") from error
     arguments: dict[str, Any] = {

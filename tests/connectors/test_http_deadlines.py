@@ -1,7 +1,6 @@
 """Every request ends by its deadline, however slowly the server answers, and no wait outlasts
 max_backoff_seconds. The servers are raw sockets on loopback that trickle their bytes."""
 
-import socket
 import threading
 import time
 
@@ -10,53 +9,6 @@ from werkzeug import Response
 
 from memories_dagster.connectors.http import ApiClient, ApiUnavailableError, client_for
 from memories_dagster.specs.integration import DataSource
-
-BODY = b'[{"id": 1}]'
-
-
-@pytest.fixture
-def trickling_server():
-    """A server answering every request one byte every 0.3 s (for at most 12 s): headers
-    included (``where='headers'``) or only the body (``where='body'``)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    stop = threading.Event()
-
-    def serve(where: str) -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=answer, args=(conn, where), daemon=True).start()
-
-    def answer(conn: socket.socket, where: str) -> None:
-        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
-        payload = BODY + b" " * (40 - len(BODY))
-        with conn:
-            conn.recv(65536)
-            if where == "body":
-                conn.sendall(head)
-            started = time.monotonic()
-            for byte in (payload if where == "body" else head + payload):
-                if stop.is_set() or time.monotonic() - started > 12:
-                    return
-                try:
-                    conn.sendall(bytes([byte]))
-                except OSError:
-                    return
-                time.sleep(0.3)
-
-    def start(where: str) -> str:
-        threading.Thread(target=serve, args=(where,), daemon=True).start()
-        return f"http://127.0.0.1:{listener.getsockname()[1]}/slow"
-
-    yield start
-    stop.set()
-    listener.close()
-
 
 @pytest.mark.parametrize("where", ["headers", "body"])
 def test_a_trickling_answer_ends_at_the_request_deadline(trickling_server, where):
@@ -92,3 +44,64 @@ def test_retry_after_is_capped_by_max_backoff(httpserver):
     worker.start()
     worker.join(timeout=10)  # the uncapped wait would sleep 100000 s
     assert done == [[{"id": 1}]] and 0.45 <= calls[1] - calls[0] < 2
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_clients_on_requests_end_a_trickling_answer_at_the_deadline(trickling_server, where):
+    import requests
+
+    from memories_dagster.connectors.deadlines import deadline_session
+
+    url = trickling_server(where)
+    started = time.monotonic()
+    with pytest.raises(requests.Timeout, match="deadline of 1 s"):
+        deadline_session(1.0).get(url, timeout=1.0)
+    assert time.monotonic() - started < 1.0 + 1.0 + 0.5  # the deadline, at most one socket wait, slack
+
+
+def test_a_session_with_a_deadline_reads_what_plain_requests_reads(httpserver):
+    import gzip
+
+    import requests
+
+    from memories_dagster.connectors.deadlines import deadline_session
+
+    body = b"x" * 300_000
+    httpserver.expect_request("/gz").respond_with_data(gzip.compress(body), headers={"Content-Encoding": "gzip"})
+    httpserver.expect_request("/chunked").respond_with_handler(lambda request: Response(iter([b"a" * 70_000, b"b" * 5])))
+    for path in ("/gz", "/chunked"):
+        plain = requests.get(httpserver.url_for(path), timeout=5)
+        bounded = deadline_session(5.0).get(httpserver.url_for(path), timeout=5)
+        assert bounded.status_code == plain.status_code == 200 and bounded.content == plain.content
+    assert len(bounded.content) == 70_005 and deadline_session(5.0).get(httpserver.url_for("/gz")).content == body
+
+
+def test_soap_and_stac_sources_end_a_trickling_answer_at_their_deadline(trickling_server):
+    from memories_dagster.connectors.files import UnavailableError
+    from memories_dagster.connectors.soap import soap_records
+    from memories_dagster.connectors.stac import StacError, search_scenes
+
+    url = trickling_server("body")
+    source = DataSource(source_name="erp", source_type="soap", connection_string="x",
+                        soap={"operation": "Get", "timeout_seconds": 1})
+    started = time.monotonic()
+    with pytest.raises(UnavailableError, match="deadline of 1 s"):
+        list(soap_records(source, url, lambda text, where: text))
+    assert time.monotonic() - started < 2.5
+    started = time.monotonic()
+    with pytest.raises((StacError, UnavailableError)):
+        search_scenes(url, "sentinel-2-l2a", (0, 0, 1, 1), "2024-01-01", "2024-01-02", timeout=1.0)
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_raster_behind_a_trickling_server_ends_at_gdals_deadline(trickling_server, monkeypatch):
+    import rasterio.errors
+
+    from memories_dagster.engine.earth import grid
+
+    monkeypatch.setattr(grid, "HTTP_TIMEOUT", 1)
+    monkeypatch.setattr(grid, "HTTP_RETRIES", 0)
+    started = time.monotonic()
+    with pytest.raises(rasterio.errors.RasterioIOError):
+        grid.read_raster(trickling_server("headers") + ".tif")
+    assert time.monotonic() - started < 4  # GDAL asks twice (1 s each); unbounded: until the server stops, 12 s

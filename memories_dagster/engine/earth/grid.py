@@ -7,6 +7,8 @@ arrays and their rasters overlay pixel for pixel.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -25,6 +27,20 @@ from memories_dagster.engine.tables import atomic_file
 # Tiles and overviews make the rasters cloud-optimized: a viewer reads only the blocks it shows.
 # ZSTD on every core writes 3x faster than DEFLATE at the same size (BENCHMARKS.md).
 COG_OPTIONS = {"compress": "zstd", "num_threads": "all_cpus", "blocksize": 256, "overviews": "auto", "bigtiff": "if_safer"}
+# Rasters behind HTTP are read by GDAL's curl, which by itself waits for ever on a server that
+# stalls or trickles: each request must end within HTTP_TIMEOUT seconds, and transient failures
+# (429 and 5xx included) are tried again HTTP_RETRIES times. COGs need no sidecar files: without
+# EMPTY_DIR GDAL lists the remote folder on every open.
+HTTP_TIMEOUT, HTTP_RETRIES = 60, 3
+
+
+@contextmanager
+def open_raster(location: str, opener: Callable | None = None) -> Iterator[rasterio.DatasetReader]:
+    """``rasterio.open`` for reading, with GDAL's network reads bounded."""
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_TIMEOUT=str(HTTP_TIMEOUT),
+                      GDAL_HTTP_CONNECTTIMEOUT=str(min(HTTP_TIMEOUT, 10)), GDAL_HTTP_MAX_RETRY=str(HTTP_RETRIES),
+                      GDAL_HTTP_RETRY_DELAY="1"), rasterio.open(location, opener=opener) as src:
+        yield src
 
 
 @dataclass(frozen=True)
@@ -154,8 +170,7 @@ def read_onto_grid(
     GDAL's warper reads only the source blocks the grid overlaps: on a COG behind HTTP or an
     object store those are ranged reads of a few tiles, not the whole file.
     """
-    # COGs need no sidecar files: without EMPTY_DIR GDAL lists the remote folder on every open
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(location, opener=opener) as src:
+    with open_raster(location, opener) as src:
         nodata = src_nodata if src_nodata is not None else src.nodata
         with WarpedVRT(
             src,
@@ -173,7 +188,7 @@ def read_onto_grid(
 
 def read_raster(location: str, opener: Callable | None = None) -> tuple[np.ndarray, Grid]:
     """The first band of a raster (float32, NaN for nodata) and its grid."""
-    with rasterio.open(location, opener=opener) as src:
+    with open_raster(location, opener) as src:
         data = src.read(1, masked=True).astype("float32").filled(np.nan)
         return data, Grid.of_dataset(src)
 
@@ -206,7 +221,7 @@ class RasterSampler:
     raster or on nodata. The band is read once; each call is vectorised over its points."""
 
     def __init__(self, location: str, band: int = 1, opener: Callable | None = None) -> None:
-        with rasterio.open(location, opener=opener) as src:
+        with open_raster(location, opener) as src:
             self.data = src.read(band, masked=True).astype("float32").filled(np.nan)
             self.crs, self.inverse = src.crs, ~src.transform
 
