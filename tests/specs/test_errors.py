@@ -83,7 +83,7 @@ CASES = [
     (set_(["integration_config", "data_quality_checks"], {"format_check": True, "columns": {"x": "money"}}),
      "integration_config.data_quality_checks.columns: column 'x' has type 'money'; allowed: string, integer, float, decimal, boolean, date, timestamp"),
     (set_(["output_config", "output_format"], "xlsx"),
-     "output_config.output_format: 'xlsx' is not allowed; input should be 'csv', 'json', 'parquet', 'sql' or 'mongodb'"),
+     "output_config.output_format: 'xlsx' is not allowed; input should be 'csv', 'json', 'parquet', 'sql', 'mongodb' or 'delta'"),
     (set_(["output_config", "partitioning"], {"partition_by": "d", "partition_type": "weekly"}),
      "output_config.partitioning.partition_type: 'weekly' is not allowed; input should be 'date', 'category' or 'hash'"),
     (set_(["output_config", "output_format"], "sql"),
