@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
+from memories_dagster.engine.contracts import Contract, ContractError, declared_contract, failures, family_problems
 from memories_dagster.engine.combine import (
     Combined, SourceTable, combine, found_in_every_other, rid, type_clashes,
 )
@@ -32,7 +33,7 @@ from memories_dagster.specs.integration import IntegrationConfig, OutputConfig
 QUARANTINE_COLUMNS = ("_stage", "_source", "_reason", "_record")
 _KEPT = "(__reason IS NULL AND NOT __outside AND NOT __superseded)"
 # Why a row is quarantined, in the order the reasons are given: the first that applies wins.
-_REASONS = ("__partition_reason", "__null_reason", "__format_reason", "__rule_reason", "__key_reason")
+_REASONS = ("__partition_reason", "__null_reason", "__format_reason", "__rule_reason", "__key_reason", "__contract_reason")
 
 
 @dataclass
@@ -99,6 +100,7 @@ def integrate(
     window_column: str | None = None,
     output: OutputConfig | None = None,
     memory_limit: str | None = None,
+    schema_file: Contract | None = None,
 ) -> IntegrationOutcome:
     """Integrate the sources' Parquet files (source name -> path) as ``config`` declares.
 
@@ -109,24 +111,32 @@ def integrate(
     counted as ``superseded``) and rows without a key value are quarantined.
     With a Parquet ``output``, the integrated data is written in that output's layout
     (``meta['laid_out']``), so writing the output only links the files into place.
+    The rows must meet the declared column contracts and ``schema_file`` (a pandera schema read
+    by :func:`contracts.contract_from_file`); those that fail go to the quarantine.
     """
     started = time.perf_counter()
     con = connect(memory_limit)
     try:
         keys = list(output.upsert_keys) if output is not None and output.mode == "upsert" else []
-        integration = _Integration(con, config, inputs, window, window_column, keys)
+        contracts = [c for c in (declared_contract(config.data_quality_checks.contracts), schema_file) if c is not None]
+        integration = _Integration(con, config, inputs, window, window_column, keys, contracts)
         layout = output if output is not None and output.output_format == "parquet" else None
         return integration.run(integrated_path, quarantine_path, started, layout)
     except duckdb.Error as exc:
         raise IntegrationError(f"integration failed: {error_detail(exc)}") from None
+    except ContractError as exc:
+        raise IntegrationError(str(exc)) from None
     finally:
         con.close()
 
 
 class _Integration:
     def __init__(self, con: duckdb.DuckDBPyConnection, config: IntegrationConfig, inputs: dict[str, str],
-                 window: Window | None, window_column: str | None, upsert_keys: list[str]) -> None:
+                 window: Window | None, window_column: str | None, upsert_keys: list[str],
+                 contracts: list[Contract]) -> None:
         self.con = con
+        self.contracts = contracts
+        self.contract_failures: dict[str, int] = {}  # "column: check" -> rows that failed it
         self.upsert_keys = upsert_keys
         self.window = window
         self.window_column = window_column
@@ -326,9 +336,10 @@ class _Integration:
         self.con.execute(
             f"CREATE TEMP VIEW reasoned AS SELECT *{extra}, {outside} AS __outside FROM ({sql}) AS s"
         )
+        self._contract()
         self.con.execute(
             f"CREATE TEMP VIEW chain AS SELECT *, coalesce({', '.join(_REASONS)}) AS __reason, "
-            f"{self._superseded_sql()} AS __superseded FROM reasoned"
+            f"{self._superseded_sql()} AS __superseded FROM contracted"
         )
         # The bookkeeping of every row (ids, flags, reasons), and the full row only where rejected.
         internal = ", ".join(q(c) for c in columns_of(self.con, "chain") if c.startswith("__"))
@@ -345,6 +356,30 @@ class _Integration:
             self.history.add("null_check", rows)
         for applied in rules:
             self.history.add(f"{applied.rule.transformation_type} {applied.rule.rule_name}", rows)
+
+    def _contract(self) -> None:
+        """The view ``contracted``: ``reasoned`` plus ``__contract_reason``, pandera's reasons for
+        the rows (not rejected before, of this partition) that fail a column contract."""
+        if not self.contracts:
+            self.con.execute("CREATE TEMP VIEW contracted AS SELECT *, NULL::VARCHAR AS __contract_reason FROM reasoned")
+            return
+        types = columns_of(self.con, "reasoned")
+        problems = family_problems(self.checks.contracts, types)
+        if problems:
+            raise IntegrationError(f"the integrated data does not meet the declared column contracts: {'; '.join(problems)}")
+        keys = [c for c in types if c.startswith("__rid_")]
+        earlier = ", ".join(r for r in _REASONS if r != "__contract_reason")
+        candidates = f"(SELECT * FROM reasoned WHERE coalesce({earlier}) IS NULL AND NOT __outside)"
+        found = [failures(self.con, candidates, keys, contract) for contract in self.contracts]
+        for number, failed in enumerate(found):
+            self.con.register(f"__contract_failures_{number}", failed.rows)
+            for check, rows in failed.by_check.items():
+                self.contract_failures[check] = self.contract_failures.get(check, 0) + rows
+        union = " UNION ALL ".join(f"SELECT * FROM __contract_failures_{n}" for n in range(len(found)))
+        by_row = f"SELECT {', '.join(q(k) for k in keys)}, string_agg(__contract_reason, '; ') AS __contract_reason FROM ({union}) GROUP BY ALL"
+        on = " AND ".join(f"r.{q(k)} IS NOT DISTINCT FROM f.{q(k)}" for k in keys)
+        self.con.execute(f"CREATE TEMP VIEW contracted AS SELECT r.*, f.__contract_reason FROM reasoned AS r "
+                         f"LEFT JOIN ({by_row}) AS f ON {on}")
 
     def _key_reason(self, columns: list[str]) -> str:
         """The quarantine reason of a row without a value in an upsert key."""
@@ -512,6 +547,13 @@ class _Integration:
                 {"rows_quarantined": rejected, "values_converted": converted,
                  "by_source": at_source, "declared_columns": dict(flags.columns)},
             ))
+        if self.contracts:
+            rejected = staged["contract_rejected"]
+            outcomes.append(CheckOutcome(
+                "contract_check", rejected == 0,
+                f"{rejected} rows quarantined for failing a column contract ({', '.join(c.origin for c in self.contracts)})",
+                {"rows_quarantined": rejected, "failures_by_check": self.contract_failures},
+            ))
         if flags.business_rule_check:
             per_rule = {a.rule.rule_name: staged[f"rule_{i}"] for i, a in enumerate(rules) if a.quarantines}
             rejected = staged["rule_rejected"]
@@ -567,6 +609,7 @@ class _Integration:
                     "duplicates_removed": sum(a.duplicates_removed for a in accounts.values()),
                     "null_values_handled": null_stats["filled"] + staged["null_rejected"],
                     "format_issues_resolved": format_converted,
+                    "contract_violations": staged["contract_rejected"],
                     "rows_quarantined": quarantined,
                 },
                 "integration_metrics": {

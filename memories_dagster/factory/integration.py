@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 
+from memories_dagster.engine.contracts import Contract, column_schema, contract_from_file, declared_contract
 from memories_dagster.engine.earth.products import published_file, stored_statistics
 from memories_dagster.engine.extract import extract
 from memories_dagster.engine.integrate import IntegrationOutcome, integrate
@@ -32,12 +33,22 @@ from memories_dagster.specs.loading import LoadedSpec, spec_warnings
 SETTINGS_KEY = "memories_settings"
 URL_SOURCES = ("sql", "api", "odata", "graphql", "redis", "mongodb")  # connection strings that are URLs, not paths
 CHECK_NAMES = ("duplicate_check", "null_check", "format_check", "business_rule_check")
+CONTRACT_CHECK = "contract_check"
 EMPTY_CHECK = "not_empty"
 
 
-def table_metadata(rows: int, columns: dict[str, str]) -> dict[str, Any]:
-    """Row count and column schema in Dagster's standard metadata keys."""
-    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in columns.items()])
+def table_metadata(rows: int, columns: dict[str, str], contracts: list[Contract] = ()) -> dict[str, Any]:
+    """Row count and column schema in Dagster's standard metadata keys; a contracted column
+    carries its contract (not null, unique, pandera's checks) as constraints."""
+    constrained = {name: (nullable, unique, checks) for c in contracts for name, nullable, unique, checks in column_schema(c)}
+
+    def column(name: str, kind: str) -> dg.TableColumn:
+        if name not in constrained:
+            return dg.TableColumn(name, kind)
+        nullable, unique, checks = constrained[name]
+        return dg.TableColumn(name, kind, constraints=dg.TableColumnConstraints(nullable=nullable, unique=unique, other=checks))
+
+    schema = dg.TableSchema(columns=[column(name, kind) for name, kind in columns.items()])
     return {"dagster/row_count": rows, "dagster/column_schema": schema}
 
 
@@ -172,6 +183,9 @@ def _integrated_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinitio
         dg.AssetCheckSpec(check, asset=integrated_key, description=f"seed 003 {check.replace('_', ' ')}")
         for check in CHECK_NAMES if getattr(flags, check)
     ]
+    if flags.contracts or flags.schema_file:
+        checks.append(dg.AssetCheckSpec(CONTRACT_CHECK, asset=integrated_key,
+                                        description="the column contracts (pandera schemas) the integrated rows must meet"))
 
     @dg.multi_asset(
         name=f"{name}__integrate",
@@ -195,25 +209,28 @@ def _integrated_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinitio
             context.log.warning(str(warning))
         staging = memories_settings.staging_dir()
         try:
+            schema_file = contract_from_file(_locate(loaded, flags.schema_file, "data_quality_checks.schema_file", False)
+                                             ) if flags.schema_file else None
             outcome = integrate(
                 config, {s: inputs[s].path for s in sources},
                 str(staging / "integrated.parquet"), str(staging / "quarantine.parquet"),
-                _window(context), window_column, output, memories_settings.engine_memory_limit,
+                _window(context), window_column, output, memories_settings.engine_memory_limit, schema_file,
             )
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise step_failure(exc, f"pipeline '{name}' ({loaded.file}) could not integrate its sources")
-        yield from _integration_events(name, outcome)
+        contracts = [c for c in (declared_contract(flags.contracts), schema_file) if c is not None]
+        yield from _integration_events(name, outcome, contracts)
 
     return integrate_sources
 
 
-def _integration_events(name: str, outcome: IntegrationOutcome):
+def _integration_events(name: str, outcome: IntegrationOutcome, contracts: list[Contract]):
     report = outcome.report["integration_report"]
     yield dg.Output(
         outcome.integrated, output_name="integrated",
         metadata={
-            **table_metadata(outcome.integrated.rows, outcome.integrated.columns),
+            **table_metadata(outcome.integrated.rows, outcome.integrated.columns, contracts),
             "dagster/column_lineage": column_lineage(name, outcome.lineage),
             "integration_metrics": report["integration_metrics"],
             "reconciliation": report["reconciliation"],

@@ -323,6 +323,45 @@ def _value_map(logic: str | dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def known_types(declared: dict[str, str]) -> dict[str, str]:
+    """``declared`` (column -> type), refused if a type is not one of COLUMN_TYPES."""
+    for column, wanted in declared.items():
+        if wanted.split(":", 1)[0] not in COLUMN_TYPES:
+            raise ValueError(
+                f"column '{column}' has type '{wanted}'; allowed: {', '.join(COLUMN_TYPES)}"
+                " (date and timestamp take an optional :format)"
+            )
+    return declared
+
+
+class ColumnContract(Strict):
+    """What the values of one integrated column must be: a pandera column, checked row by row."""
+
+    type: str | None = Field(None, description=f"one of {', '.join(COLUMN_TYPES)} (date and timestamp may add :format)")
+    nullable: bool = Field(True, description="false: a null fails the row")
+    min: Any = Field(None, description="smallest allowed value (inclusive)")
+    max: Any = Field(None, description="largest allowed value (inclusive)")
+    allowed: list[Any] | None = Field(None, min_length=1, description="the only values allowed")
+    pattern: str | None = Field(None, description="a regular expression every value must match from its start")
+    unique: bool = Field(False, description="true: rows sharing a value all fail")
+    description: str | None = Field(None, description="shown with the column in the UI")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"pattern {value!r} is not a regular expression: {exc}") from None
+        return value
+
+    def constrains(self) -> bool:
+        """Whether anything beyond the type is declared (a contract, not only a format)."""
+        return (not self.nullable or self.unique or self.min is not None or self.max is not None
+                or self.allowed is not None or self.pattern is not None)
+
+
 class DataQualityChecks(Strict):
     """The four checks of seed 003 plus the settings they act with."""
 
@@ -338,6 +377,28 @@ class DataQualityChecks(Strict):
         default_factory=dict,
         description=f"format_check: column -> type ({', '.join(COLUMN_TYPES)}; date:%fmt)",
     )
+    contracts: dict[str, ColumnContract] = Field(
+        default_factory=dict, description="column -> contract; written as an object under `columns`"
+    )
+    schema_file: str | None = Field(None, description="a pandera schema (its YAML or JSON form) the integrated rows must meet")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _contracts_from_columns(cls, data: Any) -> Any:
+        """`columns: {age: {type: integer, min: 0}}`: the type converts (format_check), the rest is a contract."""
+        if not isinstance(data, dict) or not isinstance(data.get("columns"), dict):
+            return data
+        types, contracts = {}, dict(data.get("contracts") or {})
+        for column, declared in data["columns"].items():
+            if isinstance(declared, dict):
+                if isinstance(declared.get("type"), str):
+                    known_types({f"{column}": declared["type"]})  # named as the user wrote it, under columns
+                contracts[column] = declared
+                if declared.get("type") is not None and data.get("format_check"):
+                    types[column] = declared["type"]
+            else:
+                types[column] = declared
+        return {**data, "columns": types, "contracts": contracts}
 
     @model_validator(mode="after")
     def _settings_need_their_check(self) -> DataQualityChecks:
@@ -354,14 +415,7 @@ class DataQualityChecks(Strict):
     @field_validator("columns")
     @classmethod
     def _known_types(cls, value: dict[str, str]) -> dict[str, str]:
-        for column, declared in value.items():
-            base = declared.split(":", 1)[0]
-            if base not in COLUMN_TYPES:
-                raise ValueError(
-                    f"column '{column}' has type '{declared}'; allowed: {', '.join(COLUMN_TYPES)}"
-                    " (date and timestamp take an optional :format)"
-                )
-        return value
+        return known_types(value)
 
 
 class IntegrationConfig(Strict):

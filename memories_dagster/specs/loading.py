@@ -114,8 +114,17 @@ def _load(model: type[BaseModel], file: Path, root: Path | None) -> LoadedSpec:
 
 
 def load_integration_spec(file: Path, root: Path | None = None) -> LoadedSpec:
-    """Load and validate one integration spec file."""
-    return _load(IntegrationSpec, file, root)
+    """Load and validate one integration spec file (and the pandera schema file it names)."""
+    loaded = _load(IntegrationSpec, file, root)
+    schema_file = loaded.spec.integration_config.data_quality_checks.schema_file
+    if schema_file and "${" not in schema_file:
+        from memories_dagster.engine.contracts import contract_from_file  # pandera and polars: only when asked
+
+        try:
+            contract_from_file(loaded.resolve_path(schema_file))
+        except ValueError as exc:
+            raise SpecError([SpecProblem(file, "integration_config.data_quality_checks.schema_file", str(exc))]) from None
+    return loaded
 
 
 def spec_warnings(loaded: LoadedSpec) -> list[SpecProblem]:
