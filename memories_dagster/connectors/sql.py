@@ -300,6 +300,7 @@ def _insert(conn: sa.Connection, parquet_path: str, target: sa.Table | None, mod
     first batch creates. An upsert deletes the rows with an incoming key before each batch."""
     written = 0
     for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=WRITE_CHUNK_ROWS * 10):
+        batch, types = _exact_decimals(batch, conn.dialect)
         frame = batch.to_pandas()
         if mode == "upsert":  # one row per key: the last one given wins, over earlier batches too
             frame = frame.drop_duplicates(subset=keys, keep="last")
@@ -307,12 +308,28 @@ def _insert(conn: sa.Connection, parquet_path: str, target: sa.Table | None, mod
                 _delete_keys(conn, target, frame[keys], keys)
         frame.to_sql(
             new_name if target is None else target.name, conn, schema=schema if target is None else target.schema,
-            if_exists="append", index=False, chunksize=WRITE_CHUNK_ROWS, method="multi",
+            if_exists="append", index=False, chunksize=WRITE_CHUNK_ROWS, method="multi", dtype=types,
         )
         if target is None:
             target = sa.Table(new_name, sa.MetaData(), schema=schema, autoload_with=conn)
         written += len(frame)
     return written
+
+
+def _exact_decimals(batch: pa.RecordBatch, dialect: sa.Dialect) -> tuple[pa.RecordBatch, dict[str, sa.types.TypeEngine]]:
+    """Decimal columns as exact SQL types: NUMERIC(p, s) where the database has one, and on
+    SQLite, which has none (SQLAlchemy would bind floats), the exact value as TEXT."""
+    types: dict[str, sa.types.TypeEngine] = {}
+    columns = list(batch.columns)
+    for i, field in enumerate(batch.schema):
+        if not pa.types.is_decimal(field.type):
+            continue
+        if dialect.name == "sqlite":
+            columns[i] = pc.cast(columns[i], pa.string())
+            types[field.name] = sa.Text()
+        else:
+            types[field.name] = sa.Numeric(field.type.precision, field.type.scale, asdecimal=True)
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names), types
 
 
 def _delete_keys(conn: sa.Connection, target: sa.Table, incoming: pd.DataFrame, keys: list[str]) -> None:

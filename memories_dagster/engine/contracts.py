@@ -13,15 +13,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandera.polars as pa
-import polars as pl
 import pyarrow as pa_arrow
 import yaml
 
 from memories_dagster.engine.duck import q
 from memories_dagster.specs.integration import ColumnContract
+
+if TYPE_CHECKING:  # pandera and polars load in a second; the code location loads without them
+    import pandera.polars as pa
 
 # The declared type's family, as the DuckDB type of the integrated column must show it.
 _FAMILIES = {
@@ -56,6 +58,8 @@ def declared_contract(contracts: dict[str, ColumnContract]) -> Contract | None:
     """The pandera schema of the spec's column contracts (None: none declared)."""
     if not contracts:
         return None
+    import pandera.polars as pa
+
     columns = {}
     for name, contract in contracts.items():
         checks = []
@@ -86,6 +90,8 @@ def contract_from_file(path: str) -> Contract:
     if not isinstance(document, dict) or not isinstance(document.get("columns"), dict):
         raise ContractError(f"{where} is not a pandera schema: it needs a mapping `columns` (column -> dtype and checks)")
     document = {"schema_type": "polars_dataframe", "api": "polars", **document}
+    import pandera.polars as pa
+
     try:
         schema = pa.DataFrameSchema.from_yaml(yaml.safe_dump(document))
     except Exception as exc:  # pandera raises many kinds: unknown dtype, unknown check, bad argument
@@ -119,6 +125,9 @@ def failures(con: duckdb.DuckDBPyConnection, relation: str, keys: list[str], con
     Only the contract's columns (and the keys) are read, through Arrow into polars; pandera
     checks them all at once (``lazy=True``) and its failure cases name the row by position.
     """
+    import pandera.polars as pa
+    import polars as pl
+
     have = {d[0] for d in con.execute(f"SELECT * FROM {relation} LIMIT 0").description}
     present = [c for c in contract.columns if c in have]
     wanted = ", ".join(q(c) for c in dict.fromkeys([*keys, *present]))

@@ -163,3 +163,27 @@ def test_a_refused_row_is_named_in_the_error(postgres, tmp_path):
     finally:
         with postgres.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE {table}"))
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_decimals_are_written_exactly(database, dropped, tmp_path, existing):
+    """A decimal column keeps every digit: NUMERIC(p, s) on PostgreSQL and MariaDB, the exact
+    text on SQLite (no exact type there; SQLAlchemy would bind floats)."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    values = [decimal.Decimal("149.03"), decimal.Decimal("12345678901234567.89"), None]
+    data = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3], "price": pa.array(values, pa.decimal128(20, 2))}), data)
+    url = url_of(database)
+    config = OutputConfig(output_format="sql", output_destination=url, table=dropped)
+    for _ in range(2 if existing else 1):
+        write_output(str(data), config, url, dropped)
+    with database.connect() as conn:
+        back = [row[0] for row in conn.execute(sa.text(f"SELECT price FROM {dropped} ORDER BY id"))]
+    assert [None if v is None else decimal.Decimal(str(v)) for v in back] == values
+    if database.url.get_backend_name() != "sqlite":  # a number the database computes with, not text
+        column = next(c for c in sa.inspect(database).get_columns(dropped) if c["name"] == "price")
+        assert isinstance(column["type"], sa.Numeric) and (column["type"].precision, column["type"].scale) == (20, 2)
