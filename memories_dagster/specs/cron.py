@@ -1,35 +1,31 @@
-"""Checking cron expressions without a scheduler: five fields, each value in its range."""
+"""Cron expressions, checked by the code Dagster's ScheduleDefinition runs on them, so a spec's
+``schedule`` is accepted exactly when Dagster will accept it (``@daily`` included, 31 February
+refused). A hand-written checker had drifted from Dagster both ways."""
 
 from __future__ import annotations
 
-import re
-
-_FIELDS = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    ("month", 1, 12, {n: i + 1 for i, n in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}),
-    ("day of week", 0, 7, {n: i for i, n in enumerate("SUN MON TUE WED THU FRI SAT".split())}),
+ALLOWED = (
+    "five fields, minute hour day-of-month month day-of-week (e.g. '0 2 * * *', '*/15 * * * MON-FRI'), "
+    "or one of @hourly, @daily, @midnight, @weekly, @monthly, @yearly, @annually; a day that never comes "
+    "(30 or 31 February) is refused"
 )
-_ITEM = re.compile(r"^(\*|[A-Za-z0-9]+(?:-[A-Za-z0-9]+)?)(?:/(\d+))?$")
 
 
 def cron_problem(expression: str) -> str | None:
-    """Why ``expression`` is not a valid five-field cron expression, or None when it is."""
+    """Why Dagster would refuse ``expression`` as a schedule's cron, or None when it accepts it."""
+    # Imported here: the engine imports the spec models and must load without Dagster.
+    # dagster pins the croniter it vendors; ScheduleDefinition calls is_valid_cron_schedule too.
+    from dagster._utils.schedules import CroniterShim, is_valid_cron_schedule
+
+    if is_valid_cron_schedule(expression):
+        return None
     fields = expression.split()
-    if len(fields) != 5:
-        return f"'{expression}' is not a cron expression: five fields, minute hour day month weekday"
-    for text, (name, low, high, names) in zip(fields, _FIELDS):
-        for item in text.split(","):
-            match = _ITEM.match(item)
-            if not match:
-                return f"cron {name} field '{text}' is not valid"
-            if match.group(2) is not None and int(match.group(2)) == 0:
-                return f"cron {name} field '{text}': a step of 0 never fires"
-            if match.group(1) == "*":
-                continue
-            for value in match.group(1).split("-"):
-                number = names.get(value.upper()) if not value.isdigit() else int(value)
-                if number is None or not low <= number <= high:
-                    return f"cron {name} value '{value}' is outside {low}-{high}"
-    return None
+    if not expression.startswith("@") and len(fields) != 5:
+        reason = f" (it has {len(fields)} fields)"
+    else:
+        try:
+            CroniterShim.expand(expression)
+            reason = ""
+        except Exception as exc:  # croniter's own reason (which field is out of range), when it has one
+            reason = f" ({exc})"
+    return f"'{expression}' is not a cron schedule Dagster accepts{reason}; use {ALLOWED}"
