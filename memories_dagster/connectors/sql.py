@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from memories_dagster.connectors.files import ConnectorError, UnavailableError
+from memories_dagster.connectors.sql_arrow import ResultTypes, postgres_text_casters, result_types
 from memories_dagster.engine.errors import error_detail
 from memories_dagster.engine.window import Window
 from memories_dagster.secrets import redact
@@ -119,13 +120,14 @@ def read_query(
     window_filter: tuple[str, object, object] | None,
     folder: Path,
     engine_options: dict | None = None,
-) -> tuple[list[Path], bool]:
+) -> tuple[list[Path], bool, dict[str, str]]:
     """Run the source's query (or read its table) in chunks, one Parquet file per chunk.
 
     ``params`` are bound where the query names them (``:partition_start``...). ``window_filter``
     (column, low, high) wraps the query so only rows with low <= column < high are read (high
-    None: column = low), and those in no window, provided the query returns that column. Returns the files and whether
-    the filter applied.
+    None: column = low), and those in no window, provided the query returns that column. Columns
+    keep the database's types (see ``sql_arrow``). Returns the files, whether the filter applied,
+    and the DuckDB type each decimal column (read as exact text) takes once all parts are read.
     """
     engine = create_engine(url, engine_options)
     quote = engine.dialect.identifier_preparer.quote
@@ -135,50 +137,47 @@ def read_query(
     filtered = False
     try:
         with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                postgres_text_casters(conn.connection.dbapi_connection)
             probe = conn.execute(sa.text(f"SELECT * FROM ({sql}) AS probe WHERE 1 = 0"), bound)
-            geometries = _geometry_columns(conn, probe)
+            types = _result_types(conn, probe)
+            probe.close()
             if window_filter:
                 column, low, high = window_filter
-                if column in probe.keys():
+                if column in types.names:
                     filtered = True
                     bound["window_low"] = low
                     if high is not None:
                         bound["window_high"] = high
                     condition = window_condition(engine.dialect.name, quote(column), high is not None)
                     sql = f"SELECT * FROM ({sql}) AS source_rows WHERE {condition}"
-            conn = conn.execution_options(stream_results=True)
-            chunks = pd.read_sql_query(sa.text(sql), conn, params=bound, chunksize=READ_CHUNK_ROWS)
-            for number, chunk in enumerate(chunks):
-                for column in geometries:
-                    chunk[column] = _wkt(chunk[column])
-                part = folder / f"part-{number:05d}.parquet"
-                pq.write_table(pa.Table.from_pandas(chunk, preserve_index=False), part)
+            result = conn.execution_options(stream_results=True).execute(sa.text(sql), bound)
+            while True:
+                rows = result.fetchmany(READ_CHUNK_ROWS)
+                if not rows and parts:
+                    break
+                part = folder / f"part-{len(parts):05d}.parquet"
+                pq.write_table(types.table(rows), part)
                 parts.append(part)
+                if not rows:
+                    break
     except sa.exc.SQLAlchemyError as exc:
         raise _fail(f"source '{name}': query failed", url, exc) from exc
     finally:
         engine.dispose()
-    return parts, filtered
+    return parts, filtered, types.casts()
 
 
-def _geometry_columns(conn: sa.Connection, probe: sa.CursorResult) -> list[str]:
-    """PostGIS geometry/geography columns of a result (they arrive as hex-encoded EWKB)."""
-    if conn.dialect.name != "postgresql" or probe.cursor is None or not probe.cursor.description:
-        return []
-    oids = {row[0] for row in conn.execute(sa.text("SELECT oid FROM pg_type WHERE typname IN ('geometry', 'geography')"))}
-    return [column.name for column in probe.cursor.description if column.type_code in oids]
-
-
-def _wkt(values: pd.Series) -> pd.Series:
-    """Hex EWKB geometries as WKT text, all at once (shapely), nulls kept."""
-    import shapely  # on use: only PostGIS sources need it
-
-    present = values.notna()
-    text = pd.Series(None, index=values.index, dtype=object)
-    if present.any():
-        shapes = shapely.from_wkb(values[present].to_numpy())
-        text[present] = shapely.to_wkt(shapes, rounding_precision=-1)
-    return text
+def _result_types(conn: sa.Connection, probe: sa.CursorResult) -> ResultTypes:
+    """The database's types of a result's columns, from the driver's description of it."""
+    cursor = probe.cursor
+    dialect = conn.dialect.name
+    geometry_oids: frozenset[int] = frozenset()
+    if dialect == "postgresql":  # PostGIS types have no fixed OIDs
+        geometry_oids = frozenset(row[0] for row in conn.execute(
+            sa.text("SELECT oid FROM pg_type WHERE typname IN ('geometry', 'geography')")))
+    fields = getattr(getattr(cursor, "_result", None), "fields", None)  # pymysql: unsigned flags, charsets
+    return result_types(dialect, cursor.description, fields, geometry_oids)
 
 
 def replace_rows(

@@ -284,9 +284,13 @@ def _read_sql(
     window_filter = None
     if window and window_column and not binds_window:
         window_filter = sql_connector.window_bounds(url, window, window_column)
-    parts, filtered = sql_connector.read_query(
+    parts, filtered, casts = sql_connector.read_query(
         url, source.source_name, query, table, params, window_filter, folder, access.engine_options
     )
     how = "query parameters" if binds_window else (f"column {window_column}" if filtered else None)
     files = ", ".join(sql_string(str(p)) for p in parts)
-    return f"read_parquet([{files}], union_by_name = true)", how
+    relation = f"read_parquet([{files}], union_by_name = true)"
+    if casts:  # decimals arrive as exact text; their type is known once every part is read
+        replaced = ", ".join(f"CAST({q(c)} AS {kind}) AS {q(c)}" for c, kind in casts.items())
+        relation = f"(SELECT * REPLACE ({replaced}) FROM {relation})"
+    return relation, how

@@ -1,0 +1,110 @@
+"""SQL sources keep the database's own types: decimals, 64-bit integers, microseconds, time zones.
+
+Oracle: the rows as the database's own driver returns them (Decimal, int, datetime), inserted by
+SQL and compared exactly, in a read split into chunks of two rows so that a later chunk holds
+NULLs beside values (pandas made such chunks floats).
+"""
+
+import datetime as dt
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from memories_dagster.connectors import sql as sql_connector
+from memories_dagster.engine.extract import extract
+from memories_dagster.specs.integration import DataSource
+
+TABLES = {
+    "postgres": (
+        "id INTEGER, big BIGINT, amount NUMERIC(12, 2), free NUMERIC, huge NUMERIC, "
+        "at TIMESTAMPTZ, local TIMESTAMP(6), day DATE, doc JSONB, flag BOOLEAN",
+        ["(1, 9007199254740993, 1234567890.12, 0.1, 123456789012345678901234567890123456789.5, "
+         "'2024-03-01 12:34:56.123456+05:30', '2024-03-01 12:34:56.654321', '2024-02-29', '{\"a\": [1, 2.50]}', true)",
+         "(2, -9223372036854775808, -0.01, 12345678901234567890.123456789, 1, "
+         "'1999-12-31 23:59:59.999999-08:00', '1970-01-01 00:00:00.000001', '0001-01-01', '\"x\"', false)",
+         "(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+         "(4, 7, 1, 2, 3, '2024-01-01 00:00:00+00', '2024-01-01 00:00:00', '2024-01-01', '[]', NULL)"],
+    ),
+    "mariadb": (
+        "id INTEGER, big BIGINT, ubig BIGINT UNSIGNED, amount DECIMAL(12, 2), wide DECIMAL(65, 30), "
+        "at DATETIME(6), day DATE, name VARCHAR(20)",
+        ["(1, 9007199254740993, 18446744073709551615, 1234567890.12, 12345678901234567890123456789012345.000000000000000000000000000001, "
+         "'2024-03-01 12:34:56.123456', '2024-02-29', 'ünï')",
+         "(2, -9223372036854775808, 0, -0.01, -1.5, '1970-01-01 00:00:00.000001', '1000-01-01', '')",
+         "(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+         "(4, 7, 7, 1, 1, '2024-01-01 00:00:00', '2024-01-01', 'x')"],
+    ),
+    "sqlite": (
+        "id INTEGER, big INTEGER, amount REAL, name TEXT",
+        ["(1, 9007199254740993, 0.1, 'a')", "(2, -9223372036854775808, 1e300, 'b')", "(3, NULL, NULL, NULL)",
+         "(4, 7, 1.5, 'c')"],
+    ),
+}
+
+# What each column becomes: the database's type, or for decimals past 38 digits, exact text.
+EXPECTED_TYPES = {
+    "postgres": {"id": pa.int32(), "big": pa.int64(), "amount": pa.decimal128(12, 2), "free": pa.decimal128(38, 9),
+                 "huge": pa.string(), "at": pa.timestamp("us", tz="UTC"), "local": pa.timestamp("us"),
+                 "day": pa.date32(), "doc": pa.string(), "flag": pa.bool_()},
+    "mariadb": {"id": pa.int32(), "big": pa.int64(), "ubig": pa.uint64(), "amount": pa.decimal128(12, 2),
+                "wide": pa.string(), "at": pa.timestamp("us"), "day": pa.date32(), "name": pa.string()},
+    "sqlite": {"id": pa.int64(), "big": pa.int64(), "amount": pa.float64(), "name": pa.string()},
+}
+
+
+@pytest.fixture(params=list(TABLES))
+def kind_and_database(request, tmp_path):
+    if request.param == "sqlite":
+        return request.param, sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    return request.param, request.getfixturevalue(request.param)
+
+
+def _as_read(value, kind: pa.DataType):
+    """The driver's value in the form the column type holds it."""
+    if value is None:
+        return None
+    if pa.types.is_string(kind) and isinstance(value, Decimal):
+        return value
+    if pa.types.is_string(kind) and not isinstance(value, str):  # jsonb, parsed by the driver
+        import json
+
+        return json.loads(json.dumps(value))
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.timezone.utc)
+    return value
+
+
+def test_columns_keep_the_databases_types_across_chunks(kind_and_database, table_name, tmp_path, monkeypatch):
+    kind, database = kind_and_database
+    columns, rows = TABLES[kind]
+    with database.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {table_name} ({columns})"))
+        conn.execute(sa.text(f"INSERT INTO {table_name} VALUES {', '.join(rows)}"))
+    monkeypatch.setattr(sql_connector, "READ_CHUNK_ROWS", 2)  # rows 3 (NULLs) and 4 make the second chunk
+    try:
+        with database.connect() as conn:
+            oracle = [dict(r._mapping) for r in conn.execute(sa.text(f"SELECT * FROM {table_name} ORDER BY id"))]
+        source = DataSource(source_name="s", source_type="sql", query=f"SELECT * FROM {table_name} ORDER BY id",
+                            connection_string=database.url.render_as_string(hide_password=False))
+        out = tmp_path / "out.parquet"
+        extract(source, source.connection_string, str(out))
+        table = pq.read_table(out).sort_by("id")
+        assert dict(zip(table.schema.names, table.schema.types)) == EXPECTED_TYPES[kind]
+        got = table.to_pylist()
+        for want, have in zip(oracle, got):
+            for name, value in want.items():
+                expected = _as_read(value, table.schema.field(name).type)
+                if isinstance(expected, Decimal) and isinstance(have[name], str):
+                    assert Decimal(have[name]) == expected, name  # text, exactly the value
+                elif name == "doc" and have[name] is not None:
+                    import json
+
+                    assert json.loads(have[name]) == expected
+                else:
+                    assert have[name] == expected and type(have[name]) is type(expected), name
+    finally:
+        with database.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {table_name}"))
