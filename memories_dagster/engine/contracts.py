@@ -10,7 +10,6 @@ to blame.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ import pyarrow as pa_arrow
 import yaml
 
 from memories_dagster.engine.duck import q
+from memories_dagster.specs.documents import DocumentError, parse_json, parse_yaml
 from memories_dagster.specs.integration import ColumnContract
 
 if TYPE_CHECKING:  # pandera and polars load in a second; the code location loads without them
@@ -83,10 +83,10 @@ def contract_from_file(path: str) -> Contract:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ContractError(f"{where} cannot be read: {exc.strerror}") from None
-    try:
-        document = json.loads(text) if path.lower().endswith(".json") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ContractError(f"{where} is not valid {'JSON' if path.lower().endswith('.json') else 'YAML'}: {exc}") from None
+    try:  # strictly, as specs are read: a repeated key or an alias bomb is refused
+        document = parse_json(text) if path.lower().endswith(".json") else parse_yaml(text)
+    except DocumentError as exc:
+        raise ContractError(f"{where} is {exc.described('JSON' if path.lower().endswith('.json') else 'YAML')}") from None
     if not isinstance(document, dict) or not isinstance(document.get("columns"), dict):
         raise ContractError(f"{where} is not a pandera schema: it needs a mapping `columns` (column -> dtype and checks)")
     document = {"schema_type": "polars_dataframe", "api": "polars", **document}

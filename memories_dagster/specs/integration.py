@@ -8,7 +8,6 @@ field path before anything runs.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import zoneinfo
 from typing import Annotated, Any, Literal
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from memories_dagster.engine.expressions import ExpressionError, parse_expression
 from memories_dagster.specs.credentials import Address, Credential, Headers, NamedValues
 from memories_dagster.specs.cron import cron_problem
+from memories_dagster.specs.documents import DocumentError, parse_json
 from memories_dagster.engine.formats import FormatError, parse_format
 
 COLUMN_TYPES = ("string", "integer", "float", "decimal", "boolean", "date", "timestamp")
@@ -315,8 +315,8 @@ def _value_map(logic: str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(logic, dict):
         return logic
     try:
-        value = json.loads(logic)
-    except json.JSONDecodeError as exc:
+        value = parse_json(logic)  # strictly: a repeated value would silently keep its last target
+    except DocumentError as exc:
         raise ValueError(f"a mapping's transformation_logic must be a JSON object: {exc}") from None
     if not isinstance(value, dict):
         raise ValueError("a mapping's transformation_logic must be a JSON object of value -> value")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import types
 import typing
@@ -10,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from memories_dagster.specs.documents import DocumentError, parse_json, parse_yaml
 from memories_dagster.specs.integration import IntegrationSpec, asset_name, settings_without_effect
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
@@ -72,7 +71,7 @@ def spec_files(folder: Path) -> list[Path]:
 
 
 def read_document(file: Path) -> object:
-    """Parse a YAML or JSON file; raise SpecError with the line of a syntax error."""
+    """Parse a YAML or JSON file strictly (specs.documents); raise SpecError with the line of an error."""
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -81,17 +80,9 @@ def read_document(file: Path) -> object:
         message = f"the file is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})"
         raise SpecError([SpecProblem(file, "", message)]) from None
     try:
-        if file.suffix == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno}, column {exc.colno}"
-        raise SpecError([SpecProblem(file, "", f"invalid JSON at {where}: {exc.msg}")]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([SpecProblem(file, "", f"invalid YAML{where}: {problem}")]) from None
+        return parse_json(text) if file.suffix == ".json" else parse_yaml(text)
+    except DocumentError as exc:
+        raise SpecError([SpecProblem(file, "", exc.described("JSON" if file.suffix == ".json" else "YAML"))]) from None
 
 
 def parse_model(model: type[BaseModel], document: object, file: Path) -> BaseModel:

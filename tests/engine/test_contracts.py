@@ -113,7 +113,7 @@ def test_a_schema_file_s_dtype_is_checked_as_pandera_checks_it(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("columns: [1, 2", "is not valid YAML"),
+    ("columns: [1, 2", "is invalid YAML at line"),
     ("title: x\n", "needs a mapping `columns`"),
     ("columns:\n  a:\n    dtype: NoSuchType\n", "[Nn]o[Ss]uch[Tt]ype"),
 ])

@@ -1,0 +1,164 @@
+"""Reading a declaration's text into Python values, strictly: a repeated key is an error naming
+both lines (YAML and JSON parsers keep the last one silently), YAML aliases cannot blow a small
+file up into millions of values, and YAML's booleans are YAML 1.2's, so `yes`, `no`, `on` and
+`off` stay the text they were written as (YAML 1.1 made a value map `{yes: 1, no: 0}` into
+`{True: 1, False: 0}`).
+
+Every YAML or JSON file a user writes (specs, regions, resource profiles, pandera schema files)
+goes through here. Imports nothing of ours, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from json.decoder import JSONObject, WHITESPACE, scanstring
+from json.scanner import py_make_scanner
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+# Aliases may expand a document to this many values, however few are written; a document
+# without aliases is never refused for its size.
+MAX_EXPANDED_VALUES = 100_000
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+
+
+class DocumentError(ValueError):
+    """The text cannot become a declaration; ``line`` and ``column`` (1-based) say where, if known."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        self.line, self.column = line, column
+        super().__init__(message)
+
+    def described(self, kind: str) -> str:
+        """'invalid YAML at line 3, column 5: why', for a message that names the file first."""
+        where = f" at line {self.line}, column {self.column}" if self.line else ""
+        return f"invalid {kind}{where}: {self}"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with repeated keys refused and YAML 1.2's two booleans."""
+
+    def compose_mapping_node(self, anchor: str | None) -> MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first_of: dict[object, ScalarNode] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue  # `<<: *base` and keys overriding what it merges are YAML's merge, not a repeat
+            key = self.construct_object(key_node)
+            first = first_of.setdefault(key, key_node)
+            if first is not key_node:
+                line = key_node.start_mark.line + 1
+                same = "" if first.value == key_node.value else f" (as '{first.value}', the same value)"
+                raise DocumentError(
+                    f"key '{key_node.value}' is given twice{same}, on line {first.start_mark.line + 1} and on line "
+                    f"{line}; YAML would keep only the last one: merge them into one",
+                    line, key_node.start_mark.column + 1)
+        return node
+
+    def construct_document(self, node: Node) -> object:
+        _refuse_alias_bombs(node)
+        return super().construct_document(node)
+
+
+# YAML 1.2 core schema booleans: true/false in any of their three spellings, nothing else.
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def _refuse_alias_bombs(root: Node) -> None:
+    """Count the values the document becomes once every alias is expanded, without expanding it."""
+    size: dict[int, int] = {}  # id(node) -> values it expands to
+    open_nodes: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in size:
+            continue
+        children = _children(node)
+        if children_done:
+            open_nodes.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(child)] for child in children)
+            if size[id(node)] > MAX_EXPANDED_VALUES:
+                raise DocumentError(
+                    f"its aliases (*name) expand it to more than {MAX_EXPANDED_VALUES:,} values; an alias "
+                    "repeats the whole value its anchor (&name) marks, so aliases of aliases multiply. "
+                    "Write the values out, or use fewer levels of aliases",
+                    node.start_mark.line + 1, node.start_mark.column + 1)
+            continue
+        if id(node) in open_nodes:
+            raise DocumentError(
+                "an alias (*name) refers to a value that contains it, which would never end",
+                node.start_mark.line + 1, node.start_mark.column + 1)
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in size)
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def parse_yaml(text: str) -> object:
+    """The value of one YAML document; DocumentError when it cannot be read."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DocumentError(problem, mark.line + 1, mark.column + 1) if mark else DocumentError(problem) from None
+    except RecursionError:
+        raise DocumentError("it is nested too deeply to be a declaration") from None
+
+
+def parse_json(text: str) -> object:
+    """The value of one JSON document; DocumentError when it cannot be read."""
+    decoder = json.JSONDecoder()
+    decoder.parse_object = _object_without_repeats
+    decoder.scan_once = py_make_scanner(decoder)  # the Python scanner calls parse_object; the C one does not
+    try:
+        return decoder.decode(text)
+    except json.JSONDecodeError as exc:
+        raise DocumentError(exc.msg, exc.lineno, exc.colno) from None
+    except RecursionError:
+        raise DocumentError("it is nested too deeply to be a declaration") from None
+
+
+def _object_without_repeats(s_and_end, strict, scan_once, object_hook, object_pairs_hook, memo=None, _w=WHITESPACE.match):
+    """json's JSONObject, refusing an object that repeats a key (json.loads keeps the last)."""
+    text, start = s_and_end
+    pairs, end = JSONObject(s_and_end, strict, scan_once, None, list, memo, _w)
+    if len(pairs) != len({key for key, _ in pairs}):
+        seen: dict[str, int] = {}
+        for key, at in _keys_at(text, start, scan_once):
+            if key in seen:
+                first, line = text.count("\n", 0, seen[key]) + 1, text.count("\n", 0, at) + 1
+                raise DocumentError(
+                    f"key \"{key}\" is given twice, on line {first} and on line {line}; JSON readers would keep "
+                    "only the last one: merge them into one", line, at - text.rfind("\n", 0, at))
+            seen[key] = at
+    return dict(pairs), end
+
+
+def _keys_at(text: str, start: int, scan_once) -> list[tuple[str, int]]:
+    """(key, offset) of each member of the well-formed object whose '{' is just before ``start``."""
+    found = []
+    at = WHITESPACE.match(text, start).end()
+    while text[at] == '"':
+        key, after = scanstring(text, at + 1)
+        found.append((key, at))
+        value_at = WHITESPACE.match(text, WHITESPACE.match(text, after).end() + 1).end()  # past ':'
+        _, after_value = scan_once(text, value_at)
+        at = WHITESPACE.match(text, after_value).end()
+        at = WHITESPACE.match(text, at + 1).end() if text[at] == "," else at
+    return found
