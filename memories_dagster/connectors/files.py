@@ -22,6 +22,7 @@ from pathlib import Path
 import duckdb
 import fsspec
 
+from memories_dagster.connectors.inference import declares_types, lossless_csv_sql, lossless_json_sql
 from memories_dagster.engine.duck import sql_string
 from memories_dagster.engine.errors import error_detail
 from memories_dagster.engine.tables import swap_folder
@@ -99,17 +100,21 @@ def _use_filesystem(con: duckdb.DuckDBPyConnection, path: str, storage_options: 
 
 
 def _options_sql(options: dict[str, object]) -> str:
-    parts = []
-    for name, value in options.items():
-        name = _CSV_OPTION_NAMES.get(name, name)
-        if isinstance(value, bool):
-            rendered = "true" if value else "false"
-        elif isinstance(value, (int, float)):
-            rendered = repr(value)
-        else:
-            rendered = sql_string(str(value))
-        parts.append(f", {name} = {rendered}")
-    return "".join(parts)
+    return "".join(f", {_CSV_OPTION_NAMES.get(name, name)} = {_option_value(value)}" for name, value in options.items())
+
+
+def _option_value(value: object) -> str:
+    """A reader option's value as a DuckDB literal: mappings (``types: {id: VARCHAR}``) as
+    structs, lists as lists."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{sql_string(str(k))}: {_option_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_option_value(v) for v in value) + "]"
+    return sql_string(str(value))
 
 
 def scan_sql(source_type: str, path: str, options: dict[str, object]) -> str:
@@ -122,6 +127,25 @@ def scan_sql(source_type: str, path: str, options: dict[str, object]) -> str:
     if source_type in ("parquet", "earth"):  # an earth source is an analyzer's statistics table
         return f"read_parquet({sql_string(path)}, union_by_name = true{extra})"
     raise ConnectorError(f"no file scanner for source_type '{source_type}'")
+
+
+def _lossless_select(con: duckdb.DuckDBPyConnection, source_type: str, path: str, options: dict[str, object]) -> str:
+    """The SELECT reading a file with types that change no value (see ``inference``), unless the
+    options declare the types."""
+    scan = scan_sql(source_type, path, options)
+    if source_type not in ("csv", "json") or declares_types(options):
+        return f"SELECT * FROM {scan}"
+    extra = _options_sql(options)
+    if source_type == "csv":
+        return lossless_csv_sql(con, scan, f"read_csv({sql_string(path)}, header = true, auto_detect = true, all_varchar = true{extra})")
+    layout = sql_string(str(options.get("format", "auto")))
+    objects = f"read_json_objects({sql_string(path)}, format = {layout})"
+
+    def typed_as(types: dict[str, str]) -> str:
+        declared = ", ".join(f"{sql_string(c)}: {sql_string(t)}" for c, t in types.items())
+        return f"read_json({sql_string(path)}, format = 'auto', columns = {{{declared}}}{extra})"
+
+    return lossless_json_sql(con, scan, objects, typed_as)
 
 
 def open_file_source(
@@ -158,7 +182,7 @@ def open_file_source(
         if source_type == "excel":
             _open_excel(con, name, path, options, sheet, storage_options)
         else:
-            con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT * FROM {scan_sql(source_type, path, options)}')
+            con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS {_lossless_select(con, source_type, path, options)}')
             con.execute(f'SELECT * FROM "{name}" LIMIT 0')
             if source_type == "csv" and local:
                 _check_csv_shape(con, local[0], options)
@@ -185,9 +209,27 @@ def _open_excel(con: duckdb.DuckDBPyConnection, name: str, path: str, options: d
                     "unzip it and point connection_string at the workbook (or the file) inside"
                 )
         handle.seek(0)
-        frame = pd.read_excel(handle, sheet_name=sheet if sheet is not None else 0, **options)
-    con.register(f"{name}__excel", frame)
+        # Cells as openpyxl gives them: only an empty cell is missing (pandas' defaults make the
+        # text NA, null, None, N/A missing too), and no column is coerced to one dtype (pandas
+        # makes integers floats beside an empty cell); Arrow types each column from its values.
+        reading = {"dtype": object, "keep_default_na": False, "na_values": [""], **options}
+        frame = pd.read_excel(handle, sheet_name=sheet if sheet is not None else 0, **reading)
+    con.register(f"{name}__excel", _typed_by_values(frame))
     con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT * FROM "{name}__excel"')
+
+
+def _typed_by_values(frame):
+    """An Arrow table whose columns take their values' type; a column of mixed kinds is text."""
+    import pyarrow as pa  # on use, as pandas
+
+    arrays = []
+    for column in frame.columns:
+        values = frame[column]
+        try:
+            arrays.append(pa.array(values, from_pandas=True))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arrays.append(pa.array(values.map(lambda v: None if v is None or v != v else str(v)), pa.string(), from_pandas=True))
+    return pa.Table.from_arrays(arrays, names=[str(c) for c in frame.columns])
 
 
 _DELIMITERS = (",", ";", "\t", "|")

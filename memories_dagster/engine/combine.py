@@ -170,16 +170,14 @@ class _Joiner:
         conditions, folded = [], []
         for left, right in keys:
             owner, physical, ltype = left.holders[0]
-            alike = _compatible(ltype, source.types[right])
-            # keys of different kinds (1 and 'X9') are compared, and folded, as text
-            a, b = (f"a.{q(physical)}", f"b.{q(right)}") if alike else (
-                f"CAST(a.{q(physical)} AS VARCHAR)", f"CAST(b.{q(right)} AS VARCHAR)")
-            conditions.append(f"{a} = {b}")
+            a, b = f"a.{q(physical)}", f"b.{q(right)}"
+            conditions.append(key_condition(a, ltype, b, source.types[right]))
             left.lineage.append(f"{source.name}.{right}")
             if self.join_type in ("right", "outer") and physical not in {f for f, _ in folded}:
-                folded.append((physical, f"coalesce({a}, {b}) AS {q(physical)}"))
-                if not alike:
-                    left.holders[0] = (owner, physical, "VARCHAR")
+                kind = folded_type(ltype, source.types[right])
+                both = f"{a}, {b}" if kind == ltype else f"CAST({a} AS {kind}), CAST({b} AS {kind})"
+                folded.append((physical, f"coalesce({both}) AS {q(physical)}"))
+                left.holders[0] = (owner, physical, kind)
         replace = f" REPLACE ({', '.join(sql for _, sql in folded)})" if folded else ""
         project = [f"b.{q(c)} AS {q(self._add(source, c))}" for c in source.types if c not in self.right_keys[source.name]]
         project.append(f"b.__rid AS {q(rid(source.name))}")
@@ -282,6 +280,37 @@ def _compatible(left: str, right: str) -> bool:
     return left == right or (is_numeric(left) and is_numeric(right))
 
 
+def _family(column_type: str) -> str | None:
+    if column_type == "DATE":
+        return "DATE"
+    if column_type.startswith("TIMESTAMP"):
+        return "TIMESTAMP"
+    return "TEXT" if column_type == "VARCHAR" else None
+
+
+def key_condition(a: str, a_type: str, b: str, b_type: str) -> str:
+    """SQL: key ``a`` equals key ``b``. Numbers compare as numbers; a DATE with a TIMESTAMP, or
+    with ISO text, compares as dates (a timestamp's day), a TIMESTAMP with text as timestamps;
+    keys of other different kinds (1 and 'X9') compare as text."""
+    if _compatible(a_type, b_type):
+        return f"{a} = {b}"
+    families = {_family(a_type), _family(b_type)}
+    if families <= {"DATE", "TIMESTAMP", "TEXT"} and families != {"TEXT"}:
+        on = "DATE" if "DATE" in families else "TIMESTAMP"
+        return f"CAST(TRY_CAST({a} AS TIMESTAMP) AS {on}) = CAST(TRY_CAST({b} AS TIMESTAMP) AS {on})"
+    return f"CAST({a} AS VARCHAR) = CAST({b} AS VARCHAR)"
+
+
+def folded_type(a_type: str, b_type: str) -> str:
+    """The type of a key column that holds the keys of both sides (outer and right joins): a
+    DATE beside a TIMESTAMP is a TIMESTAMP, so neither loses anything; other kinds are text."""
+    if _compatible(a_type, b_type):
+        return a_type
+    if {_family(a_type), _family(b_type)} == {"DATE", "TIMESTAMP"}:
+        return "TIMESTAMP"
+    return "VARCHAR"
+
+
 def type_clashes(sources: list[SourceTable]) -> list[str]:
     """Columns that several sources hold with types that do not combine, described."""
     clashes = []
@@ -309,9 +338,8 @@ def found_in(first: SourceTable, other: SourceTable) -> str:
     tests = []
     for mine, theirs in shared:
         a, b = f"a.{q(mine)}", f"b.{q(theirs)}"
-        if not _compatible(first.types[mine], other.types[theirs]):  # 1 and '1' are the same value
-            a, b = f"CAST({a} AS VARCHAR)", f"CAST({b} AS VARCHAR)"
-        tests.append(f"{a} IS NOT DISTINCT FROM {b}")
+        both_null = f"({a} IS NULL AND {b} IS NULL)"
+        tests.append(f"coalesce({key_condition(a, first.types[mine], b, other.types[theirs])}, {both_null})")
     return f"EXISTS (SELECT 1 FROM {other.relation} AS b WHERE {' AND '.join(tests)})"
 
 

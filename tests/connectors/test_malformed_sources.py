@@ -83,11 +83,11 @@ def test_a_csv_that_is_not_utf8_names_the_line_its_bytes_and_the_fix(tmp_path):
     assert pd.read_parquet(tmp_path / "out.parquet")["city"].tolist() == ["Berlin", "Köln"] and table.rows == 2
 
 
-def test_a_value_that_breaks_the_sniffed_type_keeps_its_column_and_value(tmp_path):
+def test_a_value_that_breaks_the_declared_type_keeps_its_column_and_value(tmp_path):
     path = tmp_path / "late.csv"
     path.write_text("id\n" + "".join(f"{i}\n" for i in range(30_000)) + "x7\n")
     with pytest.raises(ConnectorError, match=r'late\.csv.*Line: 30002.*column "id".*"x7"'):
-        read(tmp_path, source("csv", path))
+        read(tmp_path, source("csv", path, options={"types": {"id": "BIGINT"}}))
 
 
 def test_a_zip_that_is_not_a_workbook_says_what_it_is(tmp_path):

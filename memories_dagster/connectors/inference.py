@@ -1,0 +1,103 @@
+"""Lossless types for CSV and JSON files: a column gets a type only where no value changes.
+
+DuckDB's sniffers pick a type from a sample and then rewrite values to fit it: `1e5` becomes
+`100000.0`, `yes` becomes `true`, nanoseconds are cut, a JSON field holding numbers and strings
+keeps the strings' quotes. The rule here: a CSV column keeps its sniffed type only when every
+value's text is that type's canonical text (the text it is written back as), so written back it
+is the same text; a column of numbers in plain decimal notation (`-12.50`, `3`) becomes an exact
+DECIMAL with the column's largest scale. Any other column stays text, byte for byte. A JSON
+field's numbers, booleans and nulls are JSON's own; its dates and times follow the CSV rule, and
+a field mixing strings with other values is text without JSON quotes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+
+from memories_dagster.engine.duck import columns_of, q, sql_string
+
+# Reader options by which the user declares types themselves: then DuckDB's reading stands.
+_DECLARED = {"types", "dtypes", "column_types", "columns", "all_varchar", "auto_type_candidates",
+             "dateformat", "date_format", "timestampformat", "timestamp_format", "auto_detect"}
+_INTEGERS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+_TEMPORAL = {"DATE", "TIME", "TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S"}
+_PLAIN_DECIMAL = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?"
+_MAX_DIGITS = 38
+
+
+def declares_types(options: dict[str, object]) -> bool:
+    """Whether reader options name the types themselves (then they are taken as given)."""
+    return any(name.lower() in _DECLARED for name in options)
+
+
+def lossless_csv_sql(con: duckdb.DuckDBPyConnection, typed: str, raw: str) -> str:
+    """A SELECT over ``raw`` (the file read as text) giving each column the type DuckDB sniffed in
+    ``typed`` where every value keeps its text, an exact DECIMAL for plain decimal numbers, else text."""
+    sniffed = {c: t for c, t in columns_of(con, typed).items() if t != "VARCHAR"}
+    if not sniffed:
+        return f"SELECT * FROM {raw}"
+    checks: list[str] = []
+    for column, kind in sniffed.items():
+        value = q(column)
+        checks.append(f"bool_and({value} IS NULL OR {_keeps_text(value, kind)})")
+        checks.append(f"bool_and({value} IS NULL OR regexp_full_match({value}, '{_PLAIN_DECIMAL}'))")
+        checks.append(f"max(CASE WHEN contains({value}, '.') THEN length({value}) - strpos({value}, '.') ELSE 0 END)")
+        checks.append(f"max(length(ltrim(split_part({value}, '.', 1), '-')))")
+    found = con.execute(f"SELECT {', '.join(checks)} FROM {raw}").fetchone()
+    casts = []
+    for i, (column, kind) in enumerate(sniffed.items()):
+        keeps_text, plain, scale, digits = found[4 * i: 4 * i + 4]
+        target = _chosen(kind, bool(keeps_text), bool(plain), scale or 0, digits or 0)
+        if target != "VARCHAR":
+            casts.append(f"CAST({q(column)} AS {target}) AS {q(column)}")
+    return f"SELECT * REPLACE ({', '.join(casts)}) FROM {raw}" if casts else f"SELECT * FROM {raw}"
+
+
+def _chosen(kind: str, keeps_text: bool, plain: bool, scale: int, digits: int) -> str:
+    if keeps_text and kind not in ("DOUBLE", "FLOAT"):
+        return kind
+    if kind in _INTEGERS | {"DOUBLE", "FLOAT"} or kind.startswith("DECIMAL"):
+        if plain and digits + scale <= _MAX_DIGITS:
+            return f"DECIMAL({18 if digits + scale <= 18 else _MAX_DIGITS}, {scale})"
+        if keeps_text:
+            return kind
+    return "VARCHAR"
+
+
+def _keeps_text(value: str, kind: str) -> str:
+    """SQL: whether the text ``value``, read as ``kind`` and written back, is the same text."""
+    return f"coalesce(CAST(TRY_CAST({value} AS {kind}) AS VARCHAR) = {_as_written(value, kind)}, false)"
+
+
+def _as_written(value: str, kind: str) -> str:
+    """The text as DuckDB would write it back, where ISO 8601's `T` between date and time counts
+    as the space DuckDB writes."""
+    if kind.startswith("TIMESTAMP"):
+        return f"regexp_replace({value}, '^(\\d{{4}}-\\d{{2}}-\\d{{2}})T', '\\1 ')"
+    return value
+
+
+def lossless_json_sql(con: duckdb.DuckDBPyConnection, typed: str, objects: str, typed_as: Callable[[dict[str, str]], str]) -> str:
+    """A SELECT over ``typed`` (DuckDB's reading of a JSON file) where fields that mix strings
+    with other values are text without JSON quotes, and dates or times whose text would change
+    (nanoseconds cut) stay text. ``objects`` reads the file's raw objects; ``typed_as(types)``
+    reads it with the given column types."""
+    columns = columns_of(con, typed)
+    temporal = [c for c, t in columns.items() if t in _TEMPORAL]
+    if temporal:
+        raw = lambda c: f"(json ->> {sql_string(c)})"  # noqa: E731
+        checks = [f"bool_and({raw(c)} IS NULL OR {_keeps_text(raw(c), columns[c])})" for c in temporal]
+        found = con.execute(f"SELECT {', '.join(checks)} FROM {objects}").fetchone()
+        lost = {c for c, ok in zip(temporal, found) if not ok}
+        if lost:
+            columns = {c: "VARCHAR" if c in lost else t for c, t in columns.items()}
+            typed = typed_as(columns)
+    mixed = [c for c, t in columns.items() if t == "JSON"]
+    if not mixed:
+        return f"SELECT * FROM {typed}"
+    # a JSON string's own text, any other JSON value's text
+    replaced = ", ".join(f"CASE WHEN json_type({q(c)}) = 'VARCHAR' THEN json_extract_string({q(c)}, '$') "
+                         f"ELSE CAST({q(c)} AS VARCHAR) END AS {q(c)}" for c in mixed)
+    return f"SELECT * REPLACE ({replaced}) FROM {typed}"

@@ -1,0 +1,114 @@
+"""File sources change no value on the way in: a value written back is the value read.
+
+Oracle: the input text itself (a CSV written back by DuckDB's COPY must hold the same text),
+Python's json module for JSON values, and openpyxl's own cell values for Excel.
+"""
+
+import csv
+import datetime as dt
+import json
+from decimal import Decimal
+
+import duckdb
+import openpyxl
+import pyarrow.parquet as pq
+import pytest
+
+from memories_dagster.engine.extract import extract
+from memories_dagster.specs.integration import DataSource
+
+
+def read(tmp_path, kind: str, path, **extra):
+    source = DataSource(source_name="s", source_type=kind, connection_string=str(path), **extra)
+    out = tmp_path / "out.parquet"
+    extract(source, str(path), str(out))
+    return pq.read_table(out)
+
+
+CSV_COLUMNS = {
+    "sci": ["1e5", "2.5e-3"],                                   # DuckDB: DOUBLE, written 100000.0
+    "answer": ["yes", "no"],                                    # DuckDB: BOOLEAN, written true/false
+    "stamp": ["2024-01-01 10:00:00.123456789", "2024-01-02 00:00:00"],  # DuckDB: TIMESTAMP, nanoseconds cut
+    "zip": ["007", "12"],                                       # leading zeros
+    "flag": ["true", "false"],                                  # canonical booleans keep their type
+    "n": ["1", "-9007199254740993"],                            # integers keep their type
+    "day": ["2024-02-29", "1999-12-31"],                        # dates keep their type
+    "at": ["2024-01-01T10:00:00", "2024-01-02T11:30:00.5"],     # ISO timestamps keep their type
+}
+
+
+def test_csv_values_are_written_back_as_they_were_read(tmp_path):
+    path = tmp_path / "in.csv"
+    header = list(CSV_COLUMNS)
+    lines = [",".join(header)] + [",".join(CSV_COLUMNS[c][i] for c in header) for i in range(2)]
+    path.write_text("\n".join(lines) + "\n")
+    table = read(tmp_path, "csv", path)
+    out = tmp_path / "back.csv"
+    con = duckdb.connect()
+    con.register("t", table)
+    con.execute(f"COPY t TO '{out}' (FORMAT csv, HEADER true)")
+    back = list(csv.DictReader(out.open()))
+    for column, values in CSV_COLUMNS.items():
+        written = [row[column] for row in back]
+        if column == "at":  # the T of ISO 8601 is written as the space of SQL timestamps
+            written = [w.replace(" ", "T") for w in written]
+        assert written == values, column
+    types = {f.name: str(f.type) for f in table.schema}
+    assert types["n"] == "int64" and types["flag"] == "bool" and types["day"] == "date32[day]"
+    assert types["at"].startswith("timestamp") and types["sci"] == types["answer"] == types["stamp"] == types["zip"] == "string"
+
+
+def test_plain_decimal_numbers_are_exact_decimals(tmp_path):
+    path = tmp_path / "prices.csv"
+    path.write_text("price\n3\n1.5\n12345678901234567.25\n-0.01\n")
+    table = read(tmp_path, "csv", path)
+    assert str(table.schema.field("price").type) == "decimal128(38, 2)"
+    assert table.column("price").to_pylist() == [Decimal(v) for v in ("3", "1.5", "12345678901234567.25", "-0.01")]
+
+
+def test_a_late_value_of_another_kind_keeps_the_column_as_text(tmp_path):
+    path = tmp_path / "late.csv"
+    path.write_text("id\n" + "".join(f"{i}\n" for i in range(30_000)) + "x7\n")
+    values = read(tmp_path, "csv", path).column("id").to_pylist()
+    assert values[-1] == "x7" and values[:3] == ["0", "1", "2"]
+
+
+def test_declared_types_are_taken_as_given(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("a\n007\n")
+    table = read(tmp_path, "csv", path, options={"types": {"a": "INTEGER"}})
+    assert table.column("a").to_pylist() == [7]
+
+
+def test_json_strings_mixed_with_numbers_lose_no_text(tmp_path):
+    records = [{"code": 10115, "stamp": "2024-01-01T10:00:00.123456789", "n": 149.03},
+               {"code": "SW1A", "stamp": "2024-01-01T10:00:00.000000001", "n": 2},
+               {"code": None, "stamp": None, "n": None}]
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(records))
+    table = read(tmp_path, "json", path)
+    assert table.column("code").to_pylist() == ["10115", "SW1A", None]
+    assert table.column("stamp").to_pylist() == [r["stamp"] for r in records]
+    assert table.column("n").to_pylist() == [r["n"] for r in records]
+
+
+@pytest.fixture
+def workbook(tmp_path):
+    path = tmp_path / "book.xlsx"
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["label", "count", "when"])
+    for row in [["NA", 1, dt.datetime(2024, 1, 1, 10, 0, 0, 123456)], ["null", 2, None], [None, None, None],
+                ["None", 9007199254740993, dt.datetime(2024, 1, 2)], ["N/A", 4, None], ["", 5, None]]:
+        sheet.append(row)
+    book.save(path)
+    return path
+
+
+def test_excel_keeps_text_that_looks_like_missing_and_integers_as_integers(tmp_path, workbook):
+    table = read(tmp_path, "excel", workbook)
+    oracle = [[cell.value for cell in row] for row in openpyxl.load_workbook(workbook).active.iter_rows(min_row=2)]
+    assert table.column("label").to_pylist() == [r[0] for r in oracle]
+    assert str(table.schema.field("count").type) == "int64"
+    assert table.column("count").to_pylist() == [r[1] for r in oracle]
+    assert table.column("when").to_pylist() == [r[2] for r in oracle]

@@ -1,0 +1,47 @@
+"""DATE and TIMESTAMP join keys compare as dates, not as text.
+
+Oracle: pandas merge on the keys parsed as dates (a timestamp's day), independent of DuckDB.
+"""
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+DAYS = pd.DataFrame({"day": [dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 3, 1)], "budget": [10, 20, 30]})
+STAMPS = pd.DataFrame({"at": pd.to_datetime(["2024-01-01 00:00:00", "2024-01-02 10:30:00", "2024-02-01 00:00:00"]),
+                       "spent": [1, 2, 3]})
+ISO_TEXT = pd.DataFrame({"at": ["2024-01-01", "2024-01-02T10:30:00", "n/a"], "spent": [1, 2, 3]})
+
+
+def _pairs(budgets, spent) -> list[tuple]:
+    return sorted(((-1 if pd.isna(b) else int(b)), (-1 if pd.isna(s) else int(s))) for b, s in zip(budgets, spent))
+
+
+def _pandas_join(right: pd.DataFrame, how: str) -> list[tuple]:
+    left = DAYS.assign(key=pd.to_datetime(DAYS["day"]).dt.normalize())
+    parsed = right.assign(key=pd.to_datetime(right["at"], errors="coerce", format="ISO8601").dt.normalize())
+    merged = left.merge(parsed, on="key", how=how)
+    return _pairs(merged["budget"], merged["spent"])
+
+
+@pytest.mark.parametrize("right", ["timestamps", "iso text"])
+@pytest.mark.parametrize("how", ["inner", "left", "outer"])
+def test_date_keys_match_timestamps_and_iso_text_as_dates(run_integration, right, how):
+    frame = STAMPS if right == "timestamps" else ISO_TEXT
+    run = run_integration({"budgets": DAYS, "spending": frame}, integration_strategy={
+        "join_type": how, "join_keys": [{"source1_key": "day", "source2_key": "at"}]})
+    assert _pairs(run.data["budget"], run.data["spent"]) == _pandas_join(frame, how)
+
+
+def test_an_outer_join_keeps_every_key_value(run_integration):
+    run = run_integration({"budgets": DAYS, "spending": STAMPS}, integration_strategy={
+        "join_type": "outer", "join_keys": [{"source1_key": "day", "source2_key": "at"}]})
+    kept = set(pd.to_datetime(run.data["day"]))
+    assert kept >= set(pd.to_datetime(DAYS["day"])) and pd.Timestamp("2024-02-01") in kept
+
+
+def test_intersection_finds_dates_among_timestamps(run_integration):
+    run = run_integration({"a": DAYS[["day"]], "b": STAMPS.rename(columns={"at": "day"})[["day"]]},
+                          integration_strategy={"merge_strategy": "intersection"})
+    assert sorted(run.data["day"]) == [dt.date(2024, 1, 1), dt.date(2024, 1, 2)]
