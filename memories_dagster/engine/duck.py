@@ -29,6 +29,9 @@ def connect(memory_limit: str | None = None, keep_order: bool = False) -> duckdb
     # A division by zero gives NULL (flagged as a failed calculation), not an aborted run or inf.
     con.execute("SET error_on_division_by_zero = false")
     con.execute("SET ieee_floating_point_ops = false")
+    # Instants (TIMESTAMPTZ) are shown, written and cut into days in UTC, not in the host's zone
+    # (DuckDB's default), so an output does not depend on the machine that wrote it.
+    con.execute("SET TimeZone = 'UTC'")
     return con
 
 

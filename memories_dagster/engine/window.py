@@ -32,7 +32,11 @@ def condition_sql(window: Window, column: str) -> str:
     rows that belong to no window (the column empty or, for time windows, not a date or time)."""
     ref = _identifier(column)
     if window.is_time:
-        value = f"TRY_CAST({ref} AS TIMESTAMP)"
+        # Naive dates and times are wall times of the partition's zone; instants are compared as
+        # that zone's wall times too, whatever the session's zone (typeof is fixed per column).
+        zone = _literal(getattr(window.start.tzinfo, "key", None) or str(window.start.tzinfo or "UTC"))
+        value = (f"CASE WHEN typeof({ref}) = 'TIMESTAMP WITH TIME ZONE' THEN timezone({zone}, TRY_CAST({ref} AS TIMESTAMPTZ)) "
+                 f"ELSE TRY_CAST({ref} AS TIMESTAMP) END")
         start, end = (moment.strftime("%Y-%m-%d %H:%M:%S") for moment in (window.start, window.end))
         return f"({value} >= TIMESTAMP '{start}' AND {value} < TIMESTAMP '{end}')"
     return f"(CAST({ref} AS VARCHAR) = {_literal(window.key)})"
