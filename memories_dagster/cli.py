@@ -12,6 +12,7 @@ from memories_dagster.specs.loading import (
     SpecError,
     SpecProblem,
     assets_root,
+    declared_name,
     load_integration_spec,
     load_region,
     read_document,
@@ -30,8 +31,28 @@ def _declaration_files(paths: list[str]) -> list[Path]:
             for folder in inner or [path]:
                 files += spec_files(folder)
         else:
-            files.append(path)
+            files.append(_named(path) if _is_bare_name(path) else path)
     return files
+
+
+def _is_bare_name(path: Path) -> bool:
+    """`orders`: a pipeline or region name rather than a file."""
+    return not path.exists() and path.suffix not in SPEC_SUFFIXES and path.name == str(path)
+
+
+def _known_declarations() -> dict[str, Path]:
+    """Name -> file of every pipeline and region under the assets folder, valid or not."""
+    root = assets_root()
+    return {declared_name(file): file for folder in DECLARATION_FOLDERS for file in spec_files(root / folder)}
+
+
+def _named(path: Path) -> Path:
+    """The file of the pipeline or region named ``path``; unknown names are refused with the known ones."""
+    known = _known_declarations()
+    if str(path) in known:
+        return known[str(path)]
+    listed = ", ".join(sorted(known)) or f"none in {assets_root()}"
+    raise SpecError([SpecProblem(path, "", f"no such file, and no pipeline or region is named '{path}'; known: {listed}")])
 
 
 def _is_region(file: Path) -> bool:
@@ -42,9 +63,28 @@ def _is_region(file: Path) -> bool:
     return isinstance(document, dict) and "bbox" in document
 
 
+def _output_destination(loaded) -> tuple[list[str], list[str]]:
+    """(problems, repairs) of a pipeline's output destination: see engine.write.destination_check."""
+    from memories_dagster.engine.write import destination_check  # on use: DuckDB and Arrow
+    from memories_dagster.specs.profile import load_profile
+
+    try:
+        profile = load_profile(loaded.root)
+        folders = [profile.storage_dir, profile.report_dir, ".memories"]
+    except SpecError:  # a broken profile is its own error (the code location reports it)
+        folders = [".memories"]
+    storage = [str(loaded.root / folder) for folder in folders]
+    spec = loaded.spec
+    return destination_check(loaded.name, spec.output_config, loaded.root, spec.partitions is not None, storage, deep=True)
+
+
 def validate(paths: list[str]) -> int:
     """Check declarations; print every error with file, field path and what is allowed."""
-    files = _declaration_files(paths)
+    try:
+        files = _declaration_files(paths)
+    except SpecError as exc:
+        print(f"error: {redact(str(exc))}")
+        return 1
     if not files:
         print(f"no declarations found ({', '.join(SPEC_SUFFIXES)} files)", file=sys.stderr)
         return 1
@@ -70,6 +110,14 @@ def validate(paths: list[str]) -> int:
             kinds = ", ".join(k for k in ("terrain", "satellite", "climate") if getattr(loaded.spec.sources, k))
             print(f"ok: {file} (region {loaded.name}, sources: {kinds or 'none'})")
         else:
+            problems, repairs = _output_destination(loaded)
+            for repair in repairs:
+                print(f"repaired: {file}: {repair}")
+            if problems:
+                failed += 1
+                for problem in problems:
+                    print(f"error: {redact(str(SpecProblem(file, '', problem)))}")
+                continue
             for warning in spec_warnings(loaded):
                 print(f"warning: {warning}")
             print(f"ok: {file} (pipeline {loaded.name}, {len(loaded.spec.integration_config.data_sources)} sources)")
@@ -82,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="memories", description="Declarative data integration on Dagster.")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("validate", help="check declarations (default: every spec under the assets folder)")
-    check.add_argument("paths", nargs="*", help="spec files or folders")
+    check.add_argument("paths", nargs="*", help="spec files or folders, or names of pipelines and regions")
     args = parser.parse_args(argv)
     if args.command == "validate":
         return validate(args.paths)

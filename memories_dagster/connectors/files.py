@@ -1,8 +1,7 @@
 """File sources (csv, json, parquet, excel) and file outputs, local or on any fsspec URL.
 
 Reads go through DuckDB's scanners (parallel, streaming, typed) or, for Excel, pandas with
-openpyxl. Writes are staged in a temporary folder and committed only when complete, so a failed
-run leaves the previous output as it was.
+openpyxl. Outputs are written in their formats here and committed by :mod:`file_outputs`.
 """
 
 from __future__ import annotations
@@ -13,9 +12,6 @@ import glob
 import itertools
 import os
 import re
-import shutil
-import tempfile
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -25,7 +21,6 @@ import fsspec
 from memories_dagster.connectors.inference import declares_types, lossless_csv_sql, lossless_json_sql
 from memories_dagster.engine.duck import sql_string
 from memories_dagster.engine.errors import error_detail
-from memories_dagster.engine.tables import swap_folder
 
 
 class ConnectorError(RuntimeError):
@@ -303,80 +298,6 @@ def copy_options(output_format: str, destination: str) -> str:
         return "FORMAT csv, HEADER true"
     as_array = "true" if suffix_for(output_format, destination) == ".json" else "false"
     return f"FORMAT json, ARRAY {as_array}"
-
-
-class StagedOutput:
-    """A folder where an output is written in full before it replaces the previous one."""
-
-    def __init__(self, destination: str, storage_options: dict | None = None) -> None:
-        self.destination = destination
-        self.storage_options = storage_options or {}
-        parent = None if is_remote(destination) else Path(destination).resolve().parent
-        if parent is not None:
-            parent.mkdir(parents=True, exist_ok=True)
-        # Beside the destination so the final rename stays on one filesystem.
-        self.folder = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
-
-    def discard(self) -> None:
-        """Remove what was staged (after a failure, or after committing)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def commit_file(self, staged: Path, target: str) -> None:
-        """Put one staged file at ``target`` in a single step."""
-        if is_remote(target):
-            fs, remote = fsspec.core.url_to_fs(target, **self.storage_options)
-            fs.put_file(str(staged), remote)
-            return
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, target)
-
-    def commit_tree(self, staged_root: Path, target_root: str, replace_stem: str | None) -> list[str]:
-        """Move staged files under ``target_root``.
-
-        With ``replace_stem`` only the files of that partition stem are replaced (one partition
-        of a partitioned output); without, the whole folder is swapped for the staged one.
-        """
-        written = sorted(p for p in staged_root.rglob("*") if p.is_file())
-        relative = [p.relative_to(staged_root).as_posix() for p in written]
-        if is_remote(target_root):
-            fs, remote_root = fsspec.core.url_to_fs(target_root, **self.storage_options)
-            stale = _remote_files(fs, remote_root, replace_stem)
-            # Upload under a staging prefix first: a failed upload leaves the previous objects
-            # alone. Then server-side copies into place (object stores have no rename), then the
-            # stale and staged objects go.
-            staging = f"{remote_root.rstrip('/')}/.staging-{uuid.uuid4().hex[:12]}"
-            try:
-                for path, rel in zip(written, relative):
-                    fs.put_file(str(path), f"{staging}/{rel}")
-                for rel in relative:
-                    fs.copy(f"{staging}/{rel}", f"{remote_root}/{rel}")
-            finally:
-                with contextlib.suppress(FileNotFoundError, OSError):
-                    fs.rm(staging, recursive=True)
-            fresh = {f"{remote_root}/{rel}" for rel in relative}
-            for old in stale - fresh:
-                fs.rm_file(old)
-            return [f"{target_root}/{rel}" for rel in relative]
-        target = Path(target_root)
-        if replace_stem is None:
-            swap_folder(staged_root, target)
-        else:
-            for old in target.rglob(f"*{PART_SEPARATOR}*") if target.exists() else []:
-                if old.is_file() and stem_of(old.name) == replace_stem:
-                    old.unlink()
-            for path, rel in zip(written, relative):
-                (target / rel).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target / rel)
-        return [str(target / rel) for rel in relative]
-
-
-def _remote_files(fs: fsspec.AbstractFileSystem, root: str, stem: str | None) -> set[str]:
-    if not fs.exists(root):
-        return set()
-    files = {f for f in fs.find(root) if "/.staging-" not in f}
-    if stem is None:
-        return files
-    return {f for f in files if stem_of(f.rsplit("/", 1)[-1]) == stem}
 
 
 def file_signatures(pattern: str, storage_options: dict | None = None) -> dict[str, list[float]]:

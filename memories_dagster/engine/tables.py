@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -58,12 +60,43 @@ def write_json(path: Path, data: Any) -> None:
         staged.write_text(json.dumps(data, indent=2, default=str))
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_RENAMEAT2 = getattr(_LIBC, "renameat2", None)  # Linux (glibc 2.28+); elsewhere, two renames
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``): every lookup
+    of either name sees the old or the new entry, never none. False where the system or the
+    filesystem cannot (then nothing was changed)."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a link or a folder tree, whichever ``path`` is; absent is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def swap_folder(staged: Path, target: Path) -> None:
-    """Put a staged folder at ``target`` whole: the old folder is renamed away first and removed
-    after, so a reader never sees a mix of old and new files."""
+    """Put a staged folder at ``target`` whole, in one exchange of the two names where the
+    system can, so a reader finds the old folder or the new one, never a mix and never none.
+    Elsewhere the old folder is renamed away first (``.<name>.old-<id>``), then the new one in."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and exchange(staged, target):
+        remove_path(staged)  # now the old folder
+        return
     backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
     if target.exists():
         os.replace(target, backup)
     os.replace(staged, target)
-    shutil.rmtree(backup, ignore_errors=True)
+    remove_path(backup)

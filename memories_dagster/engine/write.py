@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import urllib.parse
+import uuid
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
 
-from memories_dagster.connectors.files import PART_SEPARATOR, StagedOutput, copy_options, suffix_for
+from memories_dagster.connectors.file_outputs import (
+    DestinationError, Ownership, destination_problems, link_file, owned_write, place_problem, protected_places,
+)
+from memories_dagster.connectors.files import PART_SEPARATOR, copy_options, stem_of, suffix_for
 from memories_dagster.engine.duck import columns_of, connect, q, sql_string
 from memories_dagster.engine.errors import IntegrationError, error_detail
 from memories_dagster.engine.tables import Access
@@ -51,8 +53,13 @@ def write_output(
     laid_out: bool = False,
     memory_limit: str | None = None,
     access: Access | None = None,
+    ownership: Ownership | None = None,
 ) -> dict[str, Any]:
     """Write the integrated Parquet data to the declared output; returns where and how much.
+
+    A file output is written only if ``ownership`` allows (see :mod:`connectors.file_outputs`:
+    default, pipeline ``table`` and the places no project may write), replacing only the files
+    this pipeline wrote: all of them, or with a ``window`` those of its partition.
 
     ``laid_out`` says the integrated data is already in the output's Parquet layout (see
     :func:`lay_out`): its files are then linked into place rather than written again.
@@ -75,35 +82,42 @@ def write_output(
         batches = ([bson_ready(r) for r in b.to_pylist()] for b in pq.ParquetFile(integrated_path).iter_batches(WRITE_BATCH))
         written = write_documents(url, output.database, output.collection or table, batches, output.mode, output.upsert_keys)
         return {"integrated_data_path": f"{redact(destination)}#{output.collection or table}", "rows_written": written, "files": []}
+    ownership = ownership or Ownership(table, output.overwrite, protected_places())
     if output.output_format == "delta":
         from memories_dagster.connectors.delta import write_delta  # on use: pulls in delta-rs
 
+        problem = place_problem(destination, ownership.protected)
+        if problem:
+            raise DestinationError(problem)
+
         return write_delta(integrated_path, output, destination, window, window_column, memory_limit,
                            access.storage_options if access else None, partition_column)
-    staged = StagedOutput(destination, access.storage_options if access else None)
-    try:
+    folder = bool(output.partitioning or window)
+    suffix = suffix_for(output.output_format, destination)
+    with owned_write(destination, ownership, folder, access.storage_options if access else None) as staged:
+        into = staged.staging if output.partitioning else staged.staging / f"{file_stem(window)}{suffix}"
         if laid_out:
-            tree = staged.folder / "tree"
-            link_tree(Path(integrated_path), tree)
+            link_tree(Path(integrated_path), into)
         else:
             con = connect(memory_limit)
             try:
                 scan = f"read_parquet({sql_string(integrated_path)})"
-                tree = lay_out(con, f"SELECT * FROM {scan}", columns_of(con, scan), output, destination, staged.folder / "tree", window)
+                lay_out(con, f"SELECT * FROM {scan}", columns_of(con, scan), output, destination, into, window)
             except duckdb.Error as exc:
                 raise IntegrationError(f"writing {output.output_format} for {redact(destination)} failed: {error_detail(exc)}") from None
             finally:
                 con.close()
         rows = parquet_rows(Path(integrated_path))
         if output.partitioning:
-            files = staged.commit_tree(tree, destination, file_stem(window) if window else None)
+            stem = file_stem(window) if window else None
+            files = staged.commit_folder(lambda rel: stem is None or stem_of(rel.rsplit("/", 1)[-1]) == stem)
             return {"integrated_data_path": destination, "rows_written": rows, "files": files}
-        suffix = suffix_for(output.output_format, destination)
-        target = f"{destination.rstrip('/')}/{file_stem(window)}{suffix}" if window else destination
-        staged.commit_file(tree, target)
-        return {"integrated_data_path": target, "rows_written": rows, "files": [target]}
-    finally:
-        staged.discard()
+        if window:
+            name = f"{file_stem(window)}{suffix}"
+            files = staged.commit_folder(lambda rel: rel == name)
+            return {"integrated_data_path": f"{destination.rstrip('/')}/{name}", "rows_written": rows, "files": files}
+        files = staged.commit_file(into)
+        return {"integrated_data_path": destination, "rows_written": rows, "files": files}
 
 
 def lay_out(
@@ -132,8 +146,10 @@ def lay_out(
         )
     folder_column, derived = partition_column(output.partitioning, types[column])
     select = f"SELECT *, {derived} AS {q(folder_column)} FROM ({select_sql})" if derived else select_sql
-    target.mkdir(parents=True)
-    pattern = file_stem(window) + PART_SEPARATOR + "{i}"
+    target.mkdir(parents=True, exist_ok=True)
+    # A token new at every write: a file name never comes back with other rows in it, so a reader
+    # that listed the folder before a commit cannot open a newer file under an older name.
+    pattern = f"{file_stem(window)}{PART_SEPARATOR}{uuid.uuid4().hex[:8]}_{{i}}"
     con.execute(
         f"COPY ({select}) TO {sql_string(str(target))} ({options}, PARTITION_BY ({q(folder_column)}), "
         f"FILENAME_PATTERN {sql_string(pattern)}, OVERWRITE_OR_IGNORE true)"
@@ -158,11 +174,33 @@ def link_tree(source: Path, target: Path) -> None:
     if source.is_dir():
         target.mkdir(parents=True, exist_ok=True)
     for origin, copy in pairs:
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(origin, copy)
-        except OSError:
-            shutil.copy2(origin, copy)
+        link_file(origin, copy)
+
+
+def local_destination(name: str, output: OutputConfig, root: Path, partitioned: bool) -> str | None:
+    """The file or folder a file (or delta) output writes, as far as the spec alone tells (None:
+    a database, or a place known only at run time through ${ENV} or a profile connection)."""
+    if output.output_format in ("sql", "mongodb") or output.connection:
+        return None
+    declared = output.output_destination or default_destination(name, output, partitioned)
+    if "${" in declared or "://" in declared or Path(declared).is_absolute():
+        return None if "${" in declared else declared
+    return str(root / declared)
+
+
+def destination_check(name: str, output: OutputConfig, root: Path, partitioned: bool, storage: list[str],
+                      deep: bool) -> tuple[list[str], list[str]]:
+    """(problems, repairs) of a spec's output destination before any run: a place no output may
+    be; with ``deep``, also files there that the pipeline did not write, and a killed write's
+    leftovers put right (see :func:`file_outputs.destination_problems`)."""
+    location = local_destination(name, output, root, partitioned)
+    if location is None:
+        return [], []
+    ownership = Ownership(name, output.overwrite, protected_places(root, storage))
+    if not deep or output.output_format == "delta":  # a delta table's files are its log's, not a manifest's
+        problem = place_problem(location, ownership.protected, output.output_destination)
+        return [problem] if problem else [], []
+    return destination_problems(location, ownership, bool(output.partitioning or partitioned))
 
 
 def default_destination(name: str, output: OutputConfig, incremental: bool) -> str:

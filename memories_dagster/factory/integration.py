@@ -19,7 +19,8 @@ from memories_dagster.engine.extract import extract
 from memories_dagster.engine.integrate import IntegrationOutcome, integrate
 from memories_dagster.engine.tables import TableFile, write_json
 from memories_dagster.engine.window import Window
-from memories_dagster.engine.write import default_destination, write_output
+from memories_dagster.connectors.file_outputs import Ownership, protected_places
+from memories_dagster.engine.write import default_destination, destination_check, write_output
 from memories_dagster.factory.connections import access_of, resource_keys, used_connections
 from memories_dagster.factory.failures import retry_policy, step_failure
 from memories_dagster.factory.partitions import partitions_definition, window_of
@@ -35,6 +36,7 @@ URL_SOURCES = ("sql", "api", "odata", "graphql", "redis", "mongodb")  # connecti
 CHECK_NAMES = ("duplicate_check", "null_check", "format_check", "business_rule_check")
 CONTRACT_CHECK = "contract_check"
 EMPTY_CHECK = "not_empty"
+STORAGE_FOLDER = ".memories"  # the project's own storage (the default profile's storage and reports)
 
 
 def table_metadata(rows: int, columns: dict[str, str], contracts: list[Contract] = ()) -> dict[str, Any]:
@@ -93,6 +95,10 @@ def pipeline_definitions(loaded: LoadedSpec, connections: dict[str, Any] | None 
     name, spec = loaded.name, loaded.spec
     connections = connections or {}
     used_connections(loaded, connections)
+    problems, _ = destination_check(name, spec.output_config, loaded.root, spec.partitions is not None,
+                                    [str(loaded.root / STORAGE_FOLDER)], deep=False)
+    if problems:
+        raise ValueError(problems[0])
     partitions_def = partitions_definition(name, spec.partitions)
     window_column = spec.partitions.column if spec.partitions else None
     description = spec.description or f"Integration pipeline declared in {loaded.file.name}"
@@ -266,10 +272,11 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
             access, url = access_of(connection, output.connection or "", context.resources)
             destination = _locate(loaded, output.output_destination or url or declared, "output_config.output_destination",
                                   output.output_format in URL_SOURCES)
+            storage = [memories_settings.storage_dir, memories_settings.report_dir, str(loaded.root / STORAGE_FOLDER)]
             written = write_output(
                 integrated.path, output, destination, output.table or name, window, window_column,
                 laid_out=integrated.meta.get("laid_out", False), memory_limit=memories_settings.engine_memory_limit,
-                access=access,
+                access=access, ownership=Ownership(name, output.overwrite, protected_places(loaded.root, storage)),
             )
         except Exception as exc:
             raise step_failure(exc, f"pipeline '{name}' ({loaded.file}) could not write its output; the previous output is unchanged")

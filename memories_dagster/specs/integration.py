@@ -515,6 +515,10 @@ class OutputConfig(Strict):
         "replace", description="sql and mongodb: replace the rows (or the partition's), append, or upsert on upsert_keys"
     )
     upsert_keys: list[str] = Field(default_factory=list, description="sql and mongodb: columns that identify a row for upsert")
+    overwrite: bool = Field(
+        False, description="file outputs: the pipeline may take over files at the destination that it did not write "
+        "(they are then replaced like its own); never the project folder, a parent of it, /, home or a storage folder",
+    )
 
     @model_validator(mode="after")
     def _sql_needs_url(self) -> OutputConfig:

@@ -1,0 +1,342 @@
+"""File outputs belong to the pipeline that writes them, and are replaced whole.
+
+Ownership: a pipeline keeps a manifest of the files it wrote, ``<folder>/.memories-manifest`` in
+a folder output (partitioned, or one file per Dagster partition) and ``.<name>.memories-manifest``
+beside a single-file output (JSON: the pipeline's name and the files' relative paths). It
+replaces only those files. A destination holding files that no manifest of this pipeline names
+is refused unless the spec says ``overwrite: true`` (then the pipeline takes them over), and so
+is, always, a destination that is the filesystem root, the home folder, the current or the
+project folder or a parent of one, or a storage folder (or a place inside one).
+
+Atomicity (local): a write stages its files in ``.<name>.staging-<id>`` beside the destination;
+a folder commit links the files it keeps into that folder too, writes the manifest there last,
+and exchanges the two folders in one ``renameat2(RENAME_EXCHANGE)``: every path lookup sees the
+complete old tree or the complete new one. Partition files carry a token new at every write, so
+a reader that listed the old tree and opens a file after the exchange gets "not found", never a
+new file under an old name. Writes of one destination hold ``.<name>.memories-lock`` beside it;
+under that lock, what a killed write left (staging folders, ``.<name>.old-*`` folders, a
+destination renamed away where the exchange is not available) is put right before anything else.
+
+Object stores have no rename: new objects are uploaded under a hidden staging prefix, the
+manifest claims them before they are copied into place, the replaced objects are deleted and
+the manifest rewritten. That keeps the ownership rule, not atomicity; ``output_format: delta``
+is the transactional output for object stores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import fsspec
+
+from memories_dagster.connectors.files import ConnectorError, is_remote
+from memories_dagster.engine.tables import atomic_file, remove_path, swap_folder
+
+MANIFEST = ".memories-manifest"
+_LEGACY_STAGING = re.compile(r"\.staging-[a-z0-9_]{8}$")  # left beside outputs by writes before manifests
+_REMOTE_STAGING = ".staging-"  # prefix of the hidden upload folder inside a remote destination
+_SHOWN = 5  # foreign files named in an error
+
+
+class DestinationError(ConnectorError):
+    """A destination this pipeline may not write: not its own, or a place no output may be."""
+
+
+@dataclass(frozen=True)
+class Protected:
+    """A folder no destination may be, nor be a parent of (nor, with ``inside_too``, be inside)."""
+
+    path: Path
+    what: str
+    inside_too: bool = False
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Which pipeline writes a destination, whether it may take over files it did not write, and
+    the folders no destination may be."""
+
+    pipeline: str
+    overwrite: bool = False
+    protected: tuple[Protected, ...] = ()
+
+
+def protected_places(project: str | Path | None = None, storage: Iterable[str | Path] = ()) -> tuple[Protected, ...]:
+    """The filesystem root, the home folder, the current folder, the project folder, and the
+    storage folders (and Dagster's home) with everything inside them."""
+    places = [Protected(Path("/"), "the filesystem root"), Protected(Path.cwd(), "the current folder")]
+    with contextlib.suppress(RuntimeError, KeyError):  # no home folder known
+        places.append(Protected(Path.home(), "the home folder"))
+    if project:
+        places.append(Protected(Path(project), "the project folder"))
+    places += [Protected(Path(folder), "a storage folder of the project", True) for folder in storage]
+    if os.environ.get("DAGSTER_HOME"):
+        places.append(Protected(Path(os.environ["DAGSTER_HOME"]), "Dagster's home (DAGSTER_HOME)", True))
+    return tuple(places)
+
+
+def place_problem(destination: str, protected: Iterable[Protected], declared: str | None = None) -> str | None:
+    """Why a local ``destination`` (as the spec ``declared`` it) may not hold an output (None: it may)."""
+    if is_remote(destination):
+        return None
+    where = Path(destination.removeprefix("file://")).resolve()
+    for place in protected:
+        folder = place.path.resolve()
+        if where == folder:
+            problem = f"is {place.what} ({folder})"
+        elif folder.is_relative_to(where):
+            problem = f"is a parent of {place.what} ({folder})"
+        elif place.inside_too and where.is_relative_to(folder):
+            problem = f"is inside {place.what} ({folder})"
+        else:
+            continue
+        return (f"output_config.output_destination '{declared or destination}' {problem}: writing an output replaces what is "
+                "there, so the destination must be a file or folder of its own, such as output/<pipeline>; "
+                "overwrite: true does not lift this")
+    return None
+
+
+def _manifest_of(text: str, where: str) -> dict:
+    try:
+        manifest = json.loads(text)
+        return {"pipeline": str(manifest["pipeline"]), "files": [str(f) for f in manifest["files"]]}
+    except (ValueError, KeyError, TypeError):
+        raise DestinationError(f"{where} is not a manifest this project wrote (a JSON object with "
+                               "'pipeline' and 'files'); remove it, or the folder, to write here") from None
+
+
+def _sidecar(name: str) -> str:
+    return f".{name}{MANIFEST}"
+
+
+def _claim_check(present: list[str], manifest: dict | None, ownership: Ownership, destination: str) -> None:
+    """Refuse files at the destination that this pipeline's manifest does not name."""
+    mine = manifest is not None and manifest["pipeline"] == ownership.pipeline
+    claimed = set(manifest["files"]) if mine else set()
+    foreign = [rel for rel in present if rel not in claimed]
+    if not foreign or ownership.overwrite:
+        return
+    shown = ", ".join(foreign[:_SHOWN]) + (f" and {len(foreign) - _SHOWN} more" if len(foreign) > _SHOWN else "")
+    whose = (f"its manifest says pipeline '{manifest['pipeline']}' wrote them" if manifest and not mine
+             else "no manifest of this pipeline names them")
+    raise DestinationError(
+        f"output_config.output_destination '{destination}' holds {len(foreign)} file(s) that pipeline "
+        f"'{ownership.pipeline}' did not write ({shown}; {whose}). A pipeline replaces only its own files: "
+        "point output_destination at a new or empty folder, move those files away, or, if this pipeline may "
+        "take them over and replace them (e.g. files an earlier version wrote before manifests existed), "
+        "set output_config.overwrite: true"
+    )
+
+
+def _local_present(target: Path, folder: bool, destination: str) -> tuple[list[str], dict | None]:
+    """(files now at ``target`` relative to it, the manifest naming this destination's files)."""
+    if folder:
+        if target.exists() and not target.is_dir():
+            raise DestinationError(f"output_config.output_destination '{destination}' is a file, but this output "
+                                   "writes a folder (partitioned, or one file per partition); name a folder")
+        files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if not p.is_dir()) if target.exists() else []
+        manifest_path = target / MANIFEST
+        present = [f for f in files if f != MANIFEST]
+    else:
+        if target.is_dir():
+            raise DestinationError(f"output_config.output_destination '{destination}' is a folder, but this output "
+                                   "writes one file; name the file, e.g. output/<pipeline>.csv")
+        manifest_path = target.with_name(_sidecar(target.name))
+        present = [target.name] if os.path.lexists(target) else []
+    manifest = _manifest_of(manifest_path.read_text(), str(manifest_path)) if manifest_path.is_file() else None
+    return present, manifest
+
+
+@contextlib.contextmanager
+def _locked(target: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold the destination's lock (released by the system if the process dies); yields whether
+    it was taken (with ``wait`` False, a lock held elsewhere is not waited for)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(target.parent / f".{target.name}.memories-lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(handle)
+
+
+def recover(target: Path) -> list[str]:
+    """Put right what a killed write of ``target`` left; call under its lock. A destination
+    renamed away (two-rename commits, and writes before manifests) is put back: the complete new
+    tree (its manifest is written last) rolled forward, else the old one back. Staging and old
+    folders are removed. Returns what was done."""
+    parent = target.parent
+    if not parent.is_dir():
+        return []
+    name = glob.escape(target.name)
+    staged = sorted(parent.glob(f".{name}.staging-*"), key=lambda p: p.lstat().st_mtime)
+    old = sorted(parent.glob(f".{name}.old-*"), key=lambda p: p.lstat().st_mtime)
+    legacy = [p for p in parent.glob(".staging-*")
+              if _LEGACY_STAGING.match(p.name) and p.is_dir() and set(os.listdir(p)) <= {"tree"}]
+    done = []
+    if not os.path.lexists(target):
+        complete = [p for p in staged if (p / MANIFEST).is_file()]
+        back = complete[-1] if complete else old[-1] if old else None
+        if back is not None:
+            os.replace(back, target)
+            done.append(f"{'rolled forward to the new' if complete else 'rolled back to the old'} {target} ({back.name})")
+    for leftover in [*staged, *old, *legacy]:
+        if os.path.lexists(leftover):
+            remove_path(leftover)
+            done.append(f"removed {leftover}")
+    return done
+
+
+class LocalWrite:
+    """One write of a local destination: ``staging`` is the folder to put the new files in."""
+
+    def __init__(self, target: Path, ownership: Ownership, folder: bool, destination: str) -> None:
+        self.target, self.ownership = target, ownership
+        self.present, manifest = _local_present(target, folder, destination)
+        _claim_check(self.present, manifest, ownership, destination)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+
+    def commit_folder(self, replaced: Callable[[str], bool]) -> list[str]:
+        """Make the destination folder the staged files plus the files now there that
+        ``replaced`` (given a relative path) does not pick, in one exchange."""
+        new = {p.relative_to(self.staging).as_posix() for p in self.staging.rglob("*") if not p.is_dir()}
+        kept = [rel for rel in self.present if not replaced(rel) and rel not in new]
+        for rel in kept:
+            link_file(self.target / rel, self.staging / rel)
+        files = sorted(new.union(kept))
+        with atomic_file(self.staging / MANIFEST) as manifest:  # last: its presence marks the tree complete
+            manifest.write_text(json.dumps({"pipeline": self.ownership.pipeline, "files": files}, indent=1))
+        swap_folder(self.staging, self.target)
+        return [str(self.target / rel) for rel in files]
+
+    def commit_file(self, staged: Path) -> list[str]:
+        """Put one staged file at the destination in one rename, claimed in its manifest first."""
+        with atomic_file(self.target.with_name(_sidecar(self.target.name))) as manifest:
+            manifest.write_text(json.dumps({"pipeline": self.ownership.pipeline, "files": [self.target.name]}))
+        os.replace(staged, self.target)
+        return [str(self.target)]
+
+
+class RemoteWrite:
+    """One write of an fsspec destination (object stores): ``staging`` is a local folder."""
+
+    def __init__(self, destination: str, ownership: Ownership, folder: bool, storage_options: dict) -> None:
+        self.destination, self.ownership, self.folder = destination.rstrip("/"), ownership, folder
+        self.fs, self.root = fsspec.core.url_to_fs(self.destination, **storage_options)
+        self.root = self.root.rstrip("/")
+        if folder:
+            found = self.fs.find(self.root) if self.fs.exists(self.root) else []
+            files = [f[len(self.root) + 1:] for f in found if f.startswith(self.root + "/")]
+            self.present = sorted(f for f in files if f != MANIFEST and not f.startswith(_REMOTE_STAGING))
+            self.manifest_path = f"{self.root}/{MANIFEST}"
+        else:
+            parent, name = self.root.rsplit("/", 1)
+            self.present = [name] if self.fs.exists(self.root) else []
+            self.manifest_path = f"{parent}/{_sidecar(name)}"
+        manifest = (_manifest_of(self.fs.cat_file(self.manifest_path).decode(), self.manifest_path)
+                    if self.fs.exists(self.manifest_path) else None)
+        _claim_check(self.present, manifest, ownership, destination)
+        self.staging = Path(tempfile.mkdtemp(prefix="memories-output-"))
+
+    def _claim(self, files: Iterable[str]) -> None:
+        self.fs.pipe_file(self.manifest_path, json.dumps({"pipeline": self.ownership.pipeline, "files": sorted(files)}).encode())
+
+    def commit_folder(self, replaced: Callable[[str], bool]) -> list[str]:
+        """Upload the staged files, then replace the objects ``replaced`` picks with them."""
+        new = sorted(p.relative_to(self.staging).as_posix() for p in self.staging.rglob("*") if not p.is_dir())
+        stale = [rel for rel in self.present if replaced(rel) and rel not in new]
+        # A failed upload leaves the previous objects alone; the manifest names the new objects
+        # before they appear, so a run killed midway leaves no object this pipeline would refuse.
+        upload = f"{self.root}/{_REMOTE_STAGING}{uuid.uuid4().hex[:12]}"
+        try:
+            for rel in new:
+                self.fs.put_file(str(self.staging / rel), f"{upload}/{rel}")
+            self._claim(set(self.present).union(new))
+            for rel in new:
+                self.fs.copy(f"{upload}/{rel}", f"{self.root}/{rel}")
+        finally:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                self.fs.rm(upload, recursive=True)
+        for rel in stale:
+            self.fs.rm_file(f"{self.root}/{rel}")
+        files = sorted(set(self.present).difference(stale).union(new))
+        self._claim(files)
+        return [f"{self.destination}/{rel}" for rel in files]
+
+    def commit_file(self, staged: Path) -> list[str]:
+        """Upload one staged file to the destination, claimed in its manifest first."""
+        self._claim([self.root.rsplit("/", 1)[1]])
+        self.fs.put_file(str(staged), self.root)
+        return [self.destination]
+
+
+@contextlib.contextmanager
+def owned_write(destination: str, ownership: Ownership, folder: bool,
+                storage_options: dict | None = None) -> Iterator[LocalWrite | RemoteWrite]:
+    """A write of ``destination`` that this pipeline may do: refused (DestinationError) if the
+    place is protected or holds files that are not the pipeline's; locally under the
+    destination's lock, after putting right what a killed write left. Staging is removed at the end."""
+    problem = place_problem(destination, ownership.protected)
+    if problem:
+        raise DestinationError(problem)
+    if is_remote(destination):
+        write = RemoteWrite(destination, ownership, folder, storage_options or {})
+        try:
+            yield write
+        finally:
+            shutil.rmtree(write.staging, ignore_errors=True)
+        return
+    plain = Path(destination.removeprefix("file://"))
+    target = plain.parent.resolve() / plain.name
+    with _locked(target):
+        recover(target)
+        local = LocalWrite(target, ownership, folder, destination)
+        try:
+            yield local
+        finally:
+            remove_path(local.staging)
+
+
+def destination_problems(destination: str, ownership: Ownership, folder: bool) -> tuple[list[str], list[str]]:
+    """(problems, repairs) of a local destination as ``memories validate`` sees it: a protected
+    place or foreign files are problems; a killed write's leftovers are put right (unless a write
+    holds the destination now) and listed as repairs. Remote destinations are checked at write."""
+    problem = place_problem(destination, ownership.protected)
+    if problem or is_remote(destination):
+        return [problem] if problem else [], []
+    plain = Path(destination.removeprefix("file://"))
+    target = plain.parent.resolve() / plain.name
+    if not target.parent.is_dir():
+        return [], []
+    with _locked(target, wait=False) as taken:
+        repairs = recover(target) if taken else []
+        try:
+            _claim_check(*_local_present(target, folder, destination), ownership, destination)
+        except DestinationError as exc:
+            return [str(exc)], repairs
+    return [], repairs
+
+
+def link_file(origin: Path, copy: Path) -> None:
+    """Hard-link ``origin`` at ``copy`` (a copy across filesystems); safe because written files
+    are never changed in place, only replaced."""
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(origin, copy)
+    except OSError:
+        shutil.copy2(origin, copy)

@@ -1,0 +1,325 @@
+"""File outputs are the pipeline's own (issue 9 item 1) and a partition is replaced atomically,
+for crashes and for readers (item 2). Oracles: the files a user put there, byte for byte, and
+DuckDB/pyarrow reading the destination back as any reader would."""
+
+import datetime as dt
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from memories_dagster.connectors.file_outputs import (
+    MANIFEST,
+    DestinationError,
+    Ownership,
+    destination_problems,
+    place_problem,
+    protected_places,
+)
+from memories_dagster.engine.window import Window
+from memories_dagster.engine.write import write_output
+from memories_dagster.specs.integration import OutputConfig
+
+BY_CATEGORY = {"partition_by": "category", "partition_type": "category"}
+CATEGORIES = ["tools", "garden", "kitchen", "toys", "books"]
+
+
+def rows(ids: range, tag: str) -> pd.DataFrame:
+    """Rows spread over every category, so one Dagster partition writes into every hive folder."""
+    return pd.DataFrame({"id": list(ids), "category": [CATEGORIES[i % len(CATEGORIES)] for i in ids], "tag": tag})
+
+
+def parquet(tmp_path: Path, name: str, frame: pd.DataFrame) -> str:
+    path = tmp_path / f"{name}.parquet"
+    frame.to_parquet(path, index=False)
+    return str(path)
+
+
+def ids_in(folder: Path) -> set[int]:
+    """The ids a reader finds in the destination (pyarrow's dataset discovery, as pandas uses)."""
+    return set(ds.dataset(folder, format="parquet").to_table(columns=["id"]).column("id").to_pylist())
+
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(p for p in os.listdir(parent) if ".staging" in p or ".old-" in p)
+
+
+# --- a destination is the pipeline's own ------------------------------------------------------
+
+
+def test_a_folder_holding_files_the_pipeline_did_not_write_is_refused_and_kept(tmp_path):
+    out = tmp_path / "out"
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "plan.txt").write_text("mine, not the pipeline's")
+    (out / "readme.md").write_text("hello")
+    config = OutputConfig(partitioning=BY_CATEGORY)
+    with pytest.raises(DestinationError, match=r"holds 2 file\(s\) that pipeline 't' did not write .*notes/plan.txt.*overwrite: true"):
+        write_output(parquet(tmp_path, "a", rows(range(10), "a")), config, str(out), "t")
+    assert (out / "notes" / "plan.txt").read_text() == "mine, not the pipeline's"
+    assert (out / "readme.md").read_text() == "hello"
+    assert sorted(os.listdir(out)) == ["notes", "readme.md"]
+    # a Dagster partition's run is refused just the same
+    with pytest.raises(DestinationError):
+        write_output(parquet(tmp_path, "a", rows(range(10), "a")), config, str(out), "t", Window("2024-01-01"))
+    assert sorted(os.listdir(out)) == ["notes", "readme.md"]
+
+
+def test_overwrite_true_takes_the_folder_over_and_then_it_is_the_pipelines(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.csv").write_text("x\n1\n")
+    taken = OutputConfig(partitioning=BY_CATEGORY, overwrite=True)
+    write_output(parquet(tmp_path, "a", rows(range(10), "a")), taken, str(out), "t")
+    assert not (out / "old.csv").exists() and ids_in(out) == set(range(10))
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["pipeline"] == "t"
+    assert sorted(manifest["files"]) == sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet"))
+    # from now on the files are the pipeline's: no overwrite needed
+    write_output(parquet(tmp_path, "b", rows(range(20, 25), "b")), OutputConfig(partitioning=BY_CATEGORY), str(out), "t")
+    assert ids_in(out) == set(range(20, 25))
+
+
+def test_another_pipelines_folder_is_not_this_ones(tmp_path):
+    out = tmp_path / "shared"
+    config = OutputConfig(partitioning=BY_CATEGORY)
+    write_output(parquet(tmp_path, "a", rows(range(10), "a")), config, str(out), "first")
+    with pytest.raises(DestinationError, match="pipeline 'second' did not write .*manifest says pipeline 'first'"):
+        write_output(parquet(tmp_path, "b", rows(range(5), "b")), config, str(out), "second")
+    assert ids_in(out) == set(range(10))
+
+
+def test_a_partition_run_keeps_the_other_partitions_and_replaces_only_its_own(tmp_path):
+    out = tmp_path / "out"
+    config = OutputConfig(partitioning=BY_CATEGORY)
+    jan, feb = Window("2024-01"), Window("2024-02")
+    write_output(parquet(tmp_path, "j", rows(range(0, 10), "j")), config, str(out), "t", jan)
+    write_output(parquet(tmp_path, "f", rows(range(10, 20), "f")), config, str(out), "t", feb)
+    write_output(parquet(tmp_path, "j2", rows(range(100, 103), "j2")), config, str(out), "t", jan)
+    assert ids_in(out) == set(range(10, 20)) | {100, 101, 102}
+    claimed = set(json.loads((out / MANIFEST).read_text())["files"])
+    assert claimed == {p.relative_to(out).as_posix() for p in out.rglob("*.parquet")}
+
+
+def test_a_single_file_the_pipeline_did_not_write_is_refused_and_kept(tmp_path):
+    target = tmp_path / "report.csv"
+    target.write_text("someone else's report\n")
+    with pytest.raises(DestinationError, match="report.csv"):
+        write_output(parquet(tmp_path, "a", rows(range(3), "a")), OutputConfig(output_format="csv"), str(target), "t")
+    assert target.read_text() == "someone else's report\n"
+    # with overwrite: true it is replaced, and claimed beside it
+    write_output(parquet(tmp_path, "a", rows(range(3), "a")), OutputConfig(output_format="csv", overwrite=True), str(target), "t")
+    assert sorted(pd.read_csv(target)["id"]) == [0, 1, 2]
+    write_output(parquet(tmp_path, "b", rows(range(4), "b")), OutputConfig(output_format="csv"), str(target), "t")
+    assert sorted(pd.read_csv(target)["id"]) == [0, 1, 2, 3]
+
+
+def test_the_project_folder_is_never_a_destination(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "assets" / "integrations").mkdir(parents=True)
+    (project / "assets" / "integrations" / "p.yaml").write_text("spec")
+    integrated = parquet(tmp_path, "a", rows(range(10), "a"))
+    monkeypatch.chdir(project)
+    config = OutputConfig(partitioning=BY_CATEGORY, overwrite=True)  # overwrite does not lift it
+    for destination in (".", str(project), str(tmp_path), "..", "./assets/.."):
+        with pytest.raises(DestinationError, match="the current folder|the project folder"):
+            write_output(integrated, config, destination, "t", ownership=Ownership("t", True, protected_places(project)))
+    assert (project / "assets" / "integrations" / "p.yaml").read_text() == "spec"
+    assert sorted(os.listdir(project)) == ["assets"]
+
+
+@pytest.mark.parametrize("where, why", [
+    ("/", "is the filesystem root"),
+    ("~", "is the home folder"),
+    ("~/..", "is a parent of the home folder"),
+    ("{project}/.memories/storage", "is a storage folder"),
+    ("{project}/.memories/storage/p/output", "is inside a storage folder"),
+    ("{project}/.memories", "is a parent of a storage folder"),
+    ("{dagster_home}/out", "is inside Dagster's home"),
+])
+def test_places_no_output_may_be(tmp_path, monkeypatch, where, why):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    project = tmp_path / "project"
+    destination = os.path.expanduser(where.format(project=project, dagster_home=tmp_path / "dagster_home"))
+    places = protected_places(project, [project / ".memories" / "storage"])
+    assert why in (place_problem(destination, places) or "")
+    assert place_problem(str(project / "output" / "p"), places) is None
+
+
+def test_validate_repairs_a_killed_writes_leftovers_and_reports_foreign_files(tmp_path):
+    out = tmp_path / "out"
+    config = OutputConfig(partitioning=BY_CATEGORY)
+    write_output(parquet(tmp_path, "a", rows(range(10), "a")), config, str(out), "t")
+    # what runs before manifests left: a destination renamed away, its staging beside it
+    os.replace(out, tmp_path / ".out.old-1a2b3c4d")
+    (tmp_path / ".staging-x1y2z3w4" / "tree").mkdir(parents=True)
+    (tmp_path / ".out.staging-abcd1234").mkdir()
+    problems, repairs = destination_problems(str(out), Ownership("t"), folder=True)
+    assert problems == [] and any("rolled back" in r for r in repairs)
+    assert ids_in(out) == set(range(10)) and leftovers(tmp_path) == []
+    (out / "stray.txt").write_text("x")
+    problems, _ = destination_problems(str(out), Ownership("t"), folder=True)
+    assert "stray.txt" in problems[0]
+
+
+# --- a partition is replaced atomically: kill -9 at each step of the commit --------------------
+
+CHILD = textwrap.dedent("""
+    import os, signal, sys
+    import memories_dagster.connectors.file_outputs as file_outputs
+    import memories_dagster.engine.tables as tables
+    from memories_dagster.engine.window import Window
+    from memories_dagster.engine.write import write_output
+    from memories_dagster.specs.integration import OutputConfig
+
+    integrated, out, point = sys.argv[1], sys.argv[2], sys.argv[3]
+    die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+
+    def after(name, module, calls=1, then=None):
+        real, seen = getattr(module, name), []
+        def wrapped(*args, **kwargs):
+            seen.append(1)
+            if len(seen) == calls and then == "before":
+                die()
+            result = real(*args, **kwargs)
+            if len(seen) == calls and then == "after":
+                die()
+            return result
+        setattr(module, name, wrapped)
+
+    if point == "while_linking":
+        after("link_file", file_outputs, calls=3, then="before")
+    elif point == "before_manifest":
+        after("atomic_file", file_outputs, then="before")
+    elif point == "before_swap":
+        after("swap_folder", file_outputs, then="before")
+    elif point == "after_exchange":
+        after("exchange", tables, then="after")
+    elif point == "without_exchange_between_renames":  # a system without renameat2: two renames
+        tables.exchange = lambda first, second: False
+        after("replace", tables.os, calls=3, then="before")  # 1: the manifest, 2: the old tree away
+    write_output(integrated, OutputConfig(partitioning={"partition_by": "category", "partition_type": "category"}),
+                 out, "t", Window("2024-01"))
+""")
+
+
+def run_child(integrated: str, out: Path, point: str) -> int:
+    return subprocess.run([sys.executable, "-c", CHILD, integrated, str(out), point], timeout=60).returncode
+
+
+@pytest.fixture
+def two_partitions(tmp_path):
+    """A destination holding January (old rows) and February; January's new rows staged."""
+    out = tmp_path / "lake" / "orders"
+    config = OutputConfig(partitioning=BY_CATEGORY)
+    write_output(parquet(tmp_path, "jan_old", rows(range(0, 50), "old")), config, str(out), "t", Window("2024-01"))
+    write_output(parquet(tmp_path, "feb", rows(range(1000, 1050), "feb")), config, str(out), "t", Window("2024-02"))
+    new = parquet(tmp_path, "jan_new", rows(range(500, 540), "new"))
+    old_rows, new_rows = set(range(0, 50)) | set(range(1000, 1050)), set(range(500, 540)) | set(range(1000, 1050))
+    return out, new, old_rows, new_rows
+
+
+@pytest.mark.parametrize("point, after_kill", [
+    ("while_linking", "old"), ("before_manifest", "old"), ("before_swap", "old"),
+    ("after_exchange", "new"), ("without_exchange_between_renames", "new"),
+])
+def test_a_commit_killed_at_any_step_leaves_the_complete_old_or_new_partition(two_partitions, point, after_kill):
+    out, new, old_rows, new_rows = two_partitions
+    assert run_child(new, out, point) == -signal.SIGKILL
+    # the next run (of another partition) puts the destination right before writing
+    write_output(str(out.parent.parent / "feb.parquet"), OutputConfig(partitioning=BY_CATEGORY), str(out), "t",
+                 Window("2024-02"))
+    assert ids_in(out) == (old_rows if after_kill == "old" else new_rows)
+    assert leftovers(out.parent) == []
+    claimed = set(json.loads((out / MANIFEST).read_text())["files"])
+    assert claimed == {p.relative_to(out).as_posix() for p in out.rglob("*.parquet")}
+
+
+# --- a reader during commits sees the old or the new partition, never a mix --------------------
+
+WRITER = textwrap.dedent("""
+    import sys
+    from memories_dagster.engine.window import Window
+    from memories_dagster.engine.write import write_output
+    from memories_dagster.specs.integration import OutputConfig
+
+    out, versions, commits = sys.argv[1], sys.argv[2:4], int(sys.argv[4])
+    config = OutputConfig(partitioning={"partition_by": "category", "partition_type": "category"})
+    print("ready", flush=True)
+    for n in range(commits):
+        write_output(versions[n % 2], config, out, "t", Window("2024-01"))
+""")
+
+
+def test_a_reader_during_repeated_commits_never_sees_a_mix(two_partitions):
+    out, new, old_rows, new_rows = two_partitions
+    old = str(out.parent.parent / "jan_old.parquet")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(out), new, old, "30"], stdout=subprocess.DEVNULL)
+    outcomes = {"old": 0, "new": 0, "retried": 0}
+    glob = f"{out}/*/*.parquet"
+    try:
+        while writer.poll() is None:
+            try:
+                found = set(duckdb.sql(f"SELECT id FROM read_parquet('{glob}', hive_partitioning = false)").fetchnumpy()["id"].tolist())
+            except duckdb.IOException:  # a file listed before a commit and gone after it: read again
+                outcomes["retried"] += 1
+                continue
+            assert found in (old_rows, new_rows), f"a mix: {len(found & old_rows)} old and {len(found & new_rows)} new ids"
+            outcomes["old" if found == old_rows else "new"] += 1
+    finally:
+        writer.wait(timeout=60)
+    assert writer.returncode == 0
+    assert outcomes["old"] > 0 and outcomes["new"] > 0, outcomes  # the reader really ran during the commits
+
+
+def test_kill_9_at_random_moments_of_repeated_commits_never_leaves_a_mix_or_nothing(two_partitions):
+    out, new, old_rows, new_rows = two_partitions
+    old = str(out.parent.parent / "jan_old.parquet")
+    for attempt in range(6):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(out), new, old, "1000"], stdout=subprocess.PIPE)
+        assert writer.stdout.readline() == b"ready\n"
+        time.sleep(random.Random(attempt).uniform(0.05, 0.3))  # a few commits in, and into the next
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        writer.stdout.close()
+        problems, _ = destination_problems(str(out), Ownership("t"), folder=True)  # as memories validate does
+        found = ids_in(out)
+        assert problems == [] and found in (old_rows, new_rows), f"attempt {attempt}: {len(found)} rows"
+        assert leftovers(out.parent) == []
+
+
+# --- object stores: the same ownership rule through fsspec (moto's S3 server) -------------------
+
+
+def test_s3_destination_keeps_a_manifest_replaces_only_its_partition_and_refuses_foreign_objects(s3_store, tmp_path):
+    from memories_dagster.engine.tables import Access
+    from memories_dagster.factory.connections import _storage_options
+
+    root, connection, fs = s3_store
+    access = Access(storage_options=_storage_options("s3", {k: v for k, v in connection.items() if k != "type"}))
+    target = f"{root}/{tmp_path.name}/orders"
+    config = OutputConfig(partitioning=BY_CATEGORY)
+    write_output(parquet(tmp_path, "j", rows(range(0, 10), "j")), config, target, "t", Window("2024-01"), access=access)
+    write_output(parquet(tmp_path, "f", rows(range(10, 20), "f")), config, target, "t", Window("2024-02"), access=access)
+    write_output(parquet(tmp_path, "j2", rows(range(100, 103), "j2")), config, target, "t", Window("2024-01"), access=access)
+    bucket_path = target.removeprefix("s3://")
+    objects = sorted(f[len(bucket_path) + 1:] for f in fs.find(bucket_path))
+    data = [f for f in objects if f.endswith(".parquet")]
+    assert set(json.loads(fs.cat_file(f"{bucket_path}/{MANIFEST}"))["files"]) == set(data)
+    assert not [f for f in objects if ".staging-" in f]
+    found = set(pd.concat(pd.read_parquet(fs.open(f"{bucket_path}/{f}")) for f in data)["id"])
+    assert found == set(range(10, 20)) | {100, 101, 102}
+    fs.pipe_file(f"{bucket_path}/category=tools/theirs.parquet", b"someone else's")
+    with pytest.raises(DestinationError, match="theirs.parquet"):
+        write_output(parquet(tmp_path, "j", rows(range(0, 10), "j")), config, target, "t", Window("2024-01"), access=access)
+    assert fs.cat_file(f"{bucket_path}/category=tools/theirs.parquet") == b"someone else's"
