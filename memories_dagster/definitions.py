@@ -29,15 +29,17 @@ def build_definitions() -> dg.Definitions:
     pipelines, errors = discover_integrations(root)
     regions, region_errors = discover_regions(root)
     errors += region_errors
-    built = []
+    built, built_names = [], set()
     connection_types = dict(profile.connections)
     for loaded, factory in [(p, pipeline_definitions) for p in pipelines] + [(r, region_definitions) for r in regions]:
         try:
             built.append(factory(loaded, connection_types))
+            built_names.add(loaded.name)
         except Exception as exc:  # one bad declaration must not take the code location down
             errors.append(SpecError([SpecProblem(loaded.file, "", f"cannot be turned into Dagster definitions: {exc}")]))
     shared = dg.Definitions(
-        assets=invalid_spec_assets(errors), resources=profile_resources(project, profile), executor=executor_for(profile)
+        assets=invalid_spec_assets(errors, built_names), resources=profile_resources(project, profile),
+        executor=executor_for(profile),
     )
     return dg.Definitions.merge(shared, *built)
 

@@ -19,6 +19,8 @@ from pydantic import PrivateAttr
 
 from memories_dagster.engine.tables import TableFile, swap_folder, write_json
 
+IMPLICIT_ASSET_JOB = "__ASSET_JOB"  # Dagster's name for the job that `dagster asset materialize` runs
+
 
 class MemoriesSettings(dg.ConfigurableResource):
     """Folders for the Parquet files handed between assets and for integration reports."""
@@ -26,6 +28,19 @@ class MemoriesSettings(dg.ConfigurableResource):
     storage_dir: str
     report_dir: str
     engine_memory_limit: str | None = None
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Refuse a run of the implicit asset job that selects nothing: `dagster asset materialize
+        --select` whose selection matched no asset (a misspelled group) runs every asset of the
+        code location and exits 0. Every asset here needs this resource, so such a run does nothing."""
+        run = context.run
+        if run is not None and run.job_name == IMPLICIT_ASSET_JOB and run.asset_selection is None and (
+                run.asset_check_selection is None):
+            raise dg.Failure(description=(
+                "the run selects no asset, so Dagster would materialize every asset of the code location: the "
+                "selection (dagster asset materialize --select ...) matched nothing; check its spelling against "
+                "`dagster asset list -m memories_dagster.definitions`, or select every asset with --select '*'"),
+                allow_retries=False)
 
     def staging_dir(self) -> Path:
         """A new private folder on the storage filesystem, for a step's output before commit."""

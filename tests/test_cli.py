@@ -184,3 +184,60 @@ def test_validate_prints_settings_without_effect_as_warnings(tmp_path):
     assert any(line.startswith(f"warning: {spec}: integration_config.data_quality_checks.format_check: format_check is on but declares no `columns`")
                for line in lines), lines
     assert "1 valid, 0 invalid" in lines
+
+
+def two_pipelines(tmp_path: Path) -> dict[str, str]:
+    """A project with a valid pipeline `good` and an invalid one `bad`; the environment to run it."""
+    (tmp_path / "data").mkdir()
+    pd.DataFrame({"id": [1, 2], "v": ["a", "b"]}).to_csv(tmp_path / "data" / "a.csv", index=False)
+    specs = tmp_path / "assets" / "integrations"
+    specs.mkdir(parents=True)
+    source = {"source_name": "a", "source_type": "csv", "connection_string": "data/a.csv"}
+    (specs / "good.yaml").write_text(yaml.safe_dump({
+        "integration_config": {"data_sources": [source]},
+        "output_config": {"output_format": "csv", "output_destination": "output/good.csv"}}))
+    (specs / "bad.yaml").write_text(yaml.safe_dump({
+        "integration_config": {"data_sources": [{**source, "source_type": "xml"}]},
+        "output_config": {"output_format": "csv", "output_destination": "output/bad.csv"}}))
+    (tmp_path / "home").mkdir()
+    return {"MEMORIES_ASSETS_DIR": str(tmp_path / "assets"), "DAGSTER_HOME": str(tmp_path / "home")}
+
+
+def materialize(tmp_path: Path, env: dict[str, str], selection: str) -> subprocess.CompletedProcess:
+    command = [str(DAGSTER), "asset", "materialize", "-m", "memories_dagster.definitions", "--select", selection]
+    return run(command, tmp_path, env)
+
+
+@pytest.mark.slow
+def test_selecting_an_invalid_spec_fails_with_its_errors_and_runs_nothing_else(tmp_path):
+    env = two_pipelines(tmp_path)
+    for selection in ("group:bad", "bad/output"):
+        result = materialize(tmp_path, env, selection)
+        assert result.returncode != 0, result.stderr[-3000:]
+        log = result.stdout + result.stderr
+        assert f"{tmp_path / 'assets' / 'integrations' / 'bad.yaml'} is invalid, so its assets cannot be materialized" in log
+        assert "integration_config.data_sources[0].source_type: 'xml' is not allowed" in log
+        assert not (tmp_path / "output").exists(), selection  # the valid pipeline did not run
+    assert materialize(tmp_path, env, "group:good").returncode == 0
+    assert (tmp_path / "output" / "good.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_selection_that_matches_nothing_fails_and_runs_nothing(tmp_path):
+    """Dagster's CLI runs every asset when --select matches none; the code location refuses the run."""
+    env = two_pipelines(tmp_path)
+    (tmp_path / "assets" / "integrations" / "bad.yaml").unlink()
+    result = materialize(tmp_path, env, "group:goood")
+    assert result.returncode != 0, result.stderr[-3000:]
+    assert "the run selects no asset, so Dagster would materialize every asset" in result.stdout + result.stderr
+    assert not (tmp_path / "output").exists()
+
+
+def test_validate_takes_pipeline_names_and_refuses_unknown_ones_with_the_known(tmp_path):
+    env = two_pipelines(tmp_path)
+    result = run([str(MEMORIES), "validate", "good"], tmp_path, env)
+    assert result.returncode == 0, result.stdout
+    assert f"ok: {tmp_path / 'assets' / 'integrations' / 'good.yaml'} (pipeline good, 1 sources)" in result.stdout
+    result = run([str(MEMORIES), "validate", "goood"], tmp_path, env)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == ["error: goood: no such file, and no pipeline or region is named 'goood'; known: bad, good"]

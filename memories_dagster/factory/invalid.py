@@ -1,35 +1,82 @@
-"""Broken declarations stay visible: each becomes an asset whose description is the error."""
+"""Broken declarations stay visible and selectable: each becomes assets in the group the
+declaration would have had, under the asset keys it would have had where the file tells them
+(its name or file stem, its source names, its region's sources and analyzers). Materializing them
+fails with the declaration's errors, so `--select group:<name>` or `<name>/output` on a broken spec
+fails the run instead of matching nothing (Dagster's CLI then runs every other asset)."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import dagster as dg
 
 from memories_dagster.secrets import redact
 from memories_dagster.specs.integration import asset_name
-from memories_dagster.specs.loading import SpecError
+from memories_dagster.specs.loading import SpecError, declared_name, lenient_document
 
 INVALID_GROUP = "invalid_specs"
+REGION_SOURCES = ("terrain", "satellite", "climate")
+REGION_ANALYZERS = ("terrain", "vegetation", "urban", "climate")
 logger = logging.getLogger("memories_dagster")
 
 
-def invalid_spec_assets(errors: list[SpecError]) -> list[dg.AssetSpec]:
-    """One non-materializable asset per broken file, named after it, carrying its errors."""
-    specs = []
+def invalid_spec_assets(errors: list[SpecError], taken_names: set[str]) -> list[dg.AssetsDefinition]:
+    """One failing multi-asset per broken file. A file whose name is taken (by a valid declaration
+    or an earlier broken one) goes to group ``invalid_specs`` under ``invalid_specs/<file>``,
+    since its keys would clash."""
+    used_names, used_keys = set(taken_names), set()
+    assets = []
     for error in errors:
         file = error.problems[0].file
-        # regions live in earth/; their broken files get their own branch so names never clash
-        key = [INVALID_GROUP, "earth", asset_name(file.stem)] if file.parent.name == "earth" else [INVALID_GROUP, asset_name(file.stem)]
-        shown = redact(str(error))  # an error may quote a URL holding a password
-        logger.warning("declaration %s is invalid and was not loaded:\n%s", file, shown)
-        specs.append(
-            dg.AssetSpec(
-                key=key,
-                group_name=INVALID_GROUP,
-                description="This declaration is invalid and was not loaded:\n\n" + shown,
-                metadata={"file": str(file), "errors": [redact(str(p)) for p in error.problems]},
-                kinds={"yaml" if file.suffix != ".json" else "json"},
-            )
-        )
-    return specs
+        region = file.parent.name == "earth"  # regions live in earth/; their fallback keys get their own branch
+        document = lenient_document(file)
+        name = declared_name(file, document)
+        keys = (_region_keys if region else _pipeline_keys)(name, document) if name not in used_names else []
+        group = name if keys else INVALID_GROUP
+        if not keys:
+            branch = [INVALID_GROUP, "earth"] if region else [INVALID_GROUP]
+            keys = [dg.AssetKey([*branch, asset_name(file.stem)])]
+            if keys[0] in used_keys:  # orders.yaml and orders.json both broken
+                keys = [dg.AssetKey([*branch, asset_name(file.name)])]
+        used_names.add(name)
+        used_keys.update(keys)
+        assets.append(_failing_assets(file, error, keys, group))
+    return assets
+
+
+def _failing_assets(file: Path, error: SpecError, keys: list[dg.AssetKey], group: str) -> dg.AssetsDefinition:
+    shown = redact(str(error))  # an error may quote a URL holding a password
+    logger.warning("declaration %s is invalid and was not loaded:\n%s", file, shown)
+    description = "This declaration is invalid and was not loaded:\n\n" + shown
+    specs = [
+        dg.AssetSpec(key=key, group_name=group, description=description, kinds={"json" if file.suffix == ".json" else "yaml"},
+                     metadata={"file": str(file), "errors": [redact(str(p)) for p in error.problems]})
+        for key in keys
+    ]
+
+    @dg.multi_asset(specs=specs, name="invalid__" + "__".join(keys[0].path), can_subset=True)
+    def refuse(context):  # noqa: ARG001 - Dagster passes it
+        raise dg.Failure(description=f"{file} is invalid, so its assets cannot be materialized:\n{shown}", allow_retries=False)
+
+    return refuse
+
+
+def _pipeline_keys(name: str, document: dict) -> list[dg.AssetKey]:
+    """``<name>/sources/<source>`` for each source whose name can be read, ``<name>/integrated``, ``<name>/output``."""
+    config = document.get("integration_config")
+    sources = config.get("data_sources") if isinstance(config, dict) else None
+    names = [s["source_name"] for s in sources if isinstance(s, dict) and isinstance(s.get("source_name"), str)] \
+        if isinstance(sources, list) else []
+    keys = dict.fromkeys(dg.AssetKey([name, "sources", asset_name(source)]) for source in names)
+    return [*keys, dg.AssetKey([name, "integrated"]), dg.AssetKey([name, "output"])]
+
+
+def _region_keys(name: str, document: dict) -> list[dg.AssetKey]:
+    """``<region>/earth/<kind>`` and ``<region>/analysis/<analyzer>`` for those the file declares."""
+    def declared(part: str, allowed: tuple[str, ...]) -> list[str]:
+        block = document.get(part)
+        return [kind for kind in allowed if isinstance(block, dict) and kind in block]
+
+    return [dg.AssetKey([name, "earth", kind]) for kind in declared("sources", REGION_SOURCES)] + [
+        dg.AssetKey([name, "analysis", kind]) for kind in declared("analyzers", REGION_ANALYZERS)]

@@ -85,6 +85,21 @@ def read_document(file: Path) -> object:
         raise SpecError([SpecProblem(file, "", exc.described("JSON" if file.suffix == ".json" else "YAML"))]) from None
 
 
+def lenient_document(file: Path) -> dict:
+    """What can be read of a declaration that may not validate (nothing when it does not parse)."""
+    try:
+        document = read_document(file)
+    except SpecError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def declared_name(file: Path, document: dict | None = None) -> str:
+    """The name a declaration goes by, valid or not: its ``name``, else its file stem."""
+    name = (lenient_document(file) if document is None else document).get("name")
+    return asset_name(name if isinstance(name, str) else file.stem)
+
+
 def parse_model(model: type[BaseModel], document: object, file: Path) -> BaseModel:
     """Validate ``document`` against ``model``; every error becomes a SpecProblem."""
     if not isinstance(document, dict):

@@ -265,7 +265,7 @@ def test_a_dem_on_s3_is_read_through_the_profile_connection(project, s3_store, m
 
     project.region("ridges", {**REGION, "sources": {"terrain": {"path": key, "connection": "nowhere"}}})
     broken = build_definitions()
-    assert any(k.path[:2] == ["invalid_specs", "earth"] for k in broken.resolve_asset_graph().get_all_asset_keys())
+    assert "names connection 'nowhere'" in broken.resolve_asset_graph().get(dg.AssetKey(["ridges", "earth", "terrain"])).description
 
 
 def test_when_the_memory_store_fails_the_last_good_rasters_stay(project, monkeypatch):
