@@ -120,13 +120,14 @@ def read_query(
     window_filter: tuple[str, object, object] | None,
     folder: Path,
     engine_options: dict | None = None,
+    window: Window | None = None,
 ) -> tuple[list[Path], bool, dict[str, str]]:
     """Run the source's query (or read its table) in chunks, one Parquet file per chunk.
 
     ``params`` are bound where the query names them (``:partition_start``...). ``window_filter``
     (column, low, high) wraps the query so only rows with low <= column < high are read (high
-    None: column = low), and those in no window, provided the query returns that column. Columns
-    keep the database's types (see ``sql_arrow``). Returns the files, whether the filter applied,
+    None: column = low), and those in no window, provided the query returns that column; the
+    session then runs in the ``window``'s time zone (see ``use_zone``). Columns keep the database's types (see ``sql_arrow``). Returns the files, whether the filter applied,
     and the DuckDB type each decimal column (read as exact text) takes once all parts are read.
     """
     engine = create_engine(url, engine_options)
@@ -139,6 +140,7 @@ def read_query(
         with engine.connect() as conn:
             if engine.dialect.name == "postgresql":
                 postgres_text_casters(conn.connection.dbapi_connection)
+            use_zone(conn, window)
             probe = conn.execute(sa.text(f"SELECT * FROM ({sql}) AS probe WHERE 1 = 0"), bound)
             types = _result_types(conn, probe)
             probe.close()
@@ -166,6 +168,25 @@ def read_query(
     finally:
         engine.dispose()
     return parts, filtered, types.casts()
+
+
+def use_zone(conn: sa.Connection, window: Window | None) -> None:
+    """Run the session in the time zone of a time window's partitions, so that the window's
+    bounds (wall times there) and the instants of TIMESTAMPTZ columns (PostgreSQL) or TIMESTAMP
+    columns (MariaDB/MySQL) meet in that zone, not in the server's. MariaDB without time zone
+    tables takes the zone's offset at the window's start."""
+    if window is None or not window.is_time:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT set_config('TimeZone', :zone, false)"), {"zone": window.zone})
+    elif conn.dialect.name in ("mysql", "mariadb"):
+        minutes = int((window.start.utcoffset() or dt.timedelta(0)).total_seconds() // 60)
+        offset = f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+        try:
+            conn.execute(sa.text("SET time_zone = :zone"), {"zone": window.zone})
+        except sa.exc.DatabaseError:  # no named zones loaded on the server
+            conn.rollback()
+            conn.execute(sa.text("SET time_zone = :zone"), {"zone": offset})
 
 
 def _result_types(conn: sa.Connection, probe: sa.CursorResult) -> ResultTypes:

@@ -285,7 +285,7 @@ def _read_sql(
     if window and window_column and not binds_window:
         window_filter = sql_connector.window_bounds(url, window, window_column)
     parts, filtered, casts = sql_connector.read_query(
-        url, source.source_name, query, table, params, window_filter, folder, access.engine_options
+        url, source.source_name, query, table, params, window_filter, folder, access.engine_options, window
     )
     how = "query parameters" if binds_window else (f"column {window_column}" if filtered else None)
     files = ", ".join(sql_string(str(p)) for p in parts)

@@ -22,6 +22,12 @@ class Window:
         """Whether the window is a time range (else a dynamic key)."""
         return self.start is not None
 
+    @property
+    def zone(self) -> str:
+        """The IANA name of the time zone the window's days are days of (UTC for naive windows)."""
+        zone = self.start.tzinfo if self.start is not None else None
+        return getattr(zone, "key", None) or str(zone or "UTC")
+
     def params(self) -> dict[str, object]:
         """Bind parameters offered to SQL queries."""
         return {"partition_key": self.key, "partition_start": self.start, "partition_end": self.end}
@@ -34,7 +40,7 @@ def condition_sql(window: Window, column: str) -> str:
     if window.is_time:
         # Naive dates and times are wall times of the partition's zone; instants are compared as
         # that zone's wall times too, whatever the session's zone (typeof is fixed per column).
-        zone = _literal(getattr(window.start.tzinfo, "key", None) or str(window.start.tzinfo or "UTC"))
+        zone = _literal(window.zone)
         value = (f"CASE WHEN typeof({ref}) = 'TIMESTAMP WITH TIME ZONE' THEN timezone({zone}, TRY_CAST({ref} AS TIMESTAMPTZ)) "
                  f"ELSE TRY_CAST({ref} AS TIMESTAMP) END")
         start, end = (moment.strftime("%Y-%m-%d %H:%M:%S") for moment in (window.start, window.end))

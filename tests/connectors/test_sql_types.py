@@ -108,3 +108,37 @@ def test_columns_keep_the_databases_types_across_chunks(kind_and_database, table
     finally:
         with database.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE {table_name}"))
+
+
+INSTANTS_UTC = ["2024-01-01 14:59:59", "2024-01-01 15:00:00", "2024-01-02 09:30:00.5", "2024-01-02 15:00:00"]
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
+def test_a_window_of_a_zoned_partition_holds_the_instants_of_its_day_there(kind, table_name, tmp_path, request):
+    import dagster as dg
+    import pandas as pd
+
+    from memories_dagster.engine.window import Window
+
+    database = request.getfixturevalue(kind)
+    column = "TIMESTAMPTZ" if kind == "postgres" else "TIMESTAMP(6) NULL"
+    with database.begin() as conn:
+        if kind == "mariadb":
+            conn.execute(sa.text("SET time_zone = '+00:00'"))
+        conn.execute(sa.text(f"CREATE TABLE {table_name} (id INTEGER, at {column})"))
+        suffix = "+00" if kind == "postgres" else ""
+        values = ", ".join(f"({i}, '{t}{suffix}')" for i, t in enumerate(INSTANTS_UTC))
+        conn.execute(sa.text(f"INSERT INTO {table_name} VALUES {values}"))
+    span = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="Asia/Tokyo").time_window_for_partition_key("2024-01-02")
+    instants = pd.to_datetime(INSTANTS_UTC, utc=True, format="ISO8601")
+    expected = [i for i, t in enumerate(instants) if span.start <= t < span.end]
+    try:
+        source = DataSource(source_name="s", source_type="sql", table=table_name,
+                            connection_string=database.url.render_as_string(hide_password=False))
+        out = tmp_path / "out.parquet"
+        result = extract(source, source.connection_string, str(out), Window("2024-01-02", span.start, span.end), "at")
+        assert result.meta["window_filter"] == "column at"
+        assert sorted(pq.read_table(out).column("id").to_pylist()) == expected == [1, 2]
+    finally:
+        with database.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {table_name}"))
