@@ -81,15 +81,34 @@ def has_template(text: str) -> bool:
     return bool(_TEMPLATE.search(text))
 
 
+# What a key filled into a path, URL or parameter may not hold: it must name one thing inside
+# the template's folder, never climb out of it (.., a separator, an absolute path) or match
+# other files (glob characters), nor cut the text short (NUL, line breaks).
+_UNSAFE_KEY = re.compile(r"[/\\*?\[\]\x00-\x1f\x7f]|^\.{1,2}$|^~")
+
+
+def template_key(key: str) -> str:
+    """``key`` if it may be filled into a template; a ValueError saying why not otherwise."""
+    if not key or _UNSAFE_KEY.search(key):
+        raise ValueError(
+            f"partition key {key!r} cannot fill a {{partition_key}} template: a key there must be one plain "
+            "name (no '/' or '\\', not '.' or '..', no leading '~', no glob characters * ? [ ], no control "
+            "characters), so that it cannot reach outside the template's folder; delete that dynamic partition "
+            "and add it under a plain name"
+        )
+    return key
+
+
 def expand(text: str, window: Window | None) -> str:
-    """Fill ``{partition_key}``, ``{partition_start:%Y/%m/%d}``... from the window."""
+    """Fill ``{partition_key}``, ``{partition_start:%Y/%m/%d}``... from the window; a key that
+    could leave the template's folder is refused (see :func:`template_key`)."""
     if window is None or not has_template(text):
         return text
 
     def value(match: re.Match[str]) -> str:
         name, fmt = match.group(1), match.group(2)
         if name == "partition_key":
-            return window.key
+            return template_key(window.key)
         moment = window.start if name == "partition_start" else window.end
         if moment is None:
             raise ValueError(f"'{match.group(0)}' needs time partitions, but the run has key {window.key!r}")
