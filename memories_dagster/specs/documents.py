@@ -24,6 +24,8 @@ MAX_EXPANDED_VALUES = 100_000
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
 
 
 class DocumentError(ValueError):
@@ -64,12 +66,32 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_document(node)
 
 
-# YAML 1.2 core schema booleans: true/false in any of their three spellings, nothing else.
+# YAML 1.2 core schema booleans and numbers instead of YAML 1.1's: `yes`/`on` are text, `010` is
+# ten (not octal eight), `12:30` is text (not 750 in base 60), `1_000` is text, `1.5e3` is a
+# number (YAML 1.1 left it text). Ints are tried before floats, which would match them too.
+_CORE_SCALARS = [
+    (_BOOL_TAG, r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    (_INT_TAG, r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (_FLOAT_TAG, r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+     "-+0123456789."),
+]
 _StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL_TAG]
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in (_BOOL_TAG, _INT_TAG, _FLOAT_TAG)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_StrictLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+for _tag, _pattern, _firsts in _CORE_SCALARS:
+    _StrictLoader.add_implicit_resolver(_tag, re.compile(_pattern), list(_firsts))
+
+
+def _core_int(loader: _StrictLoader, node: ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    try:
+        return int(text, 0) if text.startswith(("0o", "0x")) else int(text)  # int("010") is ten
+    except ValueError:  # an explicit `!!int` on text that is none
+        raise yaml.constructor.ConstructorError(None, None, f"'{text}' is not an integer", node.start_mark) from None
+
+
+_StrictLoader.add_constructor(_INT_TAG, _core_int)
 
 
 def _refuse_alias_bombs(root: Node) -> None:

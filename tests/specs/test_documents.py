@@ -190,3 +190,36 @@ def test_the_other_declarations_are_read_strictly_too(tmp_path):
     with pytest.raises(SpecError, match=r"schema_file: schema_file .*schema\.yaml is invalid YAML at line 3, column 3: "
                                         r"key 'id' is given twice, on line 2 and on line 3"):
         load_integration_spec(spec)
+
+
+# YAML 1.2.2, example 10.9 "Core Tag Resolution", and its stated results (the oracle), plus YAML
+# 1.1's implicit types that the core schema reads as text (no core pattern matches them).
+CORE_EXAMPLE = textwrap.dedent("""\
+    A null: null
+    Also a null: # Empty
+    Not a null: ""
+    Booleans: [ true, True, false, FALSE ]
+    Integers: [ 0, 0o7, 0x3A, -19 ]
+    Floats: [ 0., -0.0, .5, +12e03, -2E+05 ]
+    Also floats: [ .inf, -.Inf, +.INF, .NAN ]
+    YAML 1.1 only: [ yes, No, on, OFF, y, 12:30, 1_000 ]
+    Leading zero: 010
+    """)
+
+
+def test_scalars_follow_the_yaml_1_2_core_schema(tmp_path):
+    from memories_dagster.specs.documents import parse_yaml
+
+    read = parse_yaml(CORE_EXAMPLE)
+    nan = read["Also floats"].pop()
+    assert nan != nan
+    assert read == {
+        "A null": None, "Also a null": None, "Not a null": "",
+        "Booleans": [True, True, False, False],
+        "Integers": [0, 7, 58, -19],
+        "Floats": [0.0, -0.0, 0.5, 12000.0, -200000.0],
+        "Also floats": [float("inf"), float("-inf"), float("inf")],
+        "YAML 1.1 only": ["yes", "No", "on", "OFF", "y", "12:30", "1_000"],
+        "Leading zero": 10,
+    }
+    assert [type(v) for v in read["Integers"] + read["Floats"]] == [int] * 4 + [float] * 5
