@@ -2,7 +2,6 @@
 for crashes and for readers (item 2). Oracles: the files a user put there, byte for byte, and
 DuckDB/pyarrow reading the destination back as any reader would."""
 
-import datetime as dt
 import json
 import os
 import random
