@@ -20,7 +20,7 @@ import dagster as dg
 from memories_dagster.factory.integration import pipeline_definitions
 from memories_dagster.resources import profile_resources
 from memories_dagster.specs.integration import IntegrationSpec, asset_name
-from memories_dagster.specs.loading import LoadedSpec, parse_model
+from memories_dagster.specs.loading import LoadedSpec, parse_model, read_document
 from memories_dagster.specs.profile import load_profile
 
 
@@ -36,6 +36,8 @@ class IntegrationComponent(dg.Component, dg.Resolvable, dg.Model):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         folder = context.path
+        if (folder / "defs.yaml").exists():  # Dagster's YAML reader keeps the last of repeated keys: ours refuses them
+            read_document(folder / "defs.yaml")
         spec = parse_model(IntegrationSpec, self.model_dump(exclude_none=True), folder / "defs.yaml")
         assert isinstance(spec, IntegrationSpec)
         loaded = LoadedSpec(name=asset_name(self.name or folder.name), file=folder / "defs.yaml", spec=spec, root=folder)
