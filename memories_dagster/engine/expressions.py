@@ -4,13 +4,26 @@ Config text is parsed with :mod:`ast` (parsing only, never ``eval``), every node
 against a short allow-list, and the tree is compiled to a DuckDB SQL expression so that it runs
 vectorised over the whole table. Names are columns; ``source.column`` names a column of one
 source (used by custom conflict rules).
+
+The syntax is Python's and so are the answers on values: ``//`` floors, ``%`` takes the sign of
+the divisor, ``round`` rounds half to even, a math error (division by zero, ``sqrt`` of a
+negative, ``ln(0)``, overflow past 64-bit integers) is null for that row. Where SQL differs from
+Python the compiled SQL spells Python's answer out. Two things are SQL's on purpose: nulls
+propagate (``x == None`` is ``x IS NULL``), and string literals are raw (a backslash stays as
+written, as in SQL and as regular expressions expect).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
+import io
+import tokenize
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import duckdb
 
 
 class ExpressionError(ValueError):
@@ -27,18 +40,22 @@ _BINARY = {
 }
 _COMPARE = {ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 MAX_EXPRESSION_LENGTH = 4000
+MAX_DEPTH = 100  # levels of nested operations; deeper is an error, not a RecursionError
+MAX_SQL_LENGTH = 200_000  # floor division and modulo repeat operands; nesting them multiplies
 _LITERAL_NAMES = {"true": "TRUE", "false": "FALSE", "null": "NULL", "none": "NULL"}
 
-# name -> (SQL template with {0}, {1}... or {args}, min args, max args)
-_FUNCTIONS: dict[str, tuple[str, int, int | None]] = {
-    "round": ("round({0}, {1})", 1, 2),
+# The functions of the language: name -> (SQL template with {0}, {1}... or {args}, min args, max args)
+FUNCTIONS: dict[str, tuple[str, int, int | None]] = {
+    # Python's round: half to even; with one argument an integer
+    "round": ("round_even({0}, {1})", 1, 2),
     "abs": ("abs({0})", 1, 1),
     "floor": ("floor({0})", 1, 1),
     "ceil": ("ceil({0})", 1, 1),
-    "sqrt": ("sqrt({0})", 1, 1),
+    # Outside a function's domain Python raises (math.sqrt(-1), math.log(0)); here that row is null.
+    "sqrt": ("sqrt(CASE WHEN {0} >= 0 THEN {0} END)", 1, 1),
     "exp": ("exp({0})", 1, 1),
-    "ln": ("ln({0})", 1, 1),
-    "log10": ("log10({0})", 1, 1),
+    "ln": ("ln(CASE WHEN {0} > 0 THEN {0} END)", 1, 1),
+    "log10": ("log10(CASE WHEN {0} > 0 THEN {0} END)", 1, 1),
     "pow": ("pow({0}, {1})", 2, 2),
     "min": ("least({args})", 2, None),
     "max": ("greatest({args})", 2, None),
@@ -58,7 +75,9 @@ _FUNCTIONS: dict[str, tuple[str, int, int | None]] = {
     "month": ("month({0})", 1, 1),
     "day": ("day({0})", 1, 1),
     "date": ("TRY_CAST({0} AS DATE)", 1, 1),
-    "int": ("TRY_CAST({0} AS BIGINT)", 1, 1),
+    # Python's int() truncates toward zero; a cast to BIGINT would round. DECIMAL(38, 18) holds
+    # every 64-bit integer and the fraction of a double exactly enough to truncate it.
+    "int": ("TRY_CAST(trunc(TRY_CAST({0} AS DECIMAL(38, 18))) AS BIGINT)", 1, 1),
     "float": ("TRY_CAST({0} AS DOUBLE)", 1, 1),
     "str": ("CAST({0} AS VARCHAR)", 1, 1),
     "isnull": ("({0} IS NULL)", 1, 1),
@@ -66,6 +85,9 @@ _FUNCTIONS: dict[str, tuple[str, int, int | None]] = {
     "if": ("CASE WHEN {0} THEN {1} ELSE {2} END", 3, 3),
 }
 _FUNCTION_ALIASES = {"trim": "strip", "length": "len", "iif": "if", "least": "min", "greatest": "max"}
+_REGEX_FUNCTIONS = {"matches": 1}  # function -> position of its pattern argument
+# Functions whose result is a float that is not a number (nan, inf) when Python would raise.
+_FINITE = {"exp", "pow"}
 
 
 @dataclass(frozen=True)
@@ -77,8 +99,12 @@ class Expression:
     columns: frozenset[str]
 
     def to_sql(self, column: Callable[[str | None, str], str] | None = None) -> str:
-        """Compile to DuckDB SQL; ``column(source, name)`` renders a column reference."""
-        return _Compiler(column or _plain_column).visit(self.tree)
+        """Compile to DuckDB SQL; ``column(source, name)`` renders a column reference.
+
+        TRY makes a row whose value cannot be computed (an integer overflow, an error only that
+        row's values cause) null, counted as a failure of its rule, instead of aborting the run.
+        """
+        return f"TRY({_Compiler(column or _plain_column, self.text).visit(self.tree)})"
 
 
 def _plain_column(source: str | None, name: str) -> str:
@@ -104,18 +130,99 @@ def sql_literal(value: object) -> str:
 
 
 def parse_expression(text: str) -> Expression:
-    """Parse and check an expression; raise ExpressionError naming what is wrong."""
+    """Parse and check an expression in full (syntax, nesting, functions and their arguments,
+    regular expressions, compiled size); raise ExpressionError naming what is wrong."""
     if len(text) > MAX_EXPRESSION_LENGTH:
         raise ExpressionError(f"expression of {len(text)} characters is longer than {MAX_EXPRESSION_LENGTH}")
+    written, inserted = _as_python(text.strip())
     try:
-        tree = ast.parse(text.strip(), mode="eval").body
-        columns: set[str] = set()
-        _check(tree, text, columns)
+        with warnings.catch_warnings():  # e.g. "'is' with a literal": refused below with a reason
+            warnings.simplefilter("ignore")
+            tree = ast.parse(written, mode="eval").body
     except SyntaxError as exc:
-        raise ExpressionError(f"cannot parse '{text}': {exc.msg} at column {exc.offset}") from None
-    except RecursionError:
-        raise ExpressionError(f"expression nests too deeply: '{text[:60]}...'") from None
-    return Expression(text=text, tree=tree, columns=frozenset(columns))
+        line, offset = exc.lineno or 1, exc.offset or 0
+        offset -= sum(1 for at in inserted if at[0] == line and at[1] < offset)
+        where = f"line {line}, column {offset}" if "\n" in written else f"column {offset}"
+        raise ExpressionError(f"cannot parse '{text}': {exc.msg} at {where}") from None
+    except (RecursionError, MemoryError):
+        raise _too_deep(text) from None
+    _check_depth(tree, text)
+    columns: set[str] = set()
+    _check(tree, text, columns)
+    expression = Expression(text=text, tree=tree, columns=frozenset(columns))
+    expression.to_sql()  # refuses an expression whose SQL would be too large
+    return expression
+
+
+def _too_deep(text: str) -> ExpressionError:
+    return ExpressionError(
+        f"expression nests more than {MAX_DEPTH} levels deep: '{text[:60]}...'; split it into "
+        "several calculation rules, each writing a column the next one reads"
+    )
+
+
+def _check_depth(tree: ast.expr, text: str) -> None:
+    """Refuse trees deeper than MAX_DEPTH, measured without recursion."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _too_deep(text)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr))
+
+
+_KEYWORDS_BEFORE_OPERAND = {"and", "or", "not", "in", "is", "if", "else", "lambda"}
+
+
+def _as_python(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """The text as Python should parse it, and the (line, column) of each character inserted.
+
+    String literals become raw (``'\\b'`` stays backslash-b, as in SQL and as a regex means it),
+    and ``if(c, a, b)`` where an operand is expected (the README's spelling) becomes ``iif(...)``;
+    ``x if (c) else y`` stays Python's conditional. Text that does not tokenize is left to
+    :func:`ast.parse` to report.
+    """
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
+                  if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.ENDMARKER)]
+    except (tokenize.TokenError, SyntaxError):
+        return text, []
+    edits: list[tuple[int, int, str, int]] = []  # line, column, text, characters it replaces
+    for number, token in enumerate(tokens):
+        if token.type == tokenize.STRING:
+            prefix = token.string[: len(token.string) - len(token.string.lstrip("rRbBuUfF"))]
+            if not prefix:
+                edits.append((*token.start, "r", 0))
+            elif prefix in ("u", "U"):
+                edits.append((*token.start, "r", 1))
+        elif token.type == tokenize.NAME and token.string == "if":
+            before = tokens[number - 1] if number else None
+            after = tokens[number + 1] if number + 1 < len(tokens) else None
+            operand_ends = before is not None and (
+                before.type in (tokenize.NUMBER, tokenize.STRING)
+                or (before.type == tokenize.NAME and before.string not in _KEYWORDS_BEFORE_OPERAND)
+                or before.string in (")", "]", "}")
+            )
+            if after is not None and after.string == "(" and not operand_ends:
+                edits.append((*token.start, "i", 0))
+    lines = text.split("\n")
+    for line, column, insert, replaces in sorted(edits, reverse=True):
+        row = lines[line - 1]
+        lines[line - 1] = row[:column] + insert + row[column + replaces:]
+    return "\n".join(lines), [(line, column + 1) for line, column, _, replaces in edits if not replaces]
+
+
+@functools.lru_cache(maxsize=512)
+def regex_problem(pattern: str) -> str | None:
+    """Why DuckDB's regex engine (RE2, the one that runs the rule) refuses ``pattern``, or None."""
+    con = duckdb.connect()
+    try:
+        con.execute("SELECT regexp_full_match('', ?)", [pattern]).fetchall()
+    except duckdb.Error as exc:
+        return str(exc).split(":", 1)[-1].strip().splitlines()[0]
+    finally:
+        con.close()
+    return None
 
 
 def _check(node: ast.AST, text: str, columns: set[str]) -> None:
@@ -123,15 +230,25 @@ def _check(node: ast.AST, text: str, columns: set[str]) -> None:
         if not isinstance(node.func, ast.Name):
             raise ExpressionError(f"in '{text}': only plain function calls are allowed")
         name = _FUNCTION_ALIASES.get(node.func.id, node.func.id)
-        if name not in _FUNCTIONS:
+        if name not in FUNCTIONS:
             raise ExpressionError(
                 f"in '{text}': unknown function '{node.func.id}'; allowed: "
-                + ", ".join(sorted(_FUNCTIONS))
+                + ", ".join(sorted(FUNCTIONS))
             )
-        _, low, high = _FUNCTIONS[name]
+        _, low, high = FUNCTIONS[name]
+        called = "if" if node.func.id == "iif" else node.func.id
         if node.keywords or len(node.args) < low or (high is not None and len(node.args) > high):
             expected = f"{low}" if low == high else f"{low} to {high or 'any number of'}"
-            raise ExpressionError(f"in '{text}': {node.func.id}() takes {expected} arguments")
+            raise ExpressionError(f"in '{text}': {called}() takes {expected} arguments")
+        position = _REGEX_FUNCTIONS.get(name)
+        pattern = node.args[position] if position is not None else None
+        if isinstance(pattern, ast.Constant) and isinstance(pattern.value, str):
+            problem = regex_problem(pattern.value)
+            if problem:
+                raise ExpressionError(
+                    f"in '{text}': {called}() pattern '{pattern.value}' is not a regular expression "
+                    f"(RE2 syntax, matched against the whole value): {problem}"
+                )
         for arg in node.args:
             _check(arg, text, columns)
         return
@@ -159,15 +276,35 @@ def _check(node: ast.AST, text: str, columns: set[str]) -> None:
     ):
         raise ExpressionError(f"in '{text}': operator {type(node.op).__name__} is not allowed")
     if isinstance(node, ast.Compare):
-        for op, right in zip(node.ops, node.comparators):
-            if isinstance(op, (ast.Is, ast.IsNot)) and not (
-                isinstance(right, ast.Constant) and right.value is None
-            ):
+        for left, op, right in zip([node.left, *node.comparators], node.ops, node.comparators):
+            if isinstance(op, (ast.Is, ast.IsNot)) and not (_is_none(left) or _is_none(right)):
                 raise ExpressionError(f"in '{text}': 'is' compares only with None")
     for child in ast.iter_child_nodes(node):
         if isinstance(child, (ast.expr_context, ast.operator, ast.unaryop, ast.boolop, ast.cmpop)):
             continue
         _check(child, text, columns)
+
+
+def _finite(sql: str) -> str:
+    """``sql`` with nan and infinities made null: where Python raises (``math.exp(1000)``,
+    ``0.0 ** -1``, ``(-8) ** 0.5`` which is not a real number) a float function gives those."""
+    return f"nullif(nullif(nullif({sql}, 'nan'::DOUBLE), 'inf'::DOUBLE), '-inf'::DOUBLE)"
+
+
+def _python_floor_division(left: str, right: str, modulo: bool) -> str:
+    """Python's ``left // right`` or ``left % right`` from SQL's, which truncate toward zero.
+
+    SQL's remainder has the sign of ``left``; where it is non-zero and the signs of remainder and
+    divisor differ, Python's quotient is one less and its remainder one divisor more. The exact
+    quotient comes from dividing the exact multiple ``left - remainder``: integers stay integers
+    (no detour through a double that would lose bits past 2**53), and on floats ``round`` removes
+    the last-bit error of that division, as Python's own float floor division does.
+    """
+    remainder = f"({left} % {right})"
+    differs = f"({remainder} <> 0 AND ({remainder} < 0) <> ({right} < 0))"
+    if modulo:
+        return f"(CASE WHEN {differs} THEN {remainder} + {right} ELSE {remainder} END)"
+    return f"(round(({left} - {remainder}) // {right}) - CASE WHEN {differs} THEN 1 ELSE 0 END)"
 
 
 def _is_none(node: ast.expr) -> bool:
@@ -176,8 +313,18 @@ def _is_none(node: ast.expr) -> bool:
 
 
 class _Compiler(ast.NodeVisitor):
-    def __init__(self, column: Callable[[str | None, str], str]) -> None:
+    def __init__(self, column: Callable[[str | None, str], str], text: str) -> None:
         self.column = column
+        self.text = text
+
+    def visit(self, node: ast.AST) -> str:
+        sql = super().visit(node)
+        if len(sql) > MAX_SQL_LENGTH:
+            raise ExpressionError(
+                f"'{self.text[:60]}' compiles to more than {MAX_SQL_LENGTH} characters of SQL (each "
+                "nested // or % repeats its operands); split it into several calculation rules"
+            )
+        return sql
 
     def visit_Constant(self, node: ast.Constant) -> str:
         return sql_literal(node.value)
@@ -192,7 +339,11 @@ class _Compiler(ast.NodeVisitor):
     def visit_BinOp(self, node: ast.BinOp) -> str:
         left, right = self.visit(node.left), self.visit(node.right)
         if isinstance(node.op, ast.Pow):
-            return f"pow({left}, {right})"
+            return _finite(f"pow({left}, {right})")
+        if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)):
+            right = f"nullif({right}, 0)"  # Python raises ZeroDivisionError: null for that row
+        if isinstance(node.op, (ast.FloorDiv, ast.Mod)):
+            return _python_floor_division(left, right, isinstance(node.op, ast.Mod))
         return f"({left} {_BINARY[type(node.op)]} {right})"
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> str:
@@ -215,10 +366,15 @@ class _Compiler(ast.NodeVisitor):
                 negate = "NOT " if isinstance(op, ast.NotIn) else ""
                 right = "(" + ", ".join(self.visit(i) for i in items) + ")"
                 parts.append(f"({left} {negate}IN {right})")
-            elif isinstance(op, (ast.Is, ast.IsNot)) or _is_none(comparator):
-                negate = isinstance(op, (ast.IsNot, ast.NotEq))
-                parts.append(f"({left} IS {'NOT ' if negate else ''}NULL)")
-                right = "NULL"
+            elif isinstance(op, (ast.Is, ast.IsNot)) or _is_none(comparator) or left == "NULL":
+                # compared with None, either side: `None != x` is `x IS NOT NULL`, as `x != None` is
+                negate = "NOT " if isinstance(op, (ast.IsNot, ast.NotEq)) else ""
+                right = self.visit(comparator)
+                subject = left if right == "NULL" else right
+                if isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)):
+                    parts.append(f"({subject} IS {negate}NULL)")
+                else:  # None < x: Python raises; SQL's unknown
+                    parts.append("CAST(NULL AS BOOLEAN)")
             else:
                 right = self.visit(comparator)
                 parts.append(f"({left} {_COMPARE[type(op)]} {right})")
@@ -233,13 +389,14 @@ class _Compiler(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> str:
         name = _FUNCTION_ALIASES.get(node.func.id, node.func.id)  # type: ignore[attr-defined]
-        template, _, _ = _FUNCTIONS[name]
+        template, _, _ = FUNCTIONS[name]
         args = [self.visit(a) for a in node.args]
-        if name == "round" and len(args) == 1:
-            args.append("0")
+        if name == "round" and len(args) == 1:  # round(x) is an integer in Python
+            return f"CAST(round_even({args[0]}, 0) AS BIGINT)"
         if name == "substr" and len(args) == 2:
             template = "substr({0}, {1})"
-        return template.format(*args, args=", ".join(args))
+        sql = template.format(*args, args=", ".join(args))
+        return _finite(sql) if name in _FINITE else sql
 
     def generic_visit(self, node: ast.AST) -> str:  # pragma: no cover - _check rejects these
         raise ExpressionError(f"{type(node).__name__} is not allowed")

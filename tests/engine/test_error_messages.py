@@ -33,11 +33,14 @@ def test_an_in_place_numeric_mapping_with_a_default_runs(run_integration):
     assert sorted(run.data["label"]) == [0, 0, 1]
 
 
-def test_a_rule_failing_on_the_data_is_named(run_integration):
-    message = failure(run_integration, rule("calculation", "n * 2", target_column="d"),
-                      rule("validation", "matches(label, '[')"))
-    assert message.startswith("transformation rule 'r' (validation: matches(label, '[')) failed on the data: ")
-    assert "missing ]" in message  # DuckDB's reason
+def test_a_pattern_read_from_the_data_that_does_not_compile_fails_its_row_not_the_run(run_integration):
+    # a literal pattern is checked when the spec is validated; one read from a column can only be
+    # judged per row: that row fails the rule (quarantined under its name), the others pass
+    patterns = LABELS.assign(pattern=["a", "[", "c"])
+    run = run_integration({"a": patterns}, transformation_rules=[rule("validation", "matches(label, pattern)")],
+                          data_quality_checks={"business_rule_check": True})
+    assert sorted(run.data["label"]) == ["a", "c"]
+    assert list(run.quarantine["_reason"]) == ["business_rule_check: rule 'r' failed (matches(label, pattern))"]
 
 
 def test_a_rule_that_cannot_bind_names_the_types_it_reads(run_integration):
