@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import fsspec
 
-from memories_dagster.connectors.inference import declares_types, lossless_csv_sql, lossless_json_sql
+from memories_dagster.connectors.inference import declares_types, lossless_csv_sql, lossless_json_sql, typed_by_values
 from memories_dagster.engine.duck import sql_string
 from memories_dagster.engine.errors import error_detail
 
@@ -214,17 +214,10 @@ def _open_excel(con: duckdb.DuckDBPyConnection, name: str, path: str, options: d
 
 
 def _typed_by_values(frame):
-    """An Arrow table whose columns take their values' type; a column of mixed kinds is text."""
+    """An Arrow table whose columns take their values' types (see ``inference.typed_by_values``)."""
     import pyarrow as pa  # on use, as pandas
 
-    arrays = []
-    for column in frame.columns:
-        values = frame[column]
-        try:
-            arrays.append(pa.array(values, from_pandas=True))
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            arrays.append(pa.array(values.map(lambda v: None if v is None or v != v else str(v)), pa.string(), from_pandas=True))
-    return pa.Table.from_arrays(arrays, names=[str(c) for c in frame.columns])
+    return pa.Table.from_arrays([typed_by_values(frame[c].tolist()) for c in frame.columns], names=[str(c) for c in frame.columns])
 
 
 _DELIMITERS = (",", ";", "\t", "|")

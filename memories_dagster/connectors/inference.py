@@ -101,3 +101,18 @@ def lossless_json_sql(con: duckdb.DuckDBPyConnection, typed: str, objects: str, 
     replaced = ", ".join(f"CASE WHEN json_type({q(c)}) = 'VARCHAR' THEN json_extract_string({q(c)}, '$') "
                          f"ELSE CAST({q(c)} AS VARCHAR) END AS {q(c)}" for c in mixed)
     return f"SELECT * REPLACE ({replaced}) FROM {typed}"
+
+
+def typed_by_values(values: list):
+    """A column typed by Arrow from its values, exactly (an integer beside nulls stays an integer;
+    pandas made it a float); values of mixed kinds (10115 here, "SW1A" there) as text, objects and
+    lists as their JSON. NaN counts as missing (pandas' mark for it)."""
+    import json
+
+    import pyarrow as pa  # on use: the code location loads this module
+
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([None if v is None or v != v else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+                         for v in values], pa.string())

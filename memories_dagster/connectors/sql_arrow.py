@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from memories_dagster.connectors.inference import typed_by_values
+
 MAX_DECIMAL_DIGITS = 38  # DuckDB's widest DECIMAL
 
 _POSTGRES = {
@@ -85,7 +87,7 @@ class ResultTypes:
             elif kind is not None:
                 arrays.append(pa.array(column, kind))
             else:
-                arrays.append(_own_type(column))
+                arrays.append(typed_by_values(list(column)))  # SQLite: a column may mix kinds
         return pa.Table.from_arrays(arrays, names=self.names)
 
     def casts(self) -> dict[str, str]:
@@ -145,14 +147,6 @@ def postgres_text_casters(dbapi_connection) -> None:
 
     as_text = ext.new_type(_POSTGRES_AS_TEXT, "MEMORIES_AS_TEXT", lambda value, cursor: value)
     ext.register_type(as_text, dbapi_connection)
-
-
-def _own_type(column: tuple) -> pa.Array:
-    """Values typed by Arrow from what they are; a column of mixed kinds (SQLite allows it) as text."""
-    try:
-        return pa.array(column)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return _as_text(column)
 
 
 def _as_text(column: tuple) -> pa.Array:

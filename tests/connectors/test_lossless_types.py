@@ -112,3 +112,16 @@ def test_excel_keeps_text_that_looks_like_missing_and_integers_as_integers(tmp_p
     assert str(table.schema.field("count").type) == "int64"
     assert table.column("count").to_pylist() == [r[1] for r in oracle]
     assert table.column("when").to_pylist() == [r[2] for r in oracle]
+
+
+def test_api_records_keep_integers_beside_nulls_and_text_beside_numbers(tmp_path, httpserver):
+    records = [{"id": 9007199254740993, "zip": 10115, "geo": {"lat": 52.52, "level": 3}},
+               {"id": None, "zip": "SW1A", "geo": {"lat": None, "level": None}},
+               {"id": 7, "zip": None, "geo": {"lat": 1.5, "level": 9007199254740995}}]
+    httpserver.expect_request("/items").respond_with_json(records)
+    table = read(tmp_path, "api", httpserver.url_for("/items"))
+    oracle = json.loads(json.dumps(records))  # Python's own reading of the JSON
+    assert str(table.schema.field("id").type) == "int64"
+    assert table.column("id").to_pylist() == [r["id"] for r in oracle]
+    assert table.column("geo_level").to_pylist() == [r["geo"]["level"] for r in oracle]
+    assert table.column("zip").to_pylist() == ["10115", "SW1A", None]
