@@ -33,6 +33,8 @@ def coercion_sql(column: str, declared: str, current_type: str) -> str | None:
     target = _SQL_TYPES[base]
     if current_type.upper() == target and not pattern:
         return None
+    if base == "decimal" and current_type.upper().startswith("DECIMAL"):
+        return None  # already exact, with its own precision and scale: a recast could round it
     ref = q(column)
     if pattern and base in ("date", "timestamp"):
         parsed = f"try_strptime(CAST({ref} AS VARCHAR), {sql_literal(pattern)})"

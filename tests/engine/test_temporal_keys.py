@@ -45,3 +45,4 @@ def test_intersection_finds_dates_among_timestamps(run_integration):
     run = run_integration({"a": DAYS[["day"]], "b": STAMPS.rename(columns={"at": "day"})[["day"]]},
                           integration_strategy={"merge_strategy": "intersection"})
     assert sorted(run.data["day"]) == [dt.date(2024, 1, 1), dt.date(2024, 1, 2)]
+
