@@ -2,7 +2,9 @@
 protocol: moto's S3 server, gcp-storage-emulator, and Azurite (from npm). Each is started by the
 test session and stopped after it."""
 
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -113,8 +115,10 @@ def test_read_and_write_partitioned_outputs_atomically(store, tmp_path, monkeypa
     project(tmp_path, connection, root, prefix)
     assert run(tmp_path, monkeypatch).success
     written = sorted(fs.find(f"{bucket}/{prefix}/out"))
-    assert [p.split("/out/", 1)[1] for p in written] == ["region=north/part--0.parquet"]
-    with fs.open(written[0], "rb") as handle:
+    data = [p.split("/out/", 1)[1] for p in written if p.endswith(".parquet")]
+    assert [re.sub("--[0-9a-f]{8}_", "--", p) for p in data] == ["region=north/part--0.parquet"]
+    assert json.loads(fs.cat(f"{bucket}/{prefix}/out/.memories-manifest"))["files"] == data  # the pipeline's own
+    with fs.open(f"{bucket}/{prefix}/out/{data[0]}", "rb") as handle:
         assert sorted(pd.read_parquet(handle)["order_id"]) == [1, 3]
     before = {p: fs.cat(p) for p in written}
     # a run that fails (the source is gone) leaves the previous objects as they were
