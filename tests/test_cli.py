@@ -223,6 +223,21 @@ def test_selecting_an_invalid_spec_fails_with_its_errors_and_runs_nothing_else(t
 
 
 @pytest.mark.slow
+def test_one_partition_of_an_invalid_partitioned_spec_fails_with_its_errors(tmp_path):
+    env = two_pipelines(tmp_path)
+    bad = tmp_path / "assets" / "integrations" / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**yaml.safe_load(bad.read_text()),
+                                   "partitions": {"type": "daily", "start": "2024-01-01", "column": "day"}}))
+    command = [str(DAGSTER), "asset", "materialize", "-m", "memories_dagster.definitions", "--select", "group:bad",
+               "--partition", "2024-02-14"]
+    result = run(command, tmp_path, env)
+    assert result.returncode != 0
+    log = result.stdout + result.stderr
+    assert f"{bad} is invalid, so its assets cannot be materialized" in log, log[-3000:]
+    assert "integration_config.data_sources[0].source_type: 'xml' is not allowed" in log
+
+
+@pytest.mark.slow
 def test_a_selection_that_matches_nothing_fails_and_runs_nothing(tmp_path):
     """Dagster's CLI runs every asset when --select matches none; the code location refuses the run."""
     env = two_pipelines(tmp_path)

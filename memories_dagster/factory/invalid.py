@@ -11,8 +11,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from memories_dagster.factory.partitions import partitions_definition
 from memories_dagster.secrets import redact
-from memories_dagster.specs.integration import asset_name
+from memories_dagster.specs.integration import PartitionsSpec, asset_name
 from memories_dagster.specs.loading import SpecError, declared_name, lenient_document
 
 INVALID_GROUP = "invalid_specs"
@@ -41,11 +42,13 @@ def invalid_spec_assets(errors: list[SpecError], taken_names: set[str]) -> list[
                 keys = [dg.AssetKey([*branch, asset_name(file.name)])]
         used_names.add(name)
         used_keys.update(keys)
-        assets.append(_failing_assets(file, error, keys, group))
+        partitions = _partitions(name, document) if group == name and not region else None
+        assets.append(_failing_assets(file, error, keys, group, partitions))
     return assets
 
 
-def _failing_assets(file: Path, error: SpecError, keys: list[dg.AssetKey], group: str) -> dg.AssetsDefinition:
+def _failing_assets(file: Path, error: SpecError, keys: list[dg.AssetKey], group: str,
+                    partitions: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
     shown = redact(str(error))  # an error may quote a URL holding a password
     logger.warning("declaration %s is invalid and was not loaded:\n%s", file, shown)
     description = "This declaration is invalid and was not loaded:\n\n" + shown
@@ -55,11 +58,20 @@ def _failing_assets(file: Path, error: SpecError, keys: list[dg.AssetKey], group
         for key in keys
     ]
 
-    @dg.multi_asset(specs=specs, name="invalid__" + "__".join(keys[0].path), can_subset=True)
+    @dg.multi_asset(specs=specs, name="invalid__" + "__".join(keys[0].path), can_subset=True, partitions_def=partitions)
     def refuse(context):  # noqa: ARG001 - Dagster passes it
         raise dg.Failure(description=f"{file} is invalid, so its assets cannot be materialized:\n{shown}", allow_retries=False)
 
     return refuse
+
+
+def _partitions(name: str, document: dict) -> dg.PartitionsDefinition | None:
+    """The pipeline's partitions when its `partitions` block is valid, so that `--partition KEY`
+    reaches the failing assets (Dagster refuses it on unpartitioned assets, hiding the errors)."""
+    try:
+        return partitions_definition(name, PartitionsSpec.model_validate(document.get("partitions")))
+    except ValueError:  # missing or itself invalid: pydantic's ValidationError is a ValueError
+        return None
 
 
 def _pipeline_keys(name: str, document: dict) -> list[dg.AssetKey]:
