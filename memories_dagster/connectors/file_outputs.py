@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +41,14 @@ from typing import Callable, Iterable, Iterator
 
 import fsspec
 
-from memories_dagster.connectors.files import ConnectorError, is_remote
+from memories_dagster.connectors.files import ConnectorError, is_remote, modified_time
 from memories_dagster.engine.tables import atomic_file, remove_path, swap_folder
 
 MANIFEST = ".memories-manifest"
 _LEGACY_STAGING = re.compile(r"\.staging-[a-z0-9_]{8}$")  # left beside outputs by writes before manifests
 _REMOTE_STAGING = ".staging-"  # prefix of the hidden upload folder inside a remote destination
 _SHOWN = 5  # foreign files named in an error
+_UPLOAD_LEFT_BEHIND = 24 * 3600  # seconds untouched after which a remote upload folder is a killed write's
 
 
 class DestinationError(ConnectorError):
@@ -240,10 +242,11 @@ class RemoteWrite:
         self.fs, self.root = fsspec.core.url_to_fs(self.destination, **storage_options)
         self.root = self.root.rstrip("/")
         if folder:
-            found = self.fs.find(self.root) if self.fs.exists(self.root) else []
-            files = [f[len(self.root) + 1:] for f in found if f.startswith(self.root + "/")]
+            found = self.fs.find(self.root, detail=True) if self.fs.exists(self.root) else {}
+            files = {f[len(self.root) + 1:]: info for f, info in found.items() if f.startswith(self.root + "/")}
             self.present = sorted(f for f in files if f != MANIFEST and not f.startswith(_REMOTE_STAGING))
             self.manifest_path = f"{self.root}/{MANIFEST}"
+            self._remove_stale_uploads(files)
         else:
             parent, name = self.root.rsplit("/", 1)
             self.present = [name] if self.fs.exists(self.root) else []
@@ -252,6 +255,18 @@ class RemoteWrite:
                     if self.fs.exists(self.manifest_path) else None)
         _claim_check(self.present, manifest, ownership, destination)
         self.staging = Path(tempfile.mkdtemp(prefix="memories-output-"))
+
+    def _remove_stale_uploads(self, files: dict[str, dict]) -> None:
+        """Remove upload folders a killed write left. Object stores have no lock that dies with
+        its process, so an upload counts as left behind once untouched for a day."""
+        newest: dict[str, float] = {}
+        for rel, info in files.items():
+            if rel.startswith(_REMOTE_STAGING):
+                upload = rel.split("/", 1)[0]
+                newest[upload] = max(newest.get(upload, 0.0), modified_time(info))
+        for upload, stamp in newest.items():
+            if time.time() - stamp > _UPLOAD_LEFT_BEHIND:
+                self.fs.rm(f"{self.root}/{upload}", recursive=True)
 
     def _claim(self, files: Iterable[str]) -> None:
         self.fs.pipe_file(self.manifest_path, json.dumps({"pipeline": self.ownership.pipeline, "files": sorted(files)}).encode())

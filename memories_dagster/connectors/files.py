@@ -293,6 +293,13 @@ def copy_options(output_format: str, destination: str) -> str:
     return f"FORMAT json, ARRAY {as_array}"
 
 
+def modified_time(info: dict) -> float:
+    """The modification time (seconds since the epoch) of an fsspec listing entry; each store
+    names it its own way."""
+    moment = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("last_modified")
+    return moment.timestamp() if hasattr(moment, "timestamp") else float(moment or 0)
+
+
 def file_signatures(pattern: str, storage_options: dict | None = None) -> dict[str, list[float]]:
     """Path -> [size, modification time] of every file matching a glob (local or fsspec URL)."""
     fs, root = fsspec.core.url_to_fs(pattern, **(storage_options or {}))
@@ -300,8 +307,7 @@ def file_signatures(pattern: str, storage_options: dict | None = None) -> dict[s
     for path, info in fs.glob(root, detail=True).items():
         if info.get("type") == "directory":
             continue
-        modified = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("last_modified")
-        stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or 0)
+        stamp = modified_time(info)
         shown = path if not is_remote(pattern) else f"{pattern.split('://', 1)[0]}://{path}"
         signatures[shown] = [float(info.get("size") or 0), stamp]
     return signatures

@@ -300,13 +300,19 @@ def test_kill_9_at_random_moments_of_repeated_commits_never_leaves_a_mix_or_noth
 # --- object stores: the same ownership rule through fsspec (moto's S3 server) -------------------
 
 
-def test_s3_destination_keeps_a_manifest_replaces_only_its_partition_and_refuses_foreign_objects(s3_store, tmp_path):
+@pytest.fixture
+def s3_target(s3_store, tmp_path):
+    """(a destination on moto's S3 server, the Access that reaches it, an s3fs filesystem)."""
     from memories_dagster.engine.tables import Access
     from memories_dagster.factory.connections import _storage_options
 
     root, connection, fs = s3_store
     access = Access(storage_options=_storage_options("s3", {k: v for k, v in connection.items() if k != "type"}))
-    target = f"{root}/{tmp_path.name}/orders"
+    return f"{root}/{tmp_path.name}/orders", access, fs
+
+
+def test_s3_destination_keeps_a_manifest_replaces_only_its_partition_and_refuses_foreign_objects(s3_target, tmp_path):
+    target, access, fs = s3_target
     config = OutputConfig(partitioning=BY_CATEGORY)
     write_output(parquet(tmp_path, "j", rows(range(0, 10), "j")), config, target, "t", Window("2024-01"), access=access)
     write_output(parquet(tmp_path, "f", rows(range(10, 20), "f")), config, target, "t", Window("2024-02"), access=access)
@@ -322,3 +328,19 @@ def test_s3_destination_keeps_a_manifest_replaces_only_its_partition_and_refuses
     with pytest.raises(DestinationError, match="theirs.parquet"):
         write_output(parquet(tmp_path, "j", rows(range(0, 10), "j")), config, target, "t", Window("2024-01"), access=access)
     assert fs.cat_file(f"{bucket_path}/category=tools/theirs.parquet") == b"someone else's"
+
+
+def test_s3_uploads_a_killed_write_left_are_removed_once_a_day_old(s3_target, tmp_path, monkeypatch):
+    import memories_dagster.connectors.file_outputs as file_outputs
+
+    target, access, fs = s3_target
+    config = OutputConfig(partitioning=BY_CATEGORY)
+    write_output(parquet(tmp_path, "j", rows(range(0, 10), "j")), config, target, "t", Window("2024-01"), access=access)
+    upload = f"{target.removeprefix('s3://')}/.staging-0123456789ab/category=tools/x.parquet"
+    fs.pipe_file(upload, b"half an upload")
+    write_output(parquet(tmp_path, "j", rows(range(0, 10), "j")), config, target, "t", Window("2024-01"), access=access)
+    assert fs.exists(upload)  # young: it may be another writer's upload in progress
+    monkeypatch.setattr(file_outputs, "_UPLOAD_LEFT_BEHIND", -1)
+    write_output(parquet(tmp_path, "j", rows(range(0, 10), "j")), config, target, "t", Window("2024-01"), access=access)
+    fs.invalidate_cache()
+    assert not fs.exists(upload)
