@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from memories_dagster.connectors.files import ConnectorError, UnavailableError
 from memories_dagster.connectors.sql_arrow import ResultTypes, postgres_text_casters, result_types
 from memories_dagster.engine.errors import error_detail
-from memories_dagster.engine.window import Window
+from memories_dagster.engine.window import Window, zone_of
 from memories_dagster.secrets import redact
 
 READ_CHUNK_ROWS = 100_000
@@ -90,8 +90,9 @@ def _unavailable(exc: Exception, detail: str) -> bool:
 def window_bounds(url: URL, window: Window, column: str) -> tuple[str, object, object]:
     """(column, low, high) of a window as the database compares them.
 
-    SQLite keeps dates as text, so its bounds are ISO strings; other databases get datetimes.
-    A dynamic window (a key, no time range) gives (column, key, None).
+    SQLite keeps dates as text, so its bounds are ISO strings; other databases get the window's
+    datetimes, in its time zone: bound as wall times (``wall``) in a session run in that zone
+    (``use_zone``). A dynamic window (a key, no time range) gives (column, key, None).
     """
     if not window.is_time:
         return column, window.key, None
@@ -99,7 +100,13 @@ def window_bounds(url: URL, window: Window, column: str) -> tuple[str, object, o
         def text(moment: dt.datetime) -> str:
             return moment.strftime("%Y-%m-%d" if moment.time() == dt.time() else "%Y-%m-%d %H:%M:%S")
         return column, text(window.start), text(window.end)
-    return column, window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
+    return column, window.start, window.end
+
+
+def wall(value: object) -> object:
+    """A bound as the session compares it: a datetime as its wall time (the session runs in its
+    zone), anything else as it is."""
+    return value.replace(tzinfo=None) if isinstance(value, dt.datetime) else value
 
 
 def window_condition(dialect: str, column: str, ranged: bool) -> str:
@@ -127,8 +134,9 @@ def read_query(
     ``params`` are bound where the query names them (``:partition_start``...). ``window_filter``
     (column, low, high) wraps the query so only rows with low <= column < high are read (high
     None: column = low), and those in no window, provided the query returns that column; the
-    session then runs in the ``window``'s time zone (see ``use_zone``). Columns keep the database's types (see ``sql_arrow``). Returns the files, whether the filter applied,
-    and the DuckDB type each decimal column (read as exact text) takes once all parts are read.
+    session then runs in the ``window``'s time zone (see ``use_zone``). Columns keep the
+    database's types (see ``sql_arrow``). Returns the files, whether the filter applied, and the
+    DuckDB type each decimal column (read as exact text) takes once all parts are read.
     """
     engine = create_engine(url, engine_options)
     quote = engine.dialect.identifier_preparer.quote
@@ -140,7 +148,7 @@ def read_query(
         with engine.connect() as conn:
             if engine.dialect.name == "postgresql":
                 postgres_text_casters(conn.connection.dbapi_connection)
-            use_zone(conn, window)
+            use_zone(conn, window.start if window else None)
             probe = conn.execute(sa.text(f"SELECT * FROM ({sql}) AS probe WHERE 1 = 0"), bound)
             types = _result_types(conn, probe)
             probe.close()
@@ -148,9 +156,9 @@ def read_query(
                 column, low, high = window_filter
                 if column in types.names:
                     filtered = True
-                    bound["window_low"] = low
+                    bound["window_low"] = wall(low)
                     if high is not None:
-                        bound["window_high"] = high
+                        bound["window_high"] = wall(high)
                     condition = window_condition(engine.dialect.name, quote(column), high is not None)
                     sql = f"SELECT * FROM ({sql}) AS source_rows WHERE {condition}"
             result = conn.execution_options(stream_results=True).execute(sa.text(sql), bound)
@@ -170,23 +178,23 @@ def read_query(
     return parts, filtered, types.casts()
 
 
-def use_zone(conn: sa.Connection, window: Window | None) -> None:
-    """Run the session in the time zone of a time window's partitions, so that the window's
-    bounds (wall times there) and the instants of TIMESTAMPTZ columns (PostgreSQL) or TIMESTAMP
-    columns (MariaDB/MySQL) meet in that zone, not in the server's. MariaDB without time zone
-    tables takes the zone's offset at the window's start."""
-    if window is None or not window.is_time:
+def use_zone(conn: sa.Connection, moment: object) -> None:
+    """Run the session in the time zone of a window's start, so that the window's bounds (wall
+    times there) and the instants of TIMESTAMPTZ columns (PostgreSQL) or TIMESTAMP columns
+    (MariaDB/MySQL) meet in that zone, not in the server's. MariaDB without time zone tables
+    takes the zone's offset at the window's start. Nothing for a key or a text bound."""
+    if not isinstance(moment, dt.datetime):
         return
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT set_config('TimeZone', :zone, false)"), {"zone": window.zone})
+        conn.execute(sa.text("SELECT set_config('TimeZone', :zone, false)"), {"zone": zone_of(moment)})
     elif conn.dialect.name in ("mysql", "mariadb"):
-        minutes = int((window.start.utcoffset() or dt.timedelta(0)).total_seconds() // 60)
-        offset = f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-        try:
-            conn.execute(sa.text("SET time_zone = :zone"), {"zone": window.zone})
-        except sa.exc.DatabaseError:  # no named zones loaded on the server
-            conn.rollback()
-            conn.execute(sa.text("SET time_zone = :zone"), {"zone": offset})
+        zone = zone_of(moment)
+        named = conn.execute(sa.text("SELECT CONVERT_TZ('2000-01-01 00:00:00', '+00:00', :zone) IS NOT NULL"),
+                             {"zone": zone}).scalar()
+        if not named:  # the server has no time zone tables
+            minutes = int((moment.utcoffset() or dt.timedelta(0)).total_seconds() // 60)
+            zone = f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+        conn.execute(sa.text("SET time_zone = :zone"), {"zone": zone})
 
 
 def _result_types(conn: sa.Connection, probe: sa.CursorResult) -> ResultTypes:
@@ -230,6 +238,7 @@ def replace_rows(
             written = _write_new_table(engine, parquet_path, schema or None, name, mode, keys)
         if written is None:  # the table exists (or another run created it meanwhile)
             with engine.begin() as conn:
+                use_zone(conn, delete_filter[1] if delete_filter else None)
                 target = _existing_table(conn, table, schema or None, name, keys, delete_filter)
                 _check_keys(parquet_path, keys)
                 if mode == "replace":
@@ -282,7 +291,7 @@ def _delete_of(target: sa.Table, delete_filter: tuple[str, object, object] | Non
     if delete_filter:
         column, low, high = delete_filter
         col = target.c[column]
-        delete = delete.where(col >= low, col < high) if high is not None else delete.where(col == low)
+        delete = delete.where(col >= wall(low), col < wall(high)) if high is not None else delete.where(col == low)
     return delete
 
 

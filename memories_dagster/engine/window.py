@@ -25,12 +25,17 @@ class Window:
     @property
     def zone(self) -> str:
         """The IANA name of the time zone the window's days are days of (UTC for naive windows)."""
-        zone = self.start.tzinfo if self.start is not None else None
-        return getattr(zone, "key", None) or str(zone or "UTC")
+        return zone_of(self.start)
 
     def params(self) -> dict[str, object]:
         """Bind parameters offered to SQL queries."""
         return {"partition_key": self.key, "partition_start": self.start, "partition_end": self.end}
+
+
+def zone_of(moment: object) -> str:
+    """The IANA name of the time zone of a datetime (UTC for a naive one or for no datetime)."""
+    zone = getattr(moment, "tzinfo", None)
+    return getattr(zone, "key", None) or str(zone or "UTC")
 
 
 def condition_sql(window: Window, column: str) -> str:

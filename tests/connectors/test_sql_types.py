@@ -113,12 +113,11 @@ def test_columns_keep_the_databases_types_across_chunks(kind_and_database, table
 INSTANTS_UTC = ["2024-01-01 14:59:59", "2024-01-01 15:00:00", "2024-01-02 09:30:00.5", "2024-01-02 15:00:00"]
 
 
-@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
-def test_a_window_of_a_zoned_partition_holds_the_instants_of_its_day_there(kind, table_name, tmp_path, request):
+def _zoned_table(kind: str, table_name: str, request):
+    """A table of instants (TIMESTAMPTZ, or MariaDB's TIMESTAMP) around 2024-01-02 in Tokyo; the
+    database, Dagster's window of that day, and the ids of the rows inside it (pandas' reading)."""
     import dagster as dg
     import pandas as pd
-
-    from memories_dagster.engine.window import Window
 
     database = request.getfixturevalue(kind)
     column = "TIMESTAMPTZ" if kind == "postgres" else "TIMESTAMP(6) NULL"
@@ -131,14 +130,42 @@ def test_a_window_of_a_zoned_partition_holds_the_instants_of_its_day_there(kind,
         conn.execute(sa.text(f"INSERT INTO {table_name} VALUES {values}"))
     span = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="Asia/Tokyo").time_window_for_partition_key("2024-01-02")
     instants = pd.to_datetime(INSTANTS_UTC, utc=True, format="ISO8601")
-    expected = [i for i, t in enumerate(instants) if span.start <= t < span.end]
+    return database, span, [i for i, t in enumerate(instants) if span.start <= t < span.end]
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
+def test_a_window_of_a_zoned_partition_holds_the_instants_of_its_day_there(kind, table_name, tmp_path, request):
+    from memories_dagster.engine.window import Window
+
+    database, span, inside = _zoned_table(kind, table_name, request)
     try:
         source = DataSource(source_name="s", source_type="sql", table=table_name,
                             connection_string=database.url.render_as_string(hide_password=False))
         out = tmp_path / "out.parquet"
         result = extract(source, source.connection_string, str(out), Window("2024-01-02", span.start, span.end), "at")
         assert result.meta["window_filter"] == "column at"
-        assert sorted(pq.read_table(out).column("id").to_pylist()) == expected == [1, 2]
+        assert sorted(pq.read_table(out).column("id").to_pylist()) == inside == [1, 2]
+    finally:
+        with database.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {table_name}"))
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
+def test_writing_a_zoned_partition_replaces_the_rows_of_its_day_there(kind, table_name, tmp_path, request):
+    from memories_dagster.engine.window import Window
+    from memories_dagster.engine.write import write_output
+    from memories_dagster.specs.integration import OutputConfig
+
+    database, span, inside = _zoned_table(kind, table_name, request)
+    fresh = tmp_path / "fresh.parquet"
+    pq.write_table(pa.table({"id": [100], "at": pa.array([span.start], pa.timestamp("us", tz="UTC"))}), fresh)
+    url = database.url.render_as_string(hide_password=False)
+    try:
+        config = OutputConfig(output_format="sql", output_destination=url, table=table_name)
+        write_output(str(fresh), config, url, table_name, Window("2024-01-02", span.start, span.end), "at")
+        with database.connect() as conn:
+            kept = sorted(r[0] for r in conn.execute(sa.text(f"SELECT id FROM {table_name}")))
+        assert kept == sorted({0, 1, 2, 3} - set(inside) | {100}) == [0, 3, 100]
     finally:
         with database.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE {table_name}"))
