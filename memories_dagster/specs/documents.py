@@ -1,8 +1,8 @@
 """Reading a declaration's text into Python values, strictly: a repeated key is an error naming
 both lines (YAML and JSON parsers keep the last one silently), YAML aliases cannot blow a small
-file up into millions of values, and YAML's booleans are YAML 1.2's, so `yes`, `no`, `on` and
-`off` stay the text they were written as (YAML 1.1 made a value map `{yes: 1, no: 0}` into
-`{True: 1, False: 0}`).
+file up into millions of values, mapping keys are the text written (as in JSON; YAML 1.1 made a
+value map `{yes: 1, no: 0}` into `{True: 1, False: 0}`, which matches no text), and other
+scalars follow YAML 1.2's core schema (`on` is text, `010` is ten, `1.5e3` a number).
 
 Every YAML or JSON file a user writes (specs, regions, resource profiles, pandera schema files)
 goes through here. Imports nothing of ours, so every layer may use it.
@@ -23,6 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 MAX_EXPANDED_VALUES = 100_000
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
@@ -42,7 +43,13 @@ class DocumentError(ValueError):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, with repeated keys refused and YAML 1.2's two booleans."""
+    """PyYAML's safe loader: mapping keys are text, repeated keys refused, YAML 1.2's scalars."""
+
+    def compose_scalar_node(self, anchor: str | None) -> ScalarNode:
+        guessed = anchor is None and self.peek_event().tag is None  # no tag written: the type is guessed from the text
+        node = super().compose_scalar_node(anchor)
+        node.plain_text = guessed and node.style is None
+        return node
 
     def compose_mapping_node(self, anchor: str | None) -> MappingNode:
         node = super().compose_mapping_node(anchor)
@@ -50,13 +57,14 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE_TAG:
                 continue  # `<<: *base` and keys overriding what it merges are YAML's merge, not a repeat
+            if getattr(key_node, "plain_text", False):
+                key_node.tag = _STR_TAG  # keys are the text written, as in JSON: {yes: 1, 010: 2} maps "yes" and "010"
             key = self.construct_object(key_node)
             first = first_of.setdefault(key, key_node)
             if first is not key_node:
                 line = key_node.start_mark.line + 1
-                same = "" if first.value == key_node.value else f" (as '{first.value}', the same value)"
                 raise DocumentError(
-                    f"key '{key_node.value}' is given twice{same}, on line {first.start_mark.line + 1} and on line "
+                    f"key '{key_node.value}' is given twice, on line {first.start_mark.line + 1} and on line "
                     f"{line}; YAML would keep only the last one: merge them into one",
                     line, key_node.start_mark.column + 1)
         return node

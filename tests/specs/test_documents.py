@@ -150,23 +150,25 @@ VALUE_MAP = textwrap.dedent("""\
           transformation_type: mapping
           source_column: answer
           target_column: subscribed
-          transformation_logic: {yes: 1, no: 0, on: 1, off: 0}
+          transformation_logic: {yes: 1, no: 0, on: 1, off: 0, true: 1, 010: 0, 1e5: 1}
       data_quality_checks: {null_check: yes, required_columns: [answer]}
     """)
 
 
-def test_unquoted_yes_and_no_keys_of_a_value_map_are_the_text_written(tmp_path):
+def test_unquoted_keys_of_a_value_map_are_the_text_written(tmp_path):
     file = tmp_path / "people.yaml"
     file.write_text(VALUE_MAP)
-    assert yaml.safe_load(VALUE_MAP)["integration_config"]["transformation_rules"][0]["transformation_logic"] == {True: 1, False: 0}
+    assert yaml.safe_load(VALUE_MAP)["integration_config"]["transformation_rules"][0]["transformation_logic"] == {
+        True: 1, False: 0, 8: 0, "1e5": 1}  # YAML 1.1: four keys folded into two booleans, 010 read as octal
+    written_map = {"yes": 1, "no": 0, "on": 1, "off": 0, "true": 1, "010": 0, "1e5": 1}
     spec = load_integration_spec(file).spec.integration_config
-    assert spec.transformation_rules[0].transformation_logic == {"yes": 1, "no": 0, "on": 1, "off": 0}
+    assert spec.transformation_rules[0].transformation_logic == written_map
     assert spec.data_quality_checks.null_check is True  # a flag still reads `yes` as true
-    people = pd.DataFrame({"id": [1, 2, 3, 4], "answer": ["yes", "no", "on", "off"]})
+    people = pd.DataFrame({"id": range(7), "answer": list(written_map)})
     people.to_parquet(tmp_path / "people.parquet", index=False)
     integrate(spec, {"people": str(tmp_path / "people.parquet")}, str(tmp_path / "out.parquet"), str(tmp_path / "q.parquet"))
     written = pd.read_parquet(tmp_path / "out.parquet").sort_values("id")
-    expected = people["answer"].map({"yes": 1, "no": 0, "on": 1, "off": 0})
+    expected = people["answer"].map(written_map)
     assert written["subscribed"].tolist() == expected.tolist()
 
 
