@@ -147,7 +147,7 @@ def _local_present(target: Path, folder: bool, destination: str) -> tuple[list[s
         if target.exists() and not target.is_dir():
             raise DestinationError(f"output_config.output_destination '{destination}' is a file, but this output "
                                    "writes a folder (partitioned, or one file per partition); name a folder")
-        files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if not p.is_dir()) if target.exists() else []
+        files = files_under(target) if target.exists() else []
         manifest_path = target / MANIFEST
         present = [f for f in files if f != MANIFEST]
     else:
@@ -216,10 +216,9 @@ class LocalWrite:
     def commit_folder(self, replaced: Callable[[str], bool]) -> list[str]:
         """Make the destination folder the staged files plus the files now there that
         ``replaced`` (given a relative path) does not pick, in one exchange."""
-        new = {p.relative_to(self.staging).as_posix() for p in self.staging.rglob("*") if not p.is_dir()}
+        new = set(files_under(self.staging))
         kept = [rel for rel in self.present if not replaced(rel) and rel not in new]
-        for rel in kept:
-            link_file(self.target / rel, self.staging / rel)
+        link_files([(self.target / rel, self.staging / rel) for rel in kept])
         files = sorted(new.union(kept))
         with atomic_file(self.staging / MANIFEST) as manifest:  # last: its presence marks the tree complete
             manifest.write_text(json.dumps({"pipeline": self.ownership.pipeline, "files": files}, indent=1))
@@ -273,7 +272,7 @@ class RemoteWrite:
 
     def commit_folder(self, replaced: Callable[[str], bool]) -> list[str]:
         """Upload the staged files, then replace the objects ``replaced`` picks with them."""
-        new = sorted(p.relative_to(self.staging).as_posix() for p in self.staging.rglob("*") if not p.is_dir())
+        new = files_under(self.staging)
         stale = [rel for rel in self.present if replaced(rel) and rel not in new]
         # A failed upload leaves the previous objects alone; the manifest names the new objects
         # before they appear, so a run killed midway leaves no object this pipeline would refuse.
@@ -347,11 +346,24 @@ def destination_problems(destination: str, ownership: Ownership, folder: bool) -
     return [], repairs
 
 
-def link_file(origin: Path, copy: Path) -> None:
-    """Hard-link ``origin`` at ``copy`` (a copy across filesystems); safe because written files
+def files_under(folder: Path) -> list[str]:
+    """Every file (and link) below ``folder``, as sorted relative POSIX paths; a listing that
+    stats nothing (os.walk reads the entry types), for folders of many thousand files."""
+    found = []
+    for parent, folders, names in os.walk(folder):
+        relative = Path(parent).relative_to(folder)
+        found += [(relative / name).as_posix() for name in names]
+        found += [(relative / name).as_posix() for name in folders if os.path.islink(os.path.join(parent, name))]
+    return sorted(found)
+
+
+def link_files(pairs: list[tuple[Path, Path]]) -> None:
+    """Hard-link each origin at its copy (a copy across filesystems); safe because written files
     are never changed in place, only replaced."""
-    copy.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(origin, copy)
-    except OSError:
-        shutil.copy2(origin, copy)
+    for folder in {copy.parent for _, copy in pairs}:
+        folder.mkdir(parents=True, exist_ok=True)
+    for origin, copy in pairs:
+        try:
+            os.link(origin, copy)
+        except OSError:
+            shutil.copy2(origin, copy)

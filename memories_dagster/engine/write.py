@@ -11,7 +11,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from memories_dagster.connectors.file_outputs import (
-    DestinationError, Ownership, destination_problems, link_file, owned_write, place_problem, protected_places,
+    DestinationError, Ownership, destination_problems, link_files, owned_write, place_problem, protected_places,
 )
 from memories_dagster.connectors.files import PART_SEPARATOR, copy_options, stem_of, suffix_for
 from memories_dagster.engine.duck import columns_of, connect, q, sql_string
@@ -173,8 +173,7 @@ def link_tree(source: Path, target: Path) -> None:
     ]
     if source.is_dir():
         target.mkdir(parents=True, exist_ok=True)
-    for origin, copy in pairs:
-        link_file(origin, copy)
+    link_files(pairs)
 
 
 def local_destination(name: str, output: OutputConfig, root: Path, partitioned: bool) -> str | None:

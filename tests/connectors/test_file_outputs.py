@@ -197,7 +197,7 @@ CHILD = textwrap.dedent("""
         setattr(module, name, wrapped)
 
     if point == "while_linking":
-        after("link_file", file_outputs, calls=3, then="before")
+        after("link", file_outputs.os, calls=3, then="before")
     elif point == "before_manifest":
         after("atomic_file", file_outputs, then="before")
     elif point == "before_swap":
