@@ -344,3 +344,16 @@ def test_s3_uploads_a_killed_write_left_are_removed_once_a_day_old(s3_target, tm
     write_output(parquet(tmp_path, "j", rows(range(0, 10), "j")), config, target, "t", Window("2024-01"), access=access)
     fs.invalidate_cache()
     assert not fs.exists(upload)
+
+
+def test_s3_single_file_is_claimed_beside_it_and_a_foreign_one_refused(s3_target, tmp_path):
+    target, access, fs = s3_target
+    csv = OutputConfig(output_format="csv")
+    write_output(parquet(tmp_path, "a", rows(range(3), "a")), csv, f"{target}.csv", "t", access=access)
+    write_output(parquet(tmp_path, "b", rows(range(4), "b")), csv, f"{target}.csv", "t", access=access)
+    path = f"{target.removeprefix('s3://')}.csv"
+    assert sorted(pd.read_csv(fs.open(path))["id"]) == [0, 1, 2, 3]
+    fs.pipe_file(f"{path}.theirs.csv", b"x\n1\n")
+    with pytest.raises(DestinationError, match="theirs.csv"):
+        write_output(parquet(tmp_path, "a", rows(range(3), "a")), csv, f"{target}.csv.theirs.csv", "t", access=access)
+    assert fs.cat_file(f"{path}.theirs.csv") == b"x\n1\n"
