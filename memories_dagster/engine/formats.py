@@ -23,7 +23,8 @@ def _date(column: str, pattern: str | None) -> str:
 
 
 def _round(column: str, digits: str | None) -> str:
-    return f"round(TRY_CAST({column} AS DOUBLE), {int(digits or 0)})"
+    # half to even, as round() in expressions and in Python: round:0 of 2.5 is 2
+    return f"round_even(TRY_CAST({column} AS DOUBLE), {int(digits or 0)})"
 
 
 FORMATTERS = {

@@ -41,10 +41,23 @@ def coercion_sql(column: str, declared: str, current_type: str) -> str | None:
         return f"CAST({parsed} AS {target})"
     if base == "string":
         return f"CAST({ref} AS VARCHAR)"
+    if base == "integer":
+        return _integer_sql(ref, current_type.upper())
     if current_type.upper() == "VARCHAR":
         # Blank text is a missing value, not a malformed one.
         return f"TRY_CAST(nullif(trim({ref}), '') AS {target})"
     return f"TRY_CAST({ref} AS {target})"
+
+
+def _integer_sql(ref: str, current_type: str) -> str:
+    """An integer only where the value is one: a cast to BIGINT would round '3.7' and 3.7 to 4,
+    rewriting the value; as Python's int('3.7') refuses it, such a value does not parse."""
+    if current_type == "VARCHAR":
+        text = f"nullif(trim({ref}), '')"
+        return f"TRY_CAST(CASE WHEN regexp_full_match({text}, '[+-]?[0-9]+') THEN {text} END AS BIGINT)"
+    if current_type in ("FLOAT", "DOUBLE", "REAL") or current_type.startswith("DECIMAL"):
+        return f"TRY_CAST(CASE WHEN {ref} = trunc({ref}) THEN {ref} END AS BIGINT)"
+    return f"TRY_CAST({ref} AS BIGINT)"
 
 
 @dataclass

@@ -271,3 +271,35 @@ def test_too_many_dependent_rule_layers_are_a_clear_error(run_integration, monke
     rules = [rule(f"r{n}", "calculation", f"{'x' if n == 0 else f'c{n - 1}'} + 1", target=f"c{n}") for n in range(5)]
     with pytest.raises(IntegrationError, match="rule 'r3' would start layer 4 of rules that each read a column"):
         run_integration({"n": NUMBERS}, transformation_rules=rules)
+
+
+def python_int(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+@pytest.mark.parametrize("values", [["3", "3.7", " 12 ", "2.5", "-4", "1e3"], [3.0, 3.7, -4.0, 2.5]])
+def test_format_check_integer_keeps_whole_numbers_and_quarantines_the_rest(run_integration, values):
+    # a cast to BIGINT made '3.7' and 3.7 the integer 4; Python's int() refuses '3.7', and 3.7 is
+    # not a whole number: both are values that do not parse, quarantined with their text
+    frame = pd.DataFrame({"id": range(len(values)), "n": values})
+    run = run_integration({"raw": frame}, data_quality_checks={"format_check": True, "columns": {"n": "integer"}})
+    if isinstance(values[0], str):  # oracle: Python's int() of the text
+        whole = {i: python_int(v) for i, v in enumerate(values)}
+    else:  # oracle: Python's float.is_integer()
+        whole = {i: int(v) if v.is_integer() else None for i, v in enumerate(values)}
+    kept = dict(zip(run.data["id"], run.data["n"]))
+    assert kept == {i: v for i, v in whole.items() if v is not None}
+    assert len(run.quarantine) == sum(v is None for v in whole.values())
+
+
+def test_round_format_rounds_half_to_even_like_round_in_expressions(run_integration):
+    values = [2.5, 3.5, -2.5, 0.125, 2.675, 1.005]
+    frame = pd.DataFrame({"id": range(len(values)), "x": values})
+    run = run_integration({"raw": frame}, transformation_rules=[
+        rule("r0", "formatting", "round:0", "x", "r0"), rule("r2", "formatting", "round:2", "x", "r2")])
+    data = run.data.sort_values("id")
+    assert list(data["r0"]) == [float(round(v)) for v in values]  # Python's round
+    assert list(data["r2"]) == [round(v, 2) for v in values]
