@@ -172,12 +172,18 @@ def _object_without_repeats(s_and_end, strict, scan_once, object_hook, object_pa
         seen: dict[str, int] = {}
         for key, at in _keys_at(text, start, scan_once):
             if key in seen:
-                first, line = text.count("\n", 0, seen[key]) + 1, text.count("\n", 0, at) + 1
-                raise DocumentError(
-                    f"key \"{key}\" is given twice, on line {first} and on line {line}; JSON readers would keep "
-                    "only the last one: merge them into one", line, at - text.rfind("\n", 0, at))
+                (first, first_column), (line, column) = _place(text, seen[key]), _place(text, at)
+                where = f"on line {first} and on line {line}" if first != line else \
+                    f"on line {line}, columns {first_column} and {column}"
+                raise DocumentError(f"key \"{key}\" is given twice, {where}; JSON readers would keep only the last "
+                                    "one: merge them into one", line, column)
             seen[key] = at
     return dict(pairs), end
+
+
+def _place(text: str, offset: int) -> tuple[int, int]:
+    """(line, column), both from 1, of ``offset`` in ``text``."""
+    return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
 
 
 def _keys_at(text: str, start: int, scan_once) -> list[tuple[str, int]]:

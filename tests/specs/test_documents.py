@@ -69,13 +69,16 @@ def test_a_repeated_json_key_names_the_key_and_both_lines(tmp_path):
 
 
 def test_a_mapping_rule_written_as_a_json_string_refuses_a_repeated_value(tmp_path):
+    logic = '{"EUR": 1.1, "EUR": 1.2}'
+    assert json.loads(logic) == {"EUR": 1.2}  # json keeps the last
     file = tmp_path / "p.yaml"
     file.write_text(yaml.safe_dump({"integration_config": {
         "data_sources": [{"source_name": "a", "source_type": "csv", "connection_string": "a.csv"}],
         "transformation_rules": [{"rule_name": "rate", "transformation_type": "mapping", "source_column": "c",
-                                  "transformation_logic": '{"EUR": 1.1, "EUR": 1.2}'}]}}))
+                                  "transformation_logic": logic}]}}))
+    columns = logic.index('"EUR"') + 1, logic.rindex('"EUR"') + 1
     with pytest.raises(SpecError, match=r"transformation_rules\[0\]: a mapping's transformation_logic must be a JSON "
-                                        r"object: key \"EUR\" is given twice"):
+                                        rf"object: key \"EUR\" is given twice, on line 1, columns {columns[0]} and {columns[1]}"):
         load_integration_spec(file)
 
 
