@@ -60,8 +60,10 @@ def write_json(path: Path, data: Any) -> None:
         staged.write_text(json.dumps(data, indent=2, default=str))
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_RENAMEAT2 = getattr(_LIBC, "renameat2", None)  # Linux (glibc 2.28+); elsewhere, two renames
+try:
+    _RENAMEAT2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # Linux (glibc 2.28+, musl 1.2.4+)
+except (OSError, TypeError):  # no C library to open by that name (Windows): two renames
+    _RENAMEAT2 = None
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
