@@ -18,8 +18,8 @@ from json.scanner import py_make_scanner
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-# Aliases may expand a document to this many values, however few are written; a document
-# without aliases is never refused for its size.
+# Aliases may add this many values to those a document writes out; a document without aliases is
+# never refused for its size.
 MAX_EXPANDED_VALUES = 100_000
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -104,8 +104,9 @@ _StrictLoader.add_constructor(_INT_TAG, _core_int)
 
 def _refuse_alias_bombs(root: Node) -> None:
     """Count the values the document becomes once every alias is expanded, without expanding it."""
-    size: dict[int, int] = {}  # id(node) -> values it expands to
+    size: dict[int, int] = {}  # id(node) -> values it expands to (memoized: counting stays linear)
     open_nodes: set[int] = set()
+    first_too_large: Node | None = None  # the innermost value past the limit, to point at
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
         node, children_done = stack.pop()
@@ -115,12 +116,8 @@ def _refuse_alias_bombs(root: Node) -> None:
         if children_done:
             open_nodes.discard(id(node))
             size[id(node)] = 1 + sum(size[id(child)] for child in children)
-            if size[id(node)] > MAX_EXPANDED_VALUES:
-                raise DocumentError(
-                    f"its aliases (*name) expand it to more than {MAX_EXPANDED_VALUES:,} values; an alias "
-                    "repeats the whole value its anchor (&name) marks, so aliases of aliases multiply. "
-                    "Write the values out, or use fewer levels of aliases",
-                    node.start_mark.line + 1, node.start_mark.column + 1)
+            if first_too_large is None and size[id(node)] > MAX_EXPANDED_VALUES:
+                first_too_large = node
             continue
         if id(node) in open_nodes:
             raise DocumentError(
@@ -129,6 +126,12 @@ def _refuse_alias_bombs(root: Node) -> None:
         open_nodes.add(id(node))
         stack.append((node, True))
         stack.extend((child, False) for child in children if id(child) not in size)
+    if size[id(root)] - len(size) > MAX_EXPANDED_VALUES:  # values added by aliases, beyond those written
+        where = first_too_large or root
+        raise DocumentError(
+            f"its aliases (*name) add more than {MAX_EXPANDED_VALUES:,} values to those written; an alias repeats the "
+            "whole value its anchor (&name) marks, so aliases of aliases multiply. Write the values out, or use "
+            "fewer levels of aliases", where.start_mark.line + 1, where.start_mark.column + 1)
 
 
 def _children(node: Node) -> list[Node]:

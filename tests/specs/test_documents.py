@@ -126,7 +126,7 @@ def test_an_alias_bomb_is_refused_quickly(tmp_path):
     assert time.perf_counter() - started < 1.0
     message = str(caught.value)
     assert message.startswith(f"{file}: invalid YAML at line "), message
-    assert "aliases (*name) expand it to more than 100,000 values" in message
+    assert "aliases (*name) add more than 100,000 values to those written" in message
 
 
 def test_a_few_aliases_are_fine(tmp_path):
@@ -228,3 +228,15 @@ def test_scalars_follow_the_yaml_1_2_core_schema(tmp_path):
         "Leading zero": 10,
     }
     assert [type(v) for v in read["Integers"] + read["Floats"]] == [int] * 4 + [float] * 5
+
+
+def test_the_alias_limit_counts_only_what_aliases_add(monkeypatch):
+    from memories_dagster.specs import documents
+
+    monkeypatch.setattr(documents, "MAX_EXPANDED_VALUES", 50)
+    written = "m: {" + ", ".join(f"k{i}: {i}" for i in range(60)) + "}\n"  # 121 values, no alias
+    assert len(documents.parse_yaml(written)["m"]) == 60
+    repeated = "a: &a [" + ", ".join(str(i) for i in range(30)) + "]\nb: [*a, *a]\n"  # aliases add 62
+    assert documents.parse_yaml(repeated.replace("*a, *a", "*a"))["b"] == [list(range(30))]  # they add 31
+    with pytest.raises(documents.DocumentError, match="aliases .* add more than 50 values to those written"):
+        documents.parse_yaml(repeated)
