@@ -195,22 +195,46 @@ def _open_excel(con: duckdb.DuckDBPyConnection, name: str, path: str, options: d
     import pandas as pd  # on use: pandas adds 0.2 s to every start of the code location
 
     with fsspec.open(path, "rb", **storage_options) as handle:
-        if zipfile.is_zipfile(handle):
-            entries = zipfile.ZipFile(handle).namelist()
-            if not any(e.startswith("xl/workbook.") for e in entries):  # .xlsx/.xlsm/.xlsb keep it there
-                shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-                raise ValueError(
-                    f"it is a zip archive, not an Excel workbook: it holds {shown or 'nothing'}; "
-                    "unzip it and point connection_string at the workbook (or the file) inside"
-                )
+        _check_workbook(handle)
         handle.seek(0)
         # Cells as openpyxl gives them: only an empty cell is missing (pandas' defaults make the
         # text NA, null, None, N/A missing too), and no column is coerced to one dtype (pandas
         # makes integers floats beside an empty cell); Arrow types each column from its values.
         reading = {"dtype": object, "keep_default_na": False, "na_values": [""], **options}
-        frame = pd.read_excel(handle, sheet_name=sheet if sheet is not None else 0, **reading)
+        try:
+            frame = pd.read_excel(handle, sheet_name=sheet if sheet is not None else 0, **reading)
+        except (KeyError, zipfile.BadZipFile, EOFError) as exc:  # openpyxl's words for a broken archive
+            raise ValueError(f"it is a damaged Excel workbook ({error_detail(exc)}); save it again from Excel") from None
     con.register(f"{name}__excel", _typed_by_values(frame))
     con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT * FROM "{name}__excel"')
+
+
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of .xls workbooks
+
+
+def _check_workbook(handle) -> None:
+    """Refuse, in words a user can act on, a file that is no Excel workbook: a zip archive of
+    other files (.xlsx workbooks are zip archives holding xl/workbook.xml), or something else."""
+    if zipfile.is_zipfile(handle):
+        entries = zipfile.ZipFile(handle).namelist()
+        if not any(e.startswith("xl/workbook.") for e in entries):  # .xlsx/.xlsm/.xlsb keep it there
+            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+            raise ValueError(
+                f"it is a zip archive, not an Excel workbook: it holds {shown or 'nothing'}; "
+                "unzip it and point connection_string at the workbook (or the file) inside"
+            )
+        return
+    handle.seek(0)
+    start = handle.read(512)
+    if start.startswith(_OLE2) or start.startswith(b"PK"):  # .xls, or a zip cut short (pandas says how)
+        return
+    try:
+        text = start.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    kind = f"it is text beginning {text[:40]!r}; if it is CSV, set source_type: csv" if text is not None and text.strip() \
+        else f"it begins with the bytes {start[:16]!r}"
+    raise ValueError(f"it is not an Excel workbook (an .xlsx is a zip archive, an .xls an OLE2 file): {kind}")
 
 
 def _typed_by_values(frame):
