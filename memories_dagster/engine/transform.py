@@ -73,17 +73,17 @@ def mapping_sql(column: str, values: dict[str, object], in_place: bool) -> tuple
     """CASE expression of a value map and the SQL that is true where a value had no entry."""
     default = values.get("*")
     entries = {k: v for k, v in values.items() if k != "*"}
-    numeric = _maps_to_numbers(values)
+    typed = _kind(values) is not None
     source = f"CAST({q(column)} AS VARCHAR)"
 
-    def result(value: object) -> str:  # numbers stay numbers unless the map mixes kinds
-        return sql_literal(value) if numeric or value is None else sql_literal(str(value))
+    def result(value: object) -> str:  # numbers and booleans keep their type unless the map mixes kinds
+        return sql_literal(value) if typed or value is None else sql_literal(str(value))
 
     cases = " ".join(f"WHEN {sql_literal(str(k))} THEN {result(v)}" for k, v in entries.items())
     if "*" in values:
         fallback = result(default)
     elif in_place:
-        fallback = q(column) if numeric else source
+        fallback = q(column) if typed else source
     else:
         fallback = "NULL"
     known = ", ".join(sql_literal(str(k)) for k in entries) or "NULL"
@@ -91,8 +91,14 @@ def mapping_sql(column: str, values: dict[str, object], in_place: bool) -> tuple
     return f"CASE {source} {cases} ELSE {fallback} END", unknown
 
 
-def _maps_to_numbers(values: dict[str, object]) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values())
+def _kind(values: dict[str, object]) -> str | None:
+    """'numbers' or 'booleans' when every value of the map (nulls aside) is one, else None: text."""
+    present = [v for v in values.values() if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return "booleans"
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return "numbers"
+    return None
 
 
 def apply_rules(
@@ -210,14 +216,16 @@ def _rule_sql(con: duckdb.DuckDBPyConnection, sql: str, probe: str, rule: Transf
 
 def _check_in_place_mapping(con: duckdb.DuckDBPyConnection, sql: str, probe: str, rule: TransformationRule,
                             column: str) -> None:
-    """A map to numbers cannot run in place on a text column: the values it does not list stay
-    text, and a column holds one type. Say so, with such a value, before DuckDB's CASE error."""
+    """A map to numbers (or booleans) cannot run in place on a column of another type: the values
+    it does not list keep their type, and a column holds one type. Say so, with such a value,
+    before DuckDB's CASE error (or a cast that fails on some row)."""
     values = rule.transformation_logic
     assert isinstance(values, dict)
-    if not _maps_to_numbers(values) or "*" in values:
+    kind = _kind(values)
+    if kind is None or "*" in values:
         return
     current = columns_of(con, probe)[column]
-    if is_numeric(current):
+    if is_numeric(current) if kind == "numbers" else current == "BOOLEAN":
         return
     known = ", ".join(sql_literal(str(k)) for k in values)
     unmapped = con.execute(
@@ -226,10 +234,11 @@ def _check_in_place_mapping(con: duckdb.DuckDBPyConnection, sql: str, probe: str
     ).fetchone()
     example = f" (e.g. {unmapped[0]!r})" if unmapped else ""
     raise IntegrationError(
-        f"transformation rule '{rule.rule_name}' maps column '{column}' ({current}) in place to numbers, "
+        f"transformation rule '{rule.rule_name}' maps column '{column}' ({current}) in place to {kind}, "
         f"but the values it does not list{example} would keep their type ({current}), and a column holds one type; "
-        f"write the numbers to a new column with `target_column` (unlisted values become null and "
-        f"count as failures), add a default entry \"*\" (e.g. \"*\": 0), or quote the numbers to map to text"
+        f"write the {kind} to a new column with `target_column` (unlisted values become null and "
+        f"count as failures), add a default entry \"*\" (e.g. \"*\": {'0' if kind == 'numbers' else 'false'}), "
+        f"or quote the {kind} to map to text"
     )
 
 

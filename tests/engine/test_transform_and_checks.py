@@ -303,3 +303,17 @@ def test_round_format_rounds_half_to_even_like_round_in_expressions(run_integrat
     data = run.data.sort_values("id")
     assert list(data["r0"]) == [float(round(v)) for v in values]  # Python's round
     assert list(data["r2"]) == [round(v, 2) for v in values]
+
+
+def test_a_map_to_booleans_gives_booleans_and_in_place_on_text_says_what_to_do(run_integration):
+    answers = pd.DataFrame({"id": [1, 2, 3, 4], "answer": ["yes", "no", "maybe", None]})
+    values = {"yes": True, "no": False}
+    run = run_integration({"a": answers}, transformation_rules=[
+        rule("agreed", "mapping", values, "answer", "agreed")])
+    data = run.data.sort_values("id")
+    # oracle: Python's own lookup; booleans stay booleans (they were the text 'True'/'False')
+    assert list(data["agreed"]) == [values.get(a) for a in answers["answer"]]
+    assert {t["rule"]: t["failed_rows"] for t in run.report["transformations"]} == {"agreed": 1}  # maybe
+    with pytest.raises(IntegrationError, match=r"maps column 'answer' \(VARCHAR\) in place to booleans, but the "
+                                               r"values it does not list \(e.g. 'maybe'\) would keep their type"):
+        run_integration({"a": answers}, transformation_rules=[rule("agreed", "mapping", values, "answer")])
