@@ -25,7 +25,7 @@ logger = logging.getLogger("memories_dagster")
 def invalid_spec_assets(errors: list[SpecError], taken_names: set[str]) -> list[dg.AssetsDefinition]:
     """One failing multi-asset per broken file. A file whose name is taken (by a valid declaration
     or an earlier broken one) goes to group ``invalid_specs`` under ``invalid_specs/<file>``,
-    since its keys would clash."""
+    since its keys would clash; a region whose sources cannot be read keeps its group under that key."""
     used_names, used_keys = set(taken_names), set()
     assets = []
     for error in errors:
@@ -33,16 +33,17 @@ def invalid_spec_assets(errors: list[SpecError], taken_names: set[str]) -> list[
         region = file.parent.name == "earth"  # regions live in earth/; their fallback keys get their own branch
         document = lenient_document(file)
         name = declared_name(file, document)
-        keys = (_region_keys if region else _pipeline_keys)(name, document) if name not in used_names else []
-        group = name if keys else INVALID_GROUP
-        if not keys:
+        taken = name in used_names
+        keys = [] if taken else (_region_keys if region else _pipeline_keys)(name, document)
+        group = INVALID_GROUP if taken else name
+        if not keys:  # taken, or a region whose sources cannot be read
             branch = [INVALID_GROUP, "earth"] if region else [INVALID_GROUP]
             keys = [dg.AssetKey([*branch, asset_name(file.stem)])]
             if keys[0] in used_keys:  # orders.yaml and orders.json both broken
                 keys = [dg.AssetKey([*branch, asset_name(file.name)])]
         used_names.add(name)
         used_keys.update(keys)
-        partitions = _partitions(name, document) if group == name and not region else None
+        partitions = None if taken or region else _partitions(name, document)
         assets.append(_failing_assets(file, error, keys, group, partitions))
     return assets
 

@@ -35,8 +35,10 @@ def test_a_broken_region_keeps_its_declared_sources_and_analyzers(assets):
     (assets / "earth" / "fells.yaml").write_text(yaml.safe_dump(
         {"bbox": [0, 0, 1, 1], "crs": "EPSG:999999", "resolution": 30,
          "sources": {"terrain": {"path": "dem.tif"}}, "analyzers": {"terrain": {}, "vegetation": {}}}))
+    (assets / "earth" / "moors.yaml").write_text("bbox: [\n")
     assert groups(build_definitions()) == {
-        "fells/earth/terrain": "fells", "fells/analysis/terrain": "fells", "fells/analysis/vegetation": "fells"}
+        "fells/earth/terrain": "fells", "fells/analysis/terrain": "fells", "fells/analysis/vegetation": "fells",
+        "invalid_specs/earth/moors": "moors"}
 
 
 def test_names_already_taken_fall_back_to_invalid_specs_without_clashing(assets):
