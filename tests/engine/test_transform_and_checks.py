@@ -317,3 +317,11 @@ def test_a_map_to_booleans_gives_booleans_and_in_place_on_text_says_what_to_do(r
     with pytest.raises(IntegrationError, match=r"maps column 'answer' \(VARCHAR\) in place to booleans, but the "
                                                r"values it does not list \(e.g. 'maybe'\) would keep their type"):
         run_integration({"a": answers}, transformation_rules=[rule("agreed", "mapping", values, "answer")])
+
+
+def test_a_null_in_a_map_to_numbers_keeps_the_numbers_numbers(run_integration):
+    answers = pd.DataFrame({"id": [1, 2, 3], "size": ["s", "m", "l"]})
+    values = {"s": 1, "m": 2.5, "l": None}
+    run = run_integration({"a": answers}, transformation_rules=[rule("n", "mapping", values, "size", "n")])
+    data = run.data.sort_values("id")
+    assert list(data["n"].fillna(-1)) == [1, 2.5, -1]  # were the text '1', '2.5'
