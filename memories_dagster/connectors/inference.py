@@ -42,23 +42,29 @@ def lossless_csv_sql(con: duckdb.DuckDBPyConnection, typed: str, raw: str) -> st
     for column, kind in sniffed.items():
         value = q(column)
         checks.append(f"bool_and({value} IS NULL OR {_keeps_text(value, kind)})")
-        checks.append(f"bool_and({value} IS NULL OR regexp_full_match({value}, '{_PLAIN_DECIMAL}'))")
-        checks.append(f"max(CASE WHEN contains({value}, '.') THEN length({value}) - strpos({value}, '.') ELSE 0 END)")
-        checks.append(f"max(length(ltrim(split_part({value}, '.', 1), '-')))")
-    found = con.execute(f"SELECT {', '.join(checks)} FROM {raw}").fetchone()
+        if _is_number(kind):  # may be plain decimals instead
+            checks.append(f"bool_and({value} IS NULL OR regexp_full_match({value}, '{_PLAIN_DECIMAL}'))")
+            checks.append(f"max(CASE WHEN contains({value}, '.') THEN length({value}) - strpos({value}, '.') ELSE 0 END)")
+            checks.append(f"max(length(ltrim(split_part({value}, '.', 1), '-')))")
+    found = iter(con.execute(f"SELECT {', '.join(checks)} FROM {raw}").fetchone())
     casts = []
-    for i, (column, kind) in enumerate(sniffed.items()):
-        keeps_text, plain, scale, digits = found[4 * i: 4 * i + 4]
+    for column, kind in sniffed.items():
+        keeps_text = next(found)
+        plain, scale, digits = (next(found), next(found), next(found)) if _is_number(kind) else (False, 0, 0)
         target = _chosen(kind, bool(keeps_text), bool(plain), scale or 0, digits or 0)
         if target != "VARCHAR":
             casts.append(f"CAST({q(column)} AS {target}) AS {q(column)}")
     return f"SELECT * REPLACE ({', '.join(casts)}) FROM {raw}" if casts else f"SELECT * FROM {raw}"
 
 
+def _is_number(kind: str) -> bool:
+    return kind in _INTEGERS or kind in ("DOUBLE", "FLOAT") or kind.startswith("DECIMAL")
+
+
 def _chosen(kind: str, keeps_text: bool, plain: bool, scale: int, digits: int) -> str:
     if keeps_text and kind not in ("DOUBLE", "FLOAT"):
         return kind
-    if kind in _INTEGERS | {"DOUBLE", "FLOAT"} or kind.startswith("DECIMAL"):
+    if _is_number(kind):
         if plain and digits + scale <= _MAX_DIGITS:
             return f"DECIMAL({18 if digits + scale <= 18 else _MAX_DIGITS}, {scale})"
         if keeps_text:
