@@ -277,6 +277,19 @@ class TransformationRule(Strict):
     target_column: str | None = None
     transformation_logic: str | dict[str, Any]
 
+    @field_validator("transformation_logic", mode="before")
+    @classmethod
+    def _keys_are_text(cls, logic: Any) -> Any:
+        """A value map's keys are compared with the column's text; a key that is not text was
+        most likely made a boolean or a number by a YAML 1.1 reader (Dagster's, for defs.yaml)."""
+        typed = [key for key in logic if not isinstance(key, str)] if isinstance(logic, dict) else []
+        if typed:
+            raise ValueError(
+                f"the keys of a value map are text, but {', '.join(repr(k) for k in typed)} "
+                f"{'is' if len(typed) == 1 else 'are'} not: quote them ('yes': 1, '010': 2); a YAML 1.1 reader, "
+                "such as Dagster's for defs.yaml, reads unquoted yes/no/on/off/true/false as booleans and 010 as 8")
+        return logic
+
     @model_validator(mode="after")
     def _check_logic(self) -> TransformationRule:
         kind, logic = self.transformation_type, self.transformation_logic
