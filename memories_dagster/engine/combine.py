@@ -7,6 +7,7 @@ caller uses them to account for every input row.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -175,7 +176,7 @@ class _Joiner:
             left.lineage.append(f"{source.name}.{right}")
             if self.join_type in ("right", "outer") and physical not in {f for f, _ in folded}:
                 kind = folded_type(ltype, source.types[right])
-                both = f"{a}, {b}" if kind == ltype else f"CAST({a} AS {kind}), CAST({b} AS {kind})"
+                both = f"{a}, {b}" if _compatible(ltype, source.types[right]) else f"CAST({a} AS {kind}), CAST({b} AS {kind})"
                 folded.append((physical, f"coalesce({both}) AS {q(physical)}"))
                 left.holders[0] = (owner, physical, kind)
         replace = f" REPLACE ({', '.join(sql for _, sql in folded)})" if folded else ""
@@ -199,8 +200,10 @@ class _Joiner:
             types = [t for _, _, t in holders]
             numeric = all(is_numeric(t) for t in types)
             alike = all(_compatible(types[0], t) for t in types)
-            # values of different kinds (a number here, text there) meet as text
-            refs = [q(p) if alike else f"CAST({q(p)} AS VARCHAR)" for _, p, _ in holders]
+            # values of different kinds meet as the type that holds them all: dates beside
+            # timestamps as timestamps, a number here and text there as text
+            common = functools.reduce(folded_type, types)
+            refs = [q(p) if alike else f"CAST({q(p)} AS {common})" for _, p, _ in holders]
             how = rule
             if rule == "custom":
                 expression = custom.pop(column.name.lower(), None)
@@ -302,11 +305,12 @@ def key_condition(a: str, a_type: str, b: str, b_type: str) -> str:
 
 
 def folded_type(a_type: str, b_type: str) -> str:
-    """The type of a key column that holds the keys of both sides (outer and right joins): a
-    DATE beside a TIMESTAMP is a TIMESTAMP, so neither loses anything; other kinds are text."""
+    """The type of a column that holds the values of both sides (a key folded by an outer or
+    right join, a resolved conflict): a DATE beside a TIMESTAMP (of any precision or zone) is a
+    TIMESTAMP, so neither loses anything; other different kinds are text."""
     if _compatible(a_type, b_type):
         return a_type
-    if {_family(a_type), _family(b_type)} == {"DATE", "TIMESTAMP"}:
+    if {_family(a_type), _family(b_type)} <= {"DATE", "TIMESTAMP"}:
         return "TIMESTAMP"
     return "VARCHAR"
 

@@ -46,3 +46,14 @@ def test_intersection_finds_dates_among_timestamps(run_integration):
                           integration_strategy={"merge_strategy": "intersection"})
     assert sorted(run.data["day"]) == [dt.date(2024, 1, 1), dt.date(2024, 1, 2)]
 
+
+
+def test_a_conflict_between_a_date_and_a_timestamp_resolves_as_timestamps(run_integration):
+    first = pd.DataFrame({"id": [1, 2, 3], "seen": [dt.date(2024, 1, 1), None, dt.date(2024, 3, 1)]})
+    second = pd.DataFrame({"id": [1, 2, 3], "seen": pd.to_datetime(["2024-05-05 10:00", "2024-01-02 10:30:00.25", None], format="ISO8601")})
+    run = run_integration({"a": first, "b": second}, integration_strategy={
+        "join_type": "inner", "join_keys": [{"source1_key": "id", "source2_key": "id"}], "conflict_resolution": "first"})
+    oracle = pd.to_datetime(first["seen"]).combine_first(second["seen"])
+    got = run.data.sort_values("id")["seen"]
+    assert pd.api.types.is_datetime64_any_dtype(got)
+    assert list(got) == list(oracle)
