@@ -31,15 +31,16 @@ class MemoriesSettings(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Refuse a run of the implicit asset job that selects nothing: `dagster asset materialize
-        --select` whose selection matched no asset (a misspelled group) runs every asset of the
-        code location and exits 0. Every asset here needs this resource, so such a run does nothing."""
+        --select` or `dg launch --assets` whose selection matched no asset (a misspelled group) runs
+        every asset of the code location and exits 0. Every asset here needs this resource, so such
+        a run does nothing."""
         run = context.run
         if run is not None and run.job_name == IMPLICIT_ASSET_JOB and run.asset_selection is None and (
                 run.asset_check_selection is None):
             raise dg.Failure(description=(
                 "the run selects no asset, so Dagster would materialize every asset of the code location: the "
-                "selection (dagster asset materialize --select ...) matched nothing; check its spelling against "
-                "`dagster asset list -m memories_dagster.definitions`, or select every asset with --select '*'"),
+                "selection (`dagster asset materialize --select`, `dg launch --assets`) matched nothing; check its "
+                "spelling against `dagster asset list -m memories_dagster.definitions`, or select every asset with '*'"),
                 allow_retries=False)
 
     def staging_dir(self) -> Path:

@@ -246,6 +246,10 @@ def test_a_selection_that_matches_nothing_fails_and_runs_nothing(tmp_path):
     assert result.returncode != 0, result.stderr[-3000:]
     assert "the run selects no asset, so Dagster would materialize every asset" in result.stdout + result.stderr
     assert not (tmp_path / "output").exists()
+    launched = run([str(DAGSTER.with_name("dg")), "launch", "--assets", "group:goood"], PROJECT, env)  # dg: same
+    assert launched.returncode != 0, launched.stderr[-3000:]
+    assert "the run selects no asset, so Dagster would materialize every asset" in launched.stdout + launched.stderr
+    assert not (tmp_path / "output").exists()
 
 
 def test_validate_takes_pipeline_names_and_refuses_unknown_ones_with_the_known(tmp_path):
