@@ -330,7 +330,7 @@ def _insert(conn: sa.Connection, parquet_path: str, target: sa.Table | None, mod
     written = 0
     for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=WRITE_CHUNK_ROWS * 10):
         batch, types = _exact_decimals(batch, conn.dialect)
-        frame = batch.to_pandas()
+        frame = batch.to_pandas(types_mapper=_nullable_integer)
         if mode == "upsert":  # one row per key: the last one given wins, over earlier batches too
             frame = frame.drop_duplicates(subset=keys, keep="last")
             if target is not None:
@@ -343,6 +343,15 @@ def _insert(conn: sa.Connection, parquet_path: str, target: sa.Table | None, mod
             target = sa.Table(new_name, sa.MetaData(), schema=schema, autoload_with=conn)
         written += len(frame)
     return written
+
+
+def _nullable_integer(arrow_type: pa.DataType):
+    """pandas' nullable integer dtype for an Arrow integer type: by default pandas makes an
+    integer column with a null float64 (9007199254740993 became 9007199254740992, in a FLOAT
+    column of a new table)."""
+    if pa.types.is_integer(arrow_type):
+        return pd.api.types.pandas_dtype(str(arrow_type).capitalize().replace("Uint", "UInt"))
+    return None
 
 
 def _exact_decimals(batch: pa.RecordBatch, dialect: sa.Dialect) -> tuple[pa.RecordBatch, dict[str, sa.types.TypeEngine]]:

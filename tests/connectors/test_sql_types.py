@@ -169,3 +169,26 @@ def test_writing_a_zoned_partition_replaces_the_rows_of_its_day_there(kind, tabl
     finally:
         with database.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE {table_name}"))
+
+
+def test_integers_beside_nulls_are_written_exactly(kind_and_database, table_name, tmp_path):
+    from memories_dagster.engine.write import write_output
+    from memories_dagster.specs.integration import OutputConfig
+
+    _, database = kind_and_database
+    rows = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"id": pa.array([9007199254740993, None, -9223372036854775808], pa.int64()),
+                             "n": pa.array([None, 7, 8], pa.int32())}), rows)
+    url = database.url.render_as_string(hide_password=False)
+    try:
+        for mode in ("replace", "append"):  # into a new table, then into the existing one
+            write_output(str(rows), OutputConfig(output_format="sql", output_destination=url, table=table_name, mode=mode),
+                         url, table_name)
+        with database.connect() as conn:
+            got = [tuple(r) for r in conn.execute(sa.text(f"SELECT id, n FROM {table_name}"))]
+        expected = [(9007199254740993, None), (None, 7), (-9223372036854775808, 8)]
+        assert sorted(got, key=repr) == sorted(expected * 2, key=repr)
+        assert all(type(v) is int for row in got for v in row if v is not None)
+    finally:
+        with database.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table_name}"))
