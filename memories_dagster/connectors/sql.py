@@ -378,5 +378,6 @@ def _delete_keys(conn: sa.Connection, target: sa.Table, incoming: pd.DataFrame, 
         if len(keys) == 1:
             selector = columns[0].in_(chunk[keys[0]].tolist())
         else:
-            selector = sa.tuple_(*columns).in_(list(chunk.itertuples(index=False, name=None)))
+            # tolist gives Python values (itertuples gives numpy scalars of nullable columns, which drivers refuse)
+            selector = sa.tuple_(*columns).in_(list(zip(*(chunk[k].tolist() for k in keys))))
         conn.execute(target.delete().where(selector))
