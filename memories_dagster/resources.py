@@ -196,10 +196,22 @@ class TieredIOManager(dg.ConfigurableIOManager):
                 where = "/".join(self._asset_path(context)) + (f" (partition {partition})" if partition else "")
                 raise FileNotFoundError(f"{where} has no stored table in the memory store: materialize it first")
             table = pq.read_table(io.BytesIO(data))
-            loaded[partition] = table if want_arrow else table.to_pandas()
+            loaded[partition] = table if want_arrow else _exact_frame(table)
         if context.has_asset_key:
             context.add_input_metadata({"store/key": self._key(context, partitions[0]), **store_metadata(store.stats())})
         return loaded[partitions[0]] if len(partitions) == 1 else loaded
+
+
+def _exact_frame(table: Any) -> Any:
+    """A Table as a DataFrame with the same values: integer columns as pandas' nullable integers
+    (NumPy's would turn an integer column with a null into floats, 2**53 + 1 into 2**53)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    integers = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+                pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+                pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype()}
+    return table.to_pandas(types_mapper=integers.get)
 
 
 def _parquet_bytes(table: Any, name: str) -> tuple[bytes, int]:

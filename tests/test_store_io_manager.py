@@ -127,3 +127,24 @@ def test_profile_store_errors_name_the_field(tmp_path):
     (tmp_path / "resources" / "bad.yaml").write_text(yaml.safe_dump({"store": {"cold": {"url": "s3://b/p", "connection": "lake"}}}))
     with pytest.raises(SpecError, match="store.cold.connection names 'lake', which connections does not have"):
         load_profile(tmp_path, "bad")
+
+
+@dg.asset(io_manager_key=STORE_IO_MANAGER_KEY)
+def identifiers():
+    import pyarrow as pa
+
+    return pa.table({"id": pa.array([2**53 + 1, None, 7], pa.int64()), "count": pa.array([1, 2, 3], pa.int32())})
+
+
+@dg.asset(io_manager_key=STORE_IO_MANAGER_KEY)
+def identifiers_seen(identifiers: pd.DataFrame) -> pd.DataFrame:
+    return identifiers
+
+
+def test_integers_beside_nulls_reach_a_pandas_asset_exactly(tmp_path):
+    manager = TieredIOManager(warm_path=str(tmp_path / "warm"), cold_url=str(tmp_path / "cold"))
+    result = dg.materialize([identifiers, identifiers_seen], resources={STORE_IO_MANAGER_KEY: manager},
+                            instance=dg.DagsterInstance.ephemeral())
+    frame = result.output_for_node("identifiers_seen")
+    assert frame["id"].tolist()[0] == 9007199254740993 and frame["id"].isna().tolist() == [False, True, False]
+    assert frame["count"].tolist() == [1, 2, 3]
