@@ -17,20 +17,21 @@ _SQL_TYPES = {
     "string": "VARCHAR",
     "integer": "BIGINT",
     "float": "DOUBLE",
-    "decimal": "DECIMAL(38, 6)",
+    "decimal": "DECIMAL(38, {scale})",
     "boolean": "BOOLEAN",
     "date": "DATE",
     "timestamp": "TIMESTAMP",
 }
 
 
-def coercion_sql(column: str, declared: str, current_type: str) -> str | None:
+def coercion_sql(column: str, declared: str, current_type: str, scale: int = 0) -> str | None:
     """SQL converting ``column`` to the declared type, NULL where a value cannot be parsed.
 
-    Returns None when the column already has the declared type.
+    ``scale`` is a decimal's: the most digits after the point among the values (see
+    :func:`decimal_scale`). Returns None when the column already has the declared type.
     """
     base, _, pattern = declared.partition(":")
-    target = _SQL_TYPES[base]
+    target = _SQL_TYPES[base].format(scale=scale)
     if current_type.upper() == target and not pattern:
         return None
     if base == "decimal" and current_type.upper().startswith("DECIMAL"):
@@ -60,6 +61,21 @@ def _integer_sql(ref: str, current_type: str) -> str:
     return f"TRY_CAST({ref} AS BIGINT)"
 
 
+# A number's text: digits, an optional fraction (group 1) and an optional exponent (group 2).
+_NUMBER_TEXT = r"^[+-]?[0-9]*(?:\.([0-9]*))?(?:[eE]([+-]?[0-9]+))?$"
+
+
+def decimal_scale(con: duckdb.DuckDBPyConnection, relation: str, column: str) -> int:
+    """The scale that holds every value of ``column`` exactly: the most digits after the point
+    (an exponent counted: ``2.5e-3`` needs 4), at most 38. A fixed scale would round values
+    with more digits (``1.2345678`` at scale 6 was ``1.234568``)."""
+    text = f"trim(CAST({q(column)} AS VARCHAR))"
+    fraction = f"length(regexp_extract({text}, {sql_literal(_NUMBER_TEXT)}, 1))"
+    exponent = f"coalesce(TRY_CAST(nullif(regexp_extract({text}, {sql_literal(_NUMBER_TEXT)}, 2), '') AS INTEGER), 0)"
+    found = con.execute(f"SELECT max(greatest(0, {fraction} - {exponent})) FROM {relation}").fetchone()[0]
+    return min(int(found or 0), 38)
+
+
 @dataclass
 class Coercion:
     """Columns converted in one relation and the SQL that flags rows that could not be."""
@@ -80,7 +96,9 @@ def plan_coercion(
     for column, wanted in declared.items():
         if column not in types:
             continue
-        converted = coercion_sql(column, wanted, types[column])
+        needs_scale = wanted == "decimal" and not types[column].upper().startswith("DECIMAL")
+        scale = decimal_scale(con, relation, column) if needs_scale else 0
+        converted = coercion_sql(column, wanted, types[column], scale)
         if converted is None:
             continue
         replacements[column] = converted

@@ -325,3 +325,27 @@ def test_a_null_in_a_map_to_numbers_keeps_the_numbers_numbers(run_integration):
     run = run_integration({"a": answers}, transformation_rules=[rule("n", "mapping", values, "size", "n")])
     data = run.data.sort_values("id")
     assert list(data["n"].fillna(-1)) == [1, 2.5, -1]  # were the text '1', '2.5'
+
+
+@pytest.mark.parametrize("values", [
+    ["1.2345678", "3", " -2.5e-3 ", "0.000000001", "12345678901234567890.5", "abc", ""],
+    [0.1, 1e-7, 123.456, -2.5],
+])
+def test_format_check_decimal_keeps_every_digit(run_integration, values):
+    # DECIMAL(38, 6) rounded '1.2345678' to 1.234568; oracle: Python's Decimal of the text
+    # (of a float: its shortest repr, the value the float prints as)
+    import decimal
+
+    frame = pd.DataFrame({"id": range(len(values)), "n": values})
+    run = run_integration({"raw": frame}, data_quality_checks={"format_check": True, "columns": {"n": "decimal"}})
+
+    def exact(v):
+        try:
+            return decimal.Decimal(v.strip() if isinstance(v, str) else repr(v))
+        except decimal.InvalidOperation:
+            return None
+
+    expected = {i: exact(v) for i, v in enumerate(values) if not (isinstance(v, str) and not v.strip())}
+    kept = dict(zip(run.data["id"], run.data["n"]))
+    assert {i: v for i, v in kept.items() if i in expected} == {i: v for i, v in expected.items() if v is not None}
+    assert len(run.quarantine) == sum(v is None for v in expected.values())
