@@ -42,12 +42,13 @@ from typing import Callable, Iterable, Iterator
 import fsspec
 
 from memories_dagster.connectors.files import ConnectorError, is_remote, modified_time
-from memories_dagster.engine.tables import atomic_file, remove_path, swap_folder
+from memories_dagster.engine.tables import atomic_file, exchange, remove_path
 
 MANIFEST = ".memories-manifest"
 _LEGACY_STAGING = re.compile(r"\.staging-[a-z0-9_]{8}$")  # left beside outputs by writes before manifests
 _REMOTE_STAGING = ".staging-"  # prefix of the hidden upload folder inside a remote destination
 _SHOWN = 5  # foreign files named in an error
+OLD_TREE_SECONDS = 60  # a swapped-out tree is kept this long for readers still listing it (see _swap)
 _UPLOAD_LEFT_BEHIND = 24 * 3600  # seconds untouched after which a remote upload folder is a killed write's
 
 
@@ -180,28 +181,52 @@ def _locked(target: Path, wait: bool = True) -> Iterator[bool]:
 def recover(target: Path) -> list[str]:
     """Put right what a killed write of ``target`` left; call under its lock. A destination
     renamed away (two-rename commits, and writes before manifests) is put back: the complete new
-    tree (its manifest is written last) rolled forward, else the old one back. Staging and old
-    folders are removed. Returns what was done."""
+    tree (its manifest is written last) rolled forward, else the newest old one back. Staging
+    folders are removed, and old trees once ``OLD_TREE_SECONDS`` old. Returns what was done."""
     parent = target.parent
     if not parent.is_dir():
         return []
     name = glob.escape(target.name)
     staged = sorted(parent.glob(f".{name}.staging-*"), key=lambda p: p.lstat().st_mtime)
-    old = sorted(parent.glob(f".{name}.old-*"), key=lambda p: p.lstat().st_mtime)
+    old = sorted(parent.glob(f".{name}.old-*"), key=_retired_at)
     legacy = [p for p in parent.glob(".staging-*")
               if _LEGACY_STAGING.match(p.name) and p.is_dir() and set(os.listdir(p)) <= {"tree"}]
     done = []
     if not os.path.lexists(target):
         complete = [p for p in staged if (p / MANIFEST).is_file()]
-        back = complete[-1] if complete else old[-1] if old else None
+        back = complete[-1] if complete else old.pop() if old else None
         if back is not None:
             os.replace(back, target)
             done.append(f"{'rolled forward to the new' if complete else 'rolled back to the old'} {target} ({back.name})")
-    for leftover in [*staged, *old, *legacy]:
+    expired = [p for p in old if time.time() - _retired_at(p) > OLD_TREE_SECONDS]
+    for leftover in [*staged, *expired, *legacy]:
         if os.path.lexists(leftover):
             remove_path(leftover)
             done.append(f"removed {leftover}")
     return done
+
+
+def _retired_at(old: Path) -> float:
+    """When a tree was swapped out: in its name (``.<name>.old-<ns>-<id>``), else (trees that
+    writes before manifests left) its status change time."""
+    stamp = re.search(r"\.old-(\d{19})-", old.name)
+    return int(stamp.group(1)) / 1e9 if stamp else old.lstat().st_ctime
+
+
+def _swap(staging: Path, target: Path) -> None:
+    """Put the complete tree at ``staging`` in place of ``target`` in one exchange (two renames
+    where the system has none) and keep the old tree beside it as ``.<name>.old-<ns>-<id>``.
+
+    The old tree is not removed at once: a reader that opened one of its folders just before the
+    swap is still listing it, and removing its files would shorten that listing (the reader would
+    see the other folders new and this one without the partition's files)."""
+    retired = target.with_name(f".{target.name}.old-{time.time_ns():019d}-{uuid.uuid4().hex[:8]}")
+    if target.exists() and exchange(staging, target):
+        os.replace(staging, retired)
+        return
+    if target.exists():
+        os.replace(target, retired)
+    os.replace(staging, target)
 
 
 class LocalWrite:
@@ -222,7 +247,7 @@ class LocalWrite:
         files = sorted(new.union(kept))
         with atomic_file(self.staging / MANIFEST) as manifest:  # last: its presence marks the tree complete
             manifest.write_text(json.dumps({"pipeline": self.ownership.pipeline, "files": files}, indent=1))
-        swap_folder(self.staging, self.target)
+        _swap(self.staging, self.target)
         return [str(self.target / rel) for rel in files]
 
     def commit_file(self, staged: Path) -> list[str]:

@@ -155,7 +155,7 @@ def test_places_no_output_may_be(tmp_path, monkeypatch, where, why):
     assert place_problem(str(project / "output" / "p"), places) is None
 
 
-def test_validate_repairs_a_killed_writes_leftovers_and_reports_foreign_files(tmp_path):
+def test_validate_repairs_a_killed_writes_leftovers_and_reports_foreign_files(tmp_path, no_grace):
     out = tmp_path / "out"
     config = OutputConfig(partitioning=BY_CATEGORY)
     write_output(parquet(tmp_path, "a", rows(range(10), "a")), config, str(out), "t")
@@ -176,7 +176,6 @@ def test_validate_repairs_a_killed_writes_leftovers_and_reports_foreign_files(tm
 CHILD = textwrap.dedent("""
     import os, signal, sys
     import memories_dagster.connectors.file_outputs as file_outputs
-    import memories_dagster.engine.tables as tables
     from memories_dagster.engine.window import Window
     from memories_dagster.engine.write import write_output
     from memories_dagster.specs.integration import OutputConfig
@@ -201,12 +200,12 @@ CHILD = textwrap.dedent("""
     elif point == "before_manifest":
         after("atomic_file", file_outputs, then="before")
     elif point == "before_swap":
-        after("swap_folder", file_outputs, then="before")
+        after("_swap", file_outputs, then="before")
     elif point == "after_exchange":
-        after("exchange", tables, then="after")
+        after("exchange", file_outputs, then="after")
     elif point == "without_exchange_between_renames":  # a system without renameat2: two renames
-        tables.exchange = lambda first, second: False
-        after("replace", tables.os, calls=3, then="before")  # 1: the manifest, 2: the old tree away
+        file_outputs.exchange = lambda first, second: False
+        after("replace", file_outputs.os, calls=3, then="before")  # 1: the manifest, 2: the old tree away
     write_output(integrated, OutputConfig(partitioning={"partition_by": "category", "partition_type": "category"}),
                  out, "t", Window("2024-01"))
 """)
@@ -214,6 +213,14 @@ CHILD = textwrap.dedent("""
 
 def run_child(integrated: str, out: Path, point: str) -> int:
     return subprocess.run([sys.executable, "-c", CHILD, integrated, str(out), point], timeout=60).returncode
+
+
+@pytest.fixture
+def no_grace(monkeypatch):
+    """Old trees removed at the next write however young (they are kept a while for readers)."""
+    import memories_dagster.connectors.file_outputs as file_outputs
+
+    monkeypatch.setattr(file_outputs, "OLD_TREE_SECONDS", -1)
 
 
 @pytest.fixture
@@ -232,16 +239,21 @@ def two_partitions(tmp_path):
     ("while_linking", "old"), ("before_manifest", "old"), ("before_swap", "old"),
     ("after_exchange", "new"), ("without_exchange_between_renames", "new"),
 ])
-def test_a_commit_killed_at_any_step_leaves_the_complete_old_or_new_partition(two_partitions, point, after_kill):
+def test_a_commit_killed_at_any_step_leaves_the_complete_old_or_new_partition(two_partitions, no_grace, point, after_kill):
     out, new, old_rows, new_rows = two_partitions
     assert run_child(new, out, point) == -signal.SIGKILL
-    # the next run (of another partition) puts the destination right before writing
+    # memories validate puts the destination right and removes what the killed write left
+    problems, _ = destination_problems(str(out), Ownership("t"), folder=True)
+    assert problems == [] and leftovers(out.parent) == []
+    assert ids_in(out) == (old_rows if after_kill == "old" else new_rows)
+    claimed = set(json.loads((out / MANIFEST).read_text())["files"])
+    assert claimed == {p.relative_to(out).as_posix() for p in out.rglob("*.parquet")}
+    # and so does the next run (of another partition), before it writes
+    assert run_child(new, out, point) == -signal.SIGKILL
     write_output(str(out.parent.parent / "feb.parquet"), OutputConfig(partitioning=BY_CATEGORY), str(out), "t",
                  Window("2024-02"))
     assert ids_in(out) == (old_rows if after_kill == "old" else new_rows)
-    assert leftovers(out.parent) == []
-    claimed = set(json.loads((out / MANIFEST).read_text())["files"])
-    assert claimed == {p.relative_to(out).as_posix() for p in out.rglob("*.parquet")}
+    assert [p for p in leftovers(out.parent) if ".staging" in p] == []
 
 
 # --- a reader during commits sees the old or the new partition, never a mix --------------------
@@ -261,27 +273,32 @@ WRITER = textwrap.dedent("""
 
 
 def test_a_reader_during_repeated_commits_never_sees_a_mix(two_partitions):
+    """The reader opens the destination once and reads through that handle, as a reader that
+    wants one version does: a swap never changes a tree in place, and the swapped-out tree stays
+    whole for OLD_TREE_SECONDS. (Readers that look the path up again for every folder and file,
+    e.g. a plain glob, can combine folders from both sides of a swap that happens mid-listing;
+    POSIX has no snapshot of several folders, which is what output_format: delta is for.)"""
     out, new, old_rows, new_rows = two_partitions
     old = str(out.parent.parent / "jan_old.parquet")
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(out), new, old, "30"], stdout=subprocess.DEVNULL)
-    outcomes = {"old": 0, "new": 0, "retried": 0}
-    glob = f"{out}/*/*.parquet"
+    seen = {"old": 0, "new": 0}
     try:
         while writer.poll() is None:
+            handle = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
             try:
-                found = set(duckdb.sql(f"SELECT id FROM read_parquet('{glob}', hive_partitioning = false)").fetchnumpy()["id"].tolist())
-            except duckdb.IOException:  # a file listed before a commit and gone after it: read again
-                outcomes["retried"] += 1
-                continue
+                found = set(duckdb.sql(f"SELECT id FROM read_parquet('/proc/self/fd/{handle}/*/*.parquet', "
+                                       "hive_partitioning = false)").fetchnumpy()["id"].tolist())
+            finally:
+                os.close(handle)
             assert found in (old_rows, new_rows), f"a mix: {len(found & old_rows)} old and {len(found & new_rows)} new ids"
-            outcomes["old" if found == old_rows else "new"] += 1
+            seen["old" if found == old_rows else "new"] += 1
     finally:
         writer.wait(timeout=60)
     assert writer.returncode == 0
-    assert outcomes["old"] > 0 and outcomes["new"] > 0, outcomes  # the reader really ran during the commits
+    assert seen["old"] > 0 and seen["new"] > 0, seen  # the reader really ran during the commits
 
 
-def test_kill_9_at_random_moments_of_repeated_commits_never_leaves_a_mix_or_nothing(two_partitions):
+def test_kill_9_at_random_moments_of_repeated_commits_never_leaves_a_mix_or_nothing(two_partitions, no_grace):
     out, new, old_rows, new_rows = two_partitions
     old = str(out.parent.parent / "jan_old.parquet")
     for attempt in range(6):
@@ -357,3 +374,20 @@ def test_s3_single_file_is_claimed_beside_it_and_a_foreign_one_refused(s3_target
     with pytest.raises(DestinationError, match="theirs.csv"):
         write_output(parquet(tmp_path, "a", rows(range(3), "a")), csv, f"{target}.csv.theirs.csv", "t", access=access)
     assert fs.cat_file(f"{path}.theirs.csv") == b"x\n1\n"
+
+
+def test_a_swapped_out_tree_is_kept_for_readers_then_removed(tmp_path, monkeypatch):
+    import memories_dagster.connectors.file_outputs as file_outputs
+
+    out = tmp_path / "out"
+    config = OutputConfig(partitioning=BY_CATEGORY)
+    for version in range(3):
+        write_output(parquet(tmp_path, "a", rows(range(version, 10), "a")), config, str(out), "t")
+    kept = [p for p in os.listdir(tmp_path) if p.startswith(".out.old-")]
+    assert len(kept) == 2  # the trees of the last minute, each whole: a reader may still list them
+    assert all(ids_in(tmp_path / p) in (set(range(0, 10)), set(range(1, 10))) for p in kept)
+    monkeypatch.setattr(file_outputs, "OLD_TREE_SECONDS", -1)
+    write_output(parquet(tmp_path, "a", rows(range(3, 10), "a")), config, str(out), "t")
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".out.old-")] == [sorted(
+        p for p in os.listdir(tmp_path) if p.startswith(".out.old-"))[0]]  # only this write's own
+    assert ids_in(out) == set(range(3, 10))
