@@ -11,11 +11,13 @@ project folder or a parent of one, or a storage folder (or a place inside one).
 Atomicity (local): a write stages its files in ``.<name>.staging-<id>`` beside the destination;
 a folder commit links the files it keeps into that folder too, writes the manifest there last,
 and exchanges the two folders in one ``renameat2(RENAME_EXCHANGE)``: every path lookup sees the
-complete old tree or the complete new one. Partition files carry a token new at every write, so
-a reader that listed the old tree and opens a file after the exchange gets "not found", never a
-new file under an old name. Writes of one destination hold ``.<name>.memories-lock`` beside it;
-under that lock, what a killed write left (staging folders, ``.<name>.old-*`` folders, a
-destination renamed away where the exchange is not available) is put right before anything else.
+complete old tree or the complete new one. The old tree stays whole for ``OLD_TREE_SECONDS`` as
+``.<name>.old-<ns>-<id>``, so a reader that opened the destination before the swap reads one
+version to the end. Partition files carry a token new at every write, so a reader that listed the
+old tree and opens a file after the exchange gets "not found", never a new file under an old
+name. Writes of one destination hold ``.<name>.memories-lock`` beside it; under that lock, what a
+killed write left (staging folders, expired old trees, a destination renamed away where the
+exchange is not available) is put right before anything else.
 
 Object stores have no rename: new objects are uploaded under a hidden staging prefix, the
 manifest claims them before they are copied into place, the replaced objects are deleted and
