@@ -8,6 +8,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from memories_dagster.connectors.file_outputs import DestinationError
 from memories_dagster.engine.errors import IntegrationError
 from memories_dagster.engine.window import Window
 from memories_dagster.engine.write import write_output
@@ -132,3 +133,17 @@ def test_partition_keys_that_share_a_prefix_or_differ_by_slash_do_not_collide(tm
     assert len(list(out.rglob("*.parquet"))) == 12
     write_output(integrated, config, str(out), "t", Window("east"))
     assert len(list(out.rglob("*.parquet"))) == 12
+
+
+def test_one_file_per_partition_keeps_the_other_partitions_and_refuses_foreign_files(tmp_path, integrated):
+    out = tmp_path / "daily"
+    config = OutputConfig(output_format="csv")
+    for key in ("2024-01-01", "2024-01-02"):
+        write_output(integrated, config, str(out), "t", Window(key))
+    write_output(integrated, config, str(out), "t", Window("2024-01-01"))
+    assert visible(out) == ["2024-01-01.csv", "2024-01-02.csv"]
+    assert all(sorted(pd.read_csv(out / name)["id"]) == [1, 2, 3, 4] for name in visible(out))
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DestinationError, match="notes.txt"):
+        write_output(integrated, config, str(out), "t", Window("2024-01-03"))
+    assert visible(out) == ["2024-01-01.csv", "2024-01-02.csv", "notes.txt"]
