@@ -6,11 +6,15 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from memories_dagster.connectors.file_outputs import DestinationError
 from memories_dagster.connectors.files import ConnectorError, UnavailableError
 from memories_dagster.engine.errors import error_detail
 from memories_dagster.secrets import redact
 
 WRITE_BATCH = 5_000
+# The collection, in each database an output writes, that records which pipeline created which
+# collection (``_id``: the collection's name): replace empties only a collection its pipeline created.
+REGISTRY = "memories_outputs"
 
 
 def _client(url: str, name: str, timeout: float = 10.0, read_timeout: float | None = None):
@@ -111,10 +115,37 @@ def _last_per_key(batch: list[dict], keys: list[str], where: str) -> list[dict]:
     return list(last.values())
 
 
+def _claim(db, collection_name: str, mode: str, pipeline: str, overwrite: bool, where: str) -> None:
+    """Record a new collection as ``pipeline``'s; refuse to replace the documents of an existing
+    one it did not create (one the registry does not name: made by hand, by another tool, or by
+    a version of this one from before the registry), unless ``overwrite``, which records it as
+    its own from then on. Append and upsert may write any collection."""
+    import datetime as dt
+
+    registry = db[REGISTRY]
+    exists = collection_name in db.list_collection_names()
+    if exists and mode != "replace":
+        return
+    record = registry.find_one({"_id": collection_name})
+    owner = record.get("pipeline") if record else None
+    if exists and owner != pipeline and not overwrite:
+        whose = f"{REGISTRY} records pipeline '{owner}' as its creator" if owner else f"no document of {REGISTRY} names it"
+        raise DestinationError(
+            f"{where} exists and pipeline '{pipeline}' did not create it ({whose}); mode replace would delete its "
+            "documents, so nothing was written. A pipeline replaces only collections it created: name a new "
+            "collection, or write with mode append or upsert, or, if this pipeline may take the collection over "
+            f"(e.g. one an earlier version of this tool created before it kept {REGISTRY}), set "
+            "output_config.overwrite: true once: the collection is then recorded as this pipeline's"
+        )
+    if owner != pipeline:
+        registry.replace_one({"_id": collection_name}, {"pipeline": pipeline, "created_at": dt.datetime.now(dt.timezone.utc)},
+                             upsert=True)
+
+
 def write_documents(url: str, database: str | None, collection_name: str, batches: Iterator[list[dict]],
-                    mode: str, keys: list[str]) -> int:
-    """``replace`` the collection's documents, ``append`` the rows, or ``upsert`` them (replace
-    the documents with equal ``keys``).
+                    mode: str, keys: list[str], pipeline: str = "", overwrite: bool = False) -> int:
+    """``replace`` the collection's documents (only in a collection ``pipeline`` created, see
+    ``_claim``), ``append`` the rows, or ``upsert`` them (replace the documents with equal ``keys``).
 
     MongoDB writes here are not one transaction: a failure stops after the batches written so far,
     and the error says how many rows that was.
@@ -122,10 +153,15 @@ def write_documents(url: str, database: str | None, collection_name: str, batche
     import pymongo
 
     where = f"output collection {collection_name}"
+    if collection_name == REGISTRY:
+        raise DestinationError(f"{where} is the registry of the collections this project's pipelines created; "
+                               "name another collection")
     client = _client(url, where)
     written = 0
     try:
-        collection = _database(client, url, database, where)[collection_name]
+        db = _database(client, url, database, where)
+        _claim(db, collection_name, mode, pipeline, overwrite, where)
+        collection = db[collection_name]
         if mode == "replace":
             collection.delete_many({})
         for batch in batches:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from memories_dagster.connectors.file_outputs import DestinationError
 from memories_dagster.connectors.files import ConnectorError, UnavailableError
 from memories_dagster.connectors.sql_arrow import ResultTypes, postgres_text_casters, result_types
 from memories_dagster.engine.errors import error_detail
@@ -25,6 +26,9 @@ READ_CHUNK_ROWS = 100_000
 _REFUSED = re.compile(r"authentication failed|access denied|does not exist|unknown database|no password supplied|"
                       r"permission denied|syntax error", re.IGNORECASE)
 WRITE_CHUNK_ROWS = 5_000
+# The table, in each schema an output writes, that records which pipeline created which table:
+# replace deletes rows only in a table its pipeline created.
+REGISTRY = "memories_outputs"
 
 
 # Drivers this package installs, used when a URL names only the database kind.
@@ -217,31 +221,38 @@ def replace_rows(
     engine_options: dict | None = None,
     mode: str = "replace",
     keys: list[str] | None = None,
+    pipeline: str = "",
+    overwrite: bool = False,
 ) -> int:
     """Write the Parquet file's rows into ``table`` in one transaction; nothing changes on failure.
 
     ``replace``: delete the rows being replaced first, all of them or with ``delete_filter``
-    (column, low, high) one partition's; ``append``: insert only; ``upsert``: the last row per
-    ``keys`` in file order wins, replacing the table's row with those keys; a row without a key
-    value is refused. A table that does not exist yet is filled under a staging name and renamed
-    into place, so a failed first write leaves no table behind.
+    (column, low, high) one partition's, and only in a table that ``pipeline`` created (see
+    ``_claim``); ``append``: insert only; ``upsert``: the last row per ``keys`` in file order
+    wins, replacing the table's row with those keys; a row without a key value is refused. A
+    table that does not exist yet is filled under a staging name and renamed into place, so a
+    failed first write leaves no table behind, and recorded as ``pipeline``'s in the registry.
     """
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, engine_options)
     schema, _, name = table.rpartition(".")
+    if name == REGISTRY:
+        raise DestinationError(f"output_config.table '{table}' is the registry of the tables this project's pipelines "
+                               "created; name another table")
     keys = keys or []
     try:
         written = None
         if not sa.inspect(engine).has_table(name, schema=schema or None):
             _check_keys(parquet_path, keys)
-            written = _write_new_table(engine, parquet_path, schema or None, name, mode, keys)
+            written = _write_new_table(engine, parquet_path, schema or None, name, mode, keys, pipeline)
         if written is None:  # the table exists (or another run created it meanwhile)
             with engine.begin() as conn:
                 use_zone(conn, delete_filter[1] if delete_filter else None)
                 target = _existing_table(conn, table, schema or None, name, keys, delete_filter)
                 _check_keys(parquet_path, keys)
                 if mode == "replace":
+                    _claim(conn, table, schema or None, pipeline, overwrite)
                     conn.execute(_delete_of(target, delete_filter))
                 written = _insert(conn, parquet_path, target, mode, keys)
     except (sa.exc.SQLAlchemyError, KeyError, ValueError) as exc:
@@ -295,12 +306,56 @@ def _delete_of(target: sa.Table, delete_filter: tuple[str, object, object] | Non
     return delete
 
 
+def _registry(schema: str | None) -> sa.Table:
+    """The registry of a schema: which pipeline created each table there (times in UTC)."""
+    return sa.Table(REGISTRY, sa.MetaData(), sa.Column("table_name", sa.String(255), primary_key=True),
+                    sa.Column("pipeline", sa.String(255), nullable=False),
+                    sa.Column("created_at", sa.DateTime(), nullable=False), schema=schema)
+
+
+def _register(conn: sa.Connection, schema: str | None, name: str, pipeline: str) -> None:
+    """Record table ``name`` as ``pipeline``'s, creating the registry on first use."""
+    registry = _registry(schema)
+    registry.create(conn, checkfirst=True)
+    conn.execute(registry.delete().where(registry.c.table_name == name))
+    conn.execute(registry.insert().values(table_name=name, pipeline=pipeline,
+                                          created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)))
+
+
+def _claim(conn: sa.Connection, table: str, schema: str | None, pipeline: str, overwrite: bool) -> None:
+    """Refuse to replace rows of a table that ``pipeline`` did not create, unless ``overwrite``,
+    which records the table as its own from then on. A table the registry does not name (made by
+    hand, by another tool, or by a version of this one from before the registry) is not its own."""
+    name = table.rpartition(".")[2]
+    registry = _registry(schema)
+    owner = None
+    if sa.inspect(conn).has_table(REGISTRY, schema=schema):
+        owner = conn.execute(sa.select(registry.c.pipeline).where(registry.c.table_name == name)).scalar()
+    if owner == pipeline:
+        return
+    if overwrite:
+        _register(conn, schema, name, pipeline)
+        return
+    where = f"{schema}.{REGISTRY}" if schema else REGISTRY
+    whose = f"{where} records pipeline '{owner}' as its creator" if owner else f"no row of {where} names it"
+    raise DestinationError(
+        f"output_config.table '{table}' exists and pipeline '{pipeline}' did not create it ({whose}); mode replace "
+        "would delete its rows, so nothing was written. A pipeline replaces only tables it created: name a new "
+        "table, or write with mode append or upsert, or, if this pipeline may take the table over (e.g. a table "
+        f"an earlier version of this tool created before it kept {REGISTRY}), set output_config.overwrite: true "
+        "once: the table is then recorded as this pipeline's"
+    )
+
+
 def _write_new_table(engine: sa.Engine, parquet_path: str, schema: str | None, name: str, mode: str,
-                     keys: list[str]) -> int | None:
-    """Fill a staging table and rename it to ``name``; None if ``name`` appeared meanwhile.
+                     keys: list[str], pipeline: str) -> int | None:
+    """Fill a staging table, rename it to ``name`` and record it as ``pipeline``'s; None if
+    ``name`` appeared meanwhile.
 
     MariaDB and SQLite commit a CREATE TABLE at once, whatever the transaction: written in place,
-    a failed first write would leave an empty table. The staging table goes in every case.
+    a failed first write would leave an empty table. The staging table goes in every case. The
+    record is written after the rename, in its transaction (MariaDB commits a RENAME at once, so
+    there a crash between the two leaves a table without record, which replace then refuses).
     """
     staging = f"{name[:40]}__staging_{uuid.uuid4().hex[:12]}"
     try:
@@ -309,6 +364,7 @@ def _write_new_table(engine: sa.Engine, parquet_path: str, schema: str | None, n
             if sa.inspect(conn).has_table(name, schema=schema):
                 return None
             conn.execute(sa.text(_rename_sql(conn.dialect, schema, staging, name)))
+            _register(conn, schema, name, pipeline)
             return written
     finally:
         with engine.begin() as conn:

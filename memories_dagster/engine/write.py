@@ -59,11 +59,13 @@ def write_output(
 
     A file output is written only if ``ownership`` allows (see :mod:`connectors.file_outputs`:
     default, pipeline ``table`` and the places no project may write), replacing only the files
-    this pipeline wrote: all of them, or with a ``window`` those of its partition.
+    this pipeline wrote: all of them, or with a ``window`` those of its partition. A SQL table or
+    MongoDB collection is replaced only if its pipeline created it (or ``overwrite``).
 
     ``laid_out`` says the integrated data is already in the output's Parquet layout (see
     :func:`lay_out`): its files are then linked into place rather than written again.
     """
+    ownership = ownership or Ownership(table, output.overwrite, protected_places())
     if output.output_format == "sql":
         from memories_dagster.connectors import sql as sql_connector  # on use: pulls in pandas
 
@@ -73,16 +75,17 @@ def write_output(
         if output.mode != "replace":
             delete_filter = None
         written = sql_connector.replace_rows(url, table, integrated_path, delete_filter,
-                                             access.engine_options if access else None, output.mode, output.upsert_keys)
+                                             access.engine_options if access else None, output.mode, output.upsert_keys,
+                                             ownership.pipeline, ownership.overwrite)
         return {"integrated_data_path": f"{redact(destination)}#{table}", "rows_written": written, "files": []}
     if output.output_format == "mongodb":
         from memories_dagster.connectors.mongo import WRITE_BATCH, bson_ready, write_documents
 
         url = resolve(destination, "output_config.output_destination")
         batches = ([bson_ready(r) for r in b.to_pylist()] for b in pq.ParquetFile(integrated_path).iter_batches(WRITE_BATCH))
-        written = write_documents(url, output.database, output.collection or table, batches, output.mode, output.upsert_keys)
+        written = write_documents(url, output.database, output.collection or table, batches, output.mode, output.upsert_keys,
+                                  ownership.pipeline, ownership.overwrite)
         return {"integrated_data_path": f"{redact(destination)}#{output.collection or table}", "rows_written": written, "files": []}
-    ownership = ownership or Ownership(table, output.overwrite, protected_places())
     if output.output_format == "delta":
         from memories_dagster.connectors.delta import write_delta  # on use: pulls in delta-rs
 

@@ -530,7 +530,9 @@ class OutputConfig(Strict):
     upsert_keys: list[str] = Field(default_factory=list, description="sql and mongodb: columns that identify a row for upsert")
     overwrite: bool = Field(
         False, description="file outputs: the pipeline may take over files at the destination that it did not write "
-        "(they are then replaced like its own); never the project folder, a parent of it, /, home or a storage folder",
+        "(they are then replaced like its own); never the project folder, a parent of it, /, home or a storage folder. "
+        "sql and mongodb in mode replace: the pipeline may take over an existing table or collection it did not create "
+        "(recorded in memories_outputs as its own from then on)",
     )
 
     @model_validator(mode="after")

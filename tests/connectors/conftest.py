@@ -1,12 +1,21 @@
-"""Servers that misbehave on purpose, shared by the connector tests."""
+"""Servers that misbehave on purpose, and the SQL databases, shared by the connector tests."""
 
 import socket
 import threading
 import time
 
 import pytest
+import sqlalchemy as sa
 
 BODY = b'[{"id": 1}]'
+
+
+@pytest.fixture(params=["postgres", "mariadb", "sqlite"])
+def database(request, tmp_path):
+    """The real PostgreSQL and MariaDB, and a SQLite file of the test's own."""
+    if request.param == "sqlite":
+        return sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture

@@ -161,7 +161,8 @@ def test_writing_a_zoned_partition_replaces_the_rows_of_its_day_there(kind, tabl
     pq.write_table(pa.table({"id": [100], "at": pa.array([span.start], pa.timestamp("us", tz="UTC"))}), fresh)
     url = database.url.render_as_string(hide_password=False)
     try:
-        config = OutputConfig(output_format="sql", output_destination=url, table=table_name)
+        # overwrite: the test made the table, so the pipeline takes it over to replace a partition's rows
+        config = OutputConfig(output_format="sql", output_destination=url, table=table_name, overwrite=True)
         write_output(str(fresh), config, url, table_name, Window("2024-01-02", span.start, span.end), "at")
         with database.connect() as conn:
             kept = sorted(r[0] for r in conn.execute(sa.text(f"SELECT id FROM {table_name}")))

@@ -18,13 +18,6 @@ from memories_dagster.specs.integration import OutputConfig
 REFUSED = {"postgresql": "a\x00b", "mysql": "x" * 70_000}
 
 
-@pytest.fixture(params=["postgres", "mariadb", "sqlite"])
-def database(request, tmp_path):
-    if request.param == "sqlite":
-        return sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    return request.getfixturevalue(request.param)
-
-
 @pytest.fixture
 def dropped(database, table_name):
     """The test's table name; the table and any table named after it are dropped afterwards."""
