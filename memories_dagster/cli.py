@@ -78,6 +78,20 @@ def _output_destination(loaded) -> tuple[list[str], list[str]]:
     return destination_check(loaded.name, spec.output_config, loaded.root, spec.partitions is not None, storage, deep=True)
 
 
+def _staging_leftovers(root: Path) -> list[str]:
+    """Remove the staging folders of steps killed mid-run in the project's storage folder; what
+    was removed (see engine.tables.remove_staging_leftovers)."""
+    from memories_dagster.engine.tables import STAGING_FOLDER, remove_staging_leftovers
+    from memories_dagster.specs.profile import load_profile
+
+    try:
+        storage = root / load_profile(root).storage_dir
+    except SpecError:  # a broken profile is its own error (the code location reports it)
+        return []
+    return [f"{storage / STAGING_FOLDER / name}: removed the staging folder of a step that was killed"
+            for name in remove_staging_leftovers(storage)]
+
+
 def validate(paths: list[str]) -> int:
     """Check declarations; print every error with file, field path and what is allowed."""
     try:
@@ -90,6 +104,7 @@ def validate(paths: list[str]) -> int:
         return 1
     failed = 0
     seen: dict[tuple[str, str], Path] = {}  # (kind, name) -> first file: names must be unique per kind
+    roots: set[Path] = set()  # projects whose storage was tidied
     for file in files:
         try:
             if file.suffix not in SPEC_SUFFIXES:
@@ -106,6 +121,10 @@ def validate(paths: list[str]) -> int:
             for problem in exc.problems:
                 print(f"error: {redact(str(problem))}")
             continue
+        if loaded.root not in roots:
+            roots.add(loaded.root)
+            for repair in _staging_leftovers(loaded.root):
+                print(f"repaired: {repair}")
         if kind == "region":
             kinds = ", ".join(k for k in ("terrain", "satellite", "climate") if getattr(loaded.spec.sources, k))
             print(f"ok: {file} (region {loaded.name}, sources: {kinds or 'none'})")

@@ -8,7 +8,6 @@ import functools
 import io
 import json
 import os
-import tempfile
 import urllib.parse
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from memories_dagster.engine.tables import TableFile, swap_folder, write_json
+from memories_dagster.engine.tables import TableFile, remove_staging_leftovers, staging_folder, swap_folder, write_json
 
 IMPLICIT_ASSET_JOB = "__ASSET_JOB"  # Dagster's name for the job that `dagster asset materialize` runs
 
@@ -44,10 +43,10 @@ class MemoriesSettings(dg.ConfigurableResource):
                 allow_retries=False)
 
     def staging_dir(self) -> Path:
-        """A new private folder on the storage filesystem, for a step's output before commit."""
-        root = Path(self.storage_dir) / ".staging"
-        root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=root))
+        """A new private folder on the storage filesystem, for a step's output before commit;
+        the folders of steps killed earlier are removed first."""
+        remove_staging_leftovers(self.storage_dir)
+        return staging_folder(self.storage_dir)
 
     def report_path(self, pipeline: str, partition_key: str | None) -> Path:
         """Where the report of one pipeline (and partition) is written."""

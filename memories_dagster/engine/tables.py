@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,68 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+STAGING_FOLDER = ".staging"  # inside the storage folder: steps' outputs before the IO manager commits them
+# A staging folder whose writer cannot be asked (another host's, or one named before folders
+# carried their writer) is a leftover once nothing in it changed for this long.
+STAGING_STALE_SECONDS = 24 * 3600
+
+
+def staging_folder(storage_dir: str | Path) -> Path:
+    """A new private folder in ``<storage>/.staging`` for one step's output, named after its
+    writer (``<host>--<pid>--<random>``) so that a later run can tell a killed step's leftover
+    from a live one (see :func:`remove_staging_leftovers`)."""
+    root = Path(storage_dir) / STAGING_FOLDER
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=root, prefix=f"{_host()}--{os.getpid()}--"))
+
+
+def remove_staging_leftovers(storage_dir: str | Path) -> list[str]:
+    """Remove the staging folders of steps that are gone (killed mid-run); returns their names.
+
+    A folder of this host whose process no longer exists is a leftover; one of another host (a
+    storage folder shared between machines), or without a writer in its name, only once nothing
+    in it changed for ``STAGING_STALE_SECONDS``. A live writer's folder is never touched (a
+    reused pid keeps a leftover longer, never removes a live one)."""
+    root = Path(storage_dir) / STAGING_FOLDER
+    removed = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        host, _, rest = folder.name.partition("--")
+        pid = rest.partition("--")[0]
+        if host == _host() and pid.isdigit():
+            gone = not _alive(int(pid))
+        else:
+            gone = _idle_seconds(folder) > STAGING_STALE_SECONDS
+        if gone:
+            remove_path(folder)
+            removed.append(folder.name)
+    return removed
+
+
+def _host() -> str:
+    return os.uname().nodename.replace("--", "-") or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _idle_seconds(folder: Path) -> float:
+    """Seconds since anything in ``folder`` (itself included) last changed."""
+    latest = 0.0
+    with contextlib.suppress(FileNotFoundError):
+        latest = folder.lstat().st_mtime
+        for path in folder.rglob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                latest = max(latest, path.lstat().st_mtime)
+    return time.time() - latest
 
 
 def swap_folder(staged: Path, target: Path) -> None:
