@@ -90,15 +90,22 @@ def has_template(text: str) -> bool:
 # the template's folder, never climb out of it (.., a separator, an absolute path) or match
 # other files (glob characters), nor cut the text short (NUL, line breaks).
 _UNSAFE_KEY = re.compile(r"[/\\*?\[\]\x00-\x1f\x7f]|^\.{1,2}$|^~")
+PLAIN_NAME = ("one plain name (no '/' or '\\', not '.' or '..', no leading '~', no glob characters * ? [ ], "
+              "no control characters)")
+
+
+def leaves_folder(key: str) -> bool:
+    """Whether ``key``, put into a path as one name, could reach outside its folder or name
+    other files: it is not a :data:`PLAIN_NAME`."""
+    return not key or bool(_UNSAFE_KEY.search(key))
 
 
 def template_key(key: str) -> str:
     """``key`` if it may be filled into a template; a ValueError saying why not otherwise."""
-    if not key or _UNSAFE_KEY.search(key):
+    if leaves_folder(key):
         raise ValueError(
-            f"partition key {key!r} cannot fill a {{partition_key}} template: a key there must be one plain "
-            "name (no '/' or '\\', not '.' or '..', no leading '~', no glob characters * ? [ ], no control "
-            "characters), so that it cannot reach outside the template's folder; delete that dynamic partition "
+            f"partition key {key!r} cannot fill a {{partition_key}} template: a key there must be {PLAIN_NAME}, "
+            "so that it cannot reach outside the template's folder; delete that dynamic partition "
             "and add it under a plain name"
         )
     return key

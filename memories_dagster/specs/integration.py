@@ -12,13 +12,14 @@ import re
 import zoneinfo
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from memories_dagster.engine.expressions import ExpressionError, parse_expression
 from memories_dagster.specs.credentials import Address, Credential, Headers, NamedValues
 from memories_dagster.specs.cron import cron_problem
 from memories_dagster.specs.documents import DocumentError, parse_json
 from memories_dagster.engine.formats import FormatError, parse_format
+from memories_dagster.engine.window import PLAIN_NAME, leaves_folder
 
 COLUMN_TYPES = ("string", "integer", "float", "decimal", "boolean", "date", "timestamp")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
@@ -133,6 +134,17 @@ class MongoSettings(Strict):
 LAYER_REF = r"^[A-Za-z0-9_]+/(terrain|vegetation|urban|climate)/[A-Za-z0-9_]+$"
 
 
+def _earth_partition(value: str) -> str:
+    """An earth partition names a folder of the earth store: it must not reach outside it."""
+    if leaves_folder(value):
+        raise ValueError(f"partition {value!r} names a folder of the earth store, so it must be {PLAIN_NAME}, "
+                         "such as a partition key of the region (e.g. 2024-06-01)")
+    return value
+
+
+EarthPartition = Annotated[str, AfterValidator(_earth_partition)]
+
+
 class RasterSampling(Strict):
     """Columns sampled from earth analyzer rasters at each row's longitude/latitude."""
 
@@ -141,7 +153,7 @@ class RasterSampling(Strict):
     layers: dict[str, Annotated[str, Field(pattern=LAYER_REF)]] = Field(
         min_length=1, description="new column -> <region>/<analyzer>/<raster>, e.g. jacksboro_fault/terrain/slope"
     )
-    partition: str | None = Field(None, description="partition of partitioned analyzers (default: the latest)")
+    partition: EarthPartition | None = Field(None, description="partition of partitioned analyzers (default: the latest)")
 
 
 class DataSource(Strict):
@@ -169,7 +181,7 @@ class DataSource(Strict):
     record_format: Literal["fixed", "variable"] = Field(
         "fixed", description="mainframe: fixed-length records, or variable with a 4-byte RDW"
     )
-    partition: str | None = Field(None, description="earth: partition of a partitioned analyzer (default: the latest)")
+    partition: EarthPartition | None = Field(None, description="earth: partition of a partitioned analyzer (default: the latest)")
     sample_rasters: RasterSampling | None = Field(None, description="add columns sampled from earth rasters at lon/lat")
     allow_empty: bool = Field(
         False, description="a source with no rows is normal: read it (a check on the source says so) instead of failing"
