@@ -104,7 +104,8 @@ def test_fsspec_urls_are_read_and_written(tmp_path):
     frame.to_parquet(integrated, index=False)
     config = OutputConfig(partitioning={"partition_by": "day", "partition_type": "category"})
     result = write_output(str(integrated), config, "memory://lake/out", "t")
-    assert sorted(memory.ls("/lake/out", detail=False)) == ["/lake/out/day=2024-01-01", "/lake/out/day=2024-01-02", "/lake/out/day=2024-01-03"]
+    assert sorted(memory.ls("/lake/out", detail=False)) == [
+        "/lake/out/.memories-manifest", "/lake/out/day=2024-01-01", "/lake/out/day=2024-01-02", "/lake/out/day=2024-01-03"]
     assert len(result["files"]) == 3
     memory.rm("/lake", recursive=True)
 
