@@ -245,8 +245,11 @@ def replace_rows(
         written = None
         if not sa.inspect(engine).has_table(name, schema=schema or None):
             _check_keys(parquet_path, keys)
+            _ensure_registry(engine, schema or None)
             written = _write_new_table(engine, parquet_path, schema or None, name, mode, keys, pipeline)
         if written is None:  # the table exists (or another run created it meanwhile)
+            if mode == "replace" and overwrite:  # it may be adopted
+                _ensure_registry(engine, schema or None)
             with engine.begin() as conn:
                 use_zone(conn, delete_filter[1] if delete_filter else None)
                 target = _existing_table(conn, table, schema or None, name, keys, delete_filter)
@@ -313,10 +316,21 @@ def _registry(schema: str | None) -> sa.Table:
                     sa.Column("created_at", sa.DateTime(), nullable=False), schema=schema)
 
 
+def _ensure_registry(engine: sa.Engine, schema: str | None) -> None:
+    """Create the registry if it is missing, in a transaction of its own (MariaDB commits a
+    CREATE at once, so inside a write it would commit the rows so far); another run creating it
+    at the same moment is no failure."""
+    try:
+        with engine.begin() as conn:
+            _registry(schema).create(conn, checkfirst=True)
+    except sa.exc.DBAPIError:
+        if not sa.inspect(engine).has_table(REGISTRY, schema=schema):
+            raise
+
+
 def _register(conn: sa.Connection, schema: str | None, name: str, pipeline: str) -> None:
-    """Record table ``name`` as ``pipeline``'s, creating the registry on first use."""
+    """Record table ``name`` as ``pipeline``'s (the registry exists: see ``_ensure_registry``)."""
     registry = _registry(schema)
-    registry.create(conn, checkfirst=True)
     conn.execute(registry.delete().where(registry.c.table_name == name))
     conn.execute(registry.insert().values(table_name=name, pipeline=pipeline,
                                           created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)))
