@@ -202,7 +202,7 @@ def _rule_sql(con: duckdb.DuckDBPyConnection, sql: str, probe: str, rule: Transf
                 _check_in_place_mapping(con, sql, probe, rule, source)
             value, failed = mapping_sql(source, rule.transformation_logic, in_place)
         else:
-            value = format_sql(str(rule.transformation_logic), q(source))
+            value = format_sql(str(rule.transformation_logic), q(source), columns_of(con, probe)[source])
             failed = f"({q(source)} IS NOT NULL AND {value} IS NULL)"
         return value, failed
     value = parse_expression(str(rule.transformation_logic)).to_sql()

@@ -349,3 +349,19 @@ def test_format_check_decimal_keeps_every_digit(run_integration, values):
     kept = dict(zip(run.data["id"], run.data["n"]))
     assert {i: v for i, v in kept.items() if i in expected} == {i: v for i, v in expected.items() if v is not None}
     assert len(run.quarantine) == sum(v is None for v in expected.values())
+
+
+def test_round_format_on_decimals_is_exact_and_equals_round_in_expressions(run_integration):
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    values = [Decimal("1.115"), Decimal("2.675"), Decimal("-0.125"), None]
+    frame = pd.DataFrame({"id": range(len(values)), "x": values})  # Parquet decimal(_, 3)
+    run = run_integration({"raw": frame}, transformation_rules=[
+        rule("fmt", "formatting", "round:2", "x", "by_format"),
+        rule("calc", "calculation", "round(x, 2)", target="by_expression")])
+    data = run.data.sort_values("id")
+    # oracle: Python's Decimal, half to even on the exact value (a double would give 1.11, 2.67)
+    expected = [v.quantize(Decimal("0.01"), ROUND_HALF_EVEN) if v is not None else None for v in values]
+    assert list(data["by_format"]) == expected
+    assert list(data["by_format"]) == list(data["by_expression"])
+    assert all(isinstance(v, Decimal) for v in data["by_format"].dropna())
