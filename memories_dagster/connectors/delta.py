@@ -11,6 +11,7 @@ from typing import Any
 import duckdb
 import fsspec
 
+from memories_dagster.connectors.file_outputs import DestinationError
 from memories_dagster.connectors.files import ConnectorError, UnavailableError
 from memories_dagster.engine.duck import columns_of, connect, q, sql_string
 from memories_dagster.engine.errors import error_detail
@@ -30,6 +31,9 @@ _WIDENED = {"UTINYINT": "SMALLINT", "USMALLINT": "INTEGER", "UINTEGER": "BIGINT"
 _UNSUPPORTED = re.compile(r"^(TIME\b|TIME WITH TIME ZONE|INTERVAL|UNION)")
 # Files delta-rs writes before it commits; without a log they are what a killed first write left.
 _DATA_FILE = re.compile(r"^part-\d{5}-[0-9a-f-]{36}-c\d{3}(\.\w+)?\.parquet$")
+# A table's description saying a pipeline made it, the table's name then being that pipeline's:
+# replace overwrites only a table its pipeline made (both survive every later commit).
+OWNED = "output of a memories_dagster pipeline (the table name)"
 # delta-rs appends a Rust backtrace ("   0: <unknown>", "at /path") that says nothing to a user.
 _BACKTRACE = re.compile(r"\n\s+\d+: ")
 
@@ -43,11 +47,14 @@ def write_delta(
     memory_limit: str | None,
     storage_options: dict[str, Any] | None,
     partition_column: PartitionColumn,
+    pipeline: str = "",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write the integrated Parquet data as a commit of the Delta table at ``destination``.
 
     A run without a window replaces the table (schema included); a windowed run replaces the
-    rows of ``window_column`` inside the window. Rows stream from DuckDB to delta-rs in Arrow
+    rows of ``window_column`` inside the window; either only in a table ``pipeline`` made (see
+    ``_claim``). Rows stream from DuckDB to delta-rs in Arrow
     batches. ``partition_column`` derives the Delta partition column from ``output.partitioning``.
     Returns where, how many rows and the table version the commit made.
     """
@@ -68,9 +75,12 @@ def write_delta(
                                      f"{where} cannot replace the partition's rows; its columns: {', '.join(types)}")
             predicate = window_predicate(window, window_column, types[window_column])
         table = deltalake.DeltaTable(destination, storage_options=options) if existed else destination
+        if existed and output.mode == "replace":
+            _claim(table, pipeline, overwrite, where)
         rows = con.sql(select).to_arrow_reader(BATCH_ROWS)
         deltalake.write_deltalake(
             table, rows, partition_by=partition_by or None, storage_options=None if existed else options,
+            name=None if existed else pipeline, description=None if existed else OWNED,
             mode="append" if output.mode == "append" else "overwrite", predicate=predicate,
             schema_mode="overwrite" if predicate is None and output.mode == "replace" else None,
         )
@@ -83,6 +93,28 @@ def write_delta(
     finally:
         con.close()
     return {"integrated_data_path": redact(destination), "rows_written": count, "files": [], "table_version": version}
+
+
+def _claim(table: Any, pipeline: str, overwrite: bool, where: str) -> None:
+    """Refuse to replace rows of a table that ``pipeline`` did not make, unless ``overwrite``,
+    which names it as this pipeline's from then on. A table without the mark (made by hand, by
+    another tool, or by a version of this one from before the mark) is not its own."""
+    metadata = table.metadata()
+    owner = metadata.name if metadata.description == OWNED else None
+    if owner == pipeline:
+        return
+    if overwrite:
+        table.alter.set_table_name(pipeline)
+        table.alter.set_table_description(OWNED)
+        return
+    whose = f"its metadata names pipeline '{owner}'" if owner else "its metadata names no pipeline of this project"
+    raise DestinationError(
+        f"the {where} exists and pipeline '{pipeline}' did not make it ({whose}); mode replace would overwrite "
+        "its rows, so nothing was written. A pipeline replaces only tables it made: give a new location, or "
+        "write with mode append, or, if this pipeline may take the table over (e.g. a table an earlier version "
+        "of this tool made before it marked its tables), set output_config.overwrite: true once: the table's "
+        "name and description then mark it as this pipeline's"
+    )
 
 
 def delta_storage_options(destination: str, storage_options: dict[str, Any]) -> dict[str, str]:

@@ -94,7 +94,8 @@ def write_output(
             raise DestinationError(problem)
 
         return write_delta(integrated_path, output, destination, window, window_column, memory_limit,
-                           access.storage_options if access else None, partition_column)
+                           access.storage_options if access else None, partition_column,
+                           ownership.pipeline, ownership.overwrite)
     folder = bool(output.partitioning or window)
     suffix = suffix_for(output.output_format, destination)
     with owned_write(destination, ownership, folder, access.storage_options if access else None) as staged:

@@ -543,8 +543,8 @@ class OutputConfig(Strict):
     overwrite: bool = Field(
         False, description="file outputs: the pipeline may take over files at the destination that it did not write "
         "(they are then replaced like its own); never the project folder, a parent of it, /, home or a storage folder. "
-        "sql and mongodb in mode replace: the pipeline may take over an existing table or collection it did not create "
-        "(recorded in memories_outputs as its own from then on)",
+        "sql, mongodb and delta in mode replace: the pipeline may take over an existing table or collection it did not "
+        "create (recorded as its own from then on: in memories_outputs, or in the Delta table's name)",
     )
 
     @model_validator(mode="after")
