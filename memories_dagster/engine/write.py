@@ -16,6 +16,7 @@ from memories_dagster.connectors.file_outputs import (
 from memories_dagster.connectors.files import PART_SEPARATOR, copy_options, stem_of, suffix_for
 from memories_dagster.engine.duck import columns_of, connect, q, sql_string
 from memories_dagster.engine.errors import IntegrationError, error_detail
+from memories_dagster.engine.finite import refuse_non_finite
 from memories_dagster.engine.tables import Access
 from memories_dagster.engine.window import Window
 from memories_dagster.secrets import redact, resolve
@@ -96,6 +97,8 @@ def write_output(
         return write_delta(integrated_path, output, destination, window, window_column, memory_limit,
                            access.storage_options if access else None, partition_column,
                            ownership.pipeline, ownership.overwrite)
+    if output.output_format == "json":
+        refuse_non_finite(integrated_path, f"JSON output {redact(destination)}")
     folder = bool(output.partitioning or window)
     suffix = suffix_for(output.output_format, destination)
     with owned_write(destination, ownership, folder, access.storage_options if access else None) as staged:

@@ -6,6 +6,8 @@ import os
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from memories_dagster.connectors.file_outputs import DestinationError
@@ -147,3 +149,39 @@ def test_one_file_per_partition_keeps_the_other_partitions_and_refuses_foreign_f
     with pytest.raises(DestinationError, match="notes.txt"):
         write_output(integrated, config, str(out), "t", Window("2024-01-03"))
     assert visible(out) == ["2024-01-01.csv", "2024-01-02.csv", "notes.txt"]
+
+
+def _strict_json(text: str):
+    """Python's reader without its extension: NaN and Infinity are no JSON (RFC 8259)."""
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("name", ["out.json", "out.jsonl"])
+def test_json_output_refuses_nan_and_infinity_and_keeps_the_earlier_output(tmp_path, name):
+    target = tmp_path / name
+    good = tmp_path / "good.parquet"
+    pd.DataFrame({"id": [1, 2], "v": [1.5, 2.5]}).to_parquet(good, index=False)
+    config = OutputConfig(output_format="json", output_destination=str(target))
+    write_output(str(good), config, str(target), "t")
+    before = target.read_text()
+    _strict_json(before) if name.endswith(".json") else [_strict_json(line) for line in before.splitlines()]
+    bad = tmp_path / "bad.parquet"
+    nan, inf = float("nan"), float("inf")  # through Arrow: pandas would write NaN as null
+    pq.write_table(pa.table({"id": [1, 2, 3, 4], "v": [1.5, nan, inf, -inf], "n": [[1.0], [nan], None, []],
+                             "ok": [1.0, 2.0, None, 4.0]}), bad)
+    with pytest.raises(IntegrationError, match=r"cannot hold NaN or infinite floats, and column\(s\) 'v' \(3 values\), "
+                                               r"'n' \(1 value\) hold some, so nothing was written"):
+        write_output(str(bad), config, str(target), "t")
+    assert target.read_text() == before
+
+
+def test_the_calculation_the_json_refusal_suggests_makes_nan_and_infinities_null():
+    from memories_dagster.engine.expressions import parse_expression
+    from memories_dagster.engine.finite import MAX_DOUBLE
+
+    sql = parse_expression(f"v if abs(v) <= {MAX_DOUBLE} else None").to_sql()
+    values = [1.5, float("nan"), float("inf"), -float("inf"), -1.7976931348623157e308, None]
+    got = duckdb.sql(f"SELECT {sql} FROM (SELECT unnest($values::DOUBLE[]) AS v)", params={"values": values}).fetchall()
+    assert [row[0] for row in got] == [1.5, None, None, None, -1.7976931348623157e308, None]
