@@ -1,5 +1,6 @@
-"""A step killed mid-run leaves its staging folder in `.memories/storage/.staging`; the next run
-and `memories validate` remove it, and never the folder of a step still writing (issue 9 item 2)."""
+"""A step killed mid-run leaves its staging folder in `.memories/storage/.staging` (or, for an
+earth product, beside it); the next run and `memories validate` remove it, and never the folder
+of a step still writing (issue 9 item 2)."""
 
 import os
 import signal
@@ -12,6 +13,7 @@ import yaml
 
 from memories_dagster import cli
 from memories_dagster.engine import tables
+from memories_dagster.engine.earth.products import staged_product
 from memories_dagster.resources import MemoriesSettings
 
 # A step as far as staging goes: it takes its staging folder, starts writing, and waits.
@@ -25,13 +27,25 @@ time.sleep(60)
 """
 
 
+# An earth step: it stages its product beside the published one, starts writing, and waits.
+EARTH_STEP = """
+import sys, time
+from pathlib import Path
+from memories_dagster.engine.earth.products import staged_product
+with staged_product(Path(sys.argv[1])) as product:
+    (product.folder / "slope.tif").write_bytes(b"half a raster")
+    print(product.folder.name, flush=True)
+    time.sleep(60)
+"""
+
+
 @pytest.fixture
 def steps():
     """Start steps writing into a storage folder (the child processes are ended afterwards)."""
     started = []
 
-    def start(storage):
-        child = subprocess.Popen([sys.executable, "-c", STEP, str(storage)], stdout=subprocess.PIPE, text=True)
+    def start(storage, code=STEP):
+        child = subprocess.Popen([sys.executable, "-c", code, str(storage)], stdout=subprocess.PIPE, text=True)
         started.append(child)
         return child, child.stdout.readline().strip()
 
@@ -59,6 +73,20 @@ def test_the_next_run_removes_a_killed_steps_staging_and_keeps_a_live_ones(tmp_p
 
     assert sorted(p.name for p in staging.iterdir()) == sorted([live_name, mine.name])
     assert (staging / live_name / "part-0.parquet").read_bytes() == b"half a file"
+
+
+def test_the_next_earth_step_removes_a_killed_ones_staged_product(tmp_path, steps):
+    target = tmp_path / "earth" / "ridges" / "analysis" / "terrain" / "static"
+    killed, killed_name = steps(target, EARTH_STEP)
+    live, live_name = steps(target, EARTH_STEP)
+    kill_9(killed)
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([killed_name, live_name])
+
+    with staged_product(target) as product:
+        (product.folder / "slope.tif").write_bytes(b"a raster")
+
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([live_name, "static"])
+    assert (target / "slope.tif").read_bytes() == b"a raster"
 
 
 def test_a_folder_whose_writer_cannot_be_asked_goes_only_once_stale(tmp_path):

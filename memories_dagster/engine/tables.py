@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import glob
 import json
 import os
 import shutil
@@ -97,31 +98,39 @@ STAGING_STALE_SECONDS = 24 * 3600
 
 
 def staging_folder(storage_dir: str | Path) -> Path:
-    """A new private folder in ``<storage>/.staging`` for one step's output, named after its
-    writer (``<host>--<pid>--<random>``) so that a later run can tell a killed step's leftover
-    from a live one (see :func:`remove_staging_leftovers`)."""
-    root = Path(storage_dir) / STAGING_FOLDER
-    root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=root, prefix=f"{_host()}--{os.getpid()}--"))
+    """A new private folder in ``<storage>/.staging`` for one step's output (see :func:`writer_folder`)."""
+    return writer_folder(Path(storage_dir) / STAGING_FOLDER)
 
 
 def remove_staging_leftovers(storage_dir: str | Path) -> list[str]:
-    """Remove the staging folders of steps that are gone (killed mid-run); returns their names.
+    """Remove the staging folders of steps that are gone (killed mid-run); returns their names."""
+    return remove_writer_leftovers(Path(storage_dir) / STAGING_FOLDER)
+
+
+def writer_folder(root: Path, prefix: str = "") -> Path:
+    """A new private folder in ``root`` named after its writer (``<prefix><host>--<pid>--<random>``)
+    so that a later run can tell a killed writer's leftover from a live one (see
+    :func:`remove_writer_leftovers`)."""
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=root, prefix=f"{prefix}{_host()}--{os.getpid()}--"))
+
+
+def remove_writer_leftovers(root: Path, prefix: str = "") -> list[str]:
+    """Remove the folders in ``root`` named ``<prefix>...`` whose writer is gone; their names.
 
     A folder of this host whose process no longer exists is a leftover; one of another host (a
-    storage folder shared between machines), or without a writer in its name, only once nothing
-    in it changed for ``STAGING_STALE_SECONDS``. A live writer's folder is never touched (a
-    reused pid keeps a leftover longer, never removes a live one)."""
-    root = Path(storage_dir) / STAGING_FOLDER
+    storage folder shared between machines), or without a writer in its name (made by an older
+    version), only once nothing in it changed for ``STAGING_STALE_SECONDS``. A live writer's
+    folder is never touched (a reused pid keeps a leftover longer, never removes a live one)."""
     removed = []
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        host, _, rest = folder.name.partition("--")
+    for folder in sorted(root.glob(f"{glob.escape(prefix)}*")) if root.is_dir() else []:
+        host, _, rest = folder.name.removeprefix(prefix).partition("--")
         pid = rest.partition("--")[0]
         if host == _host() and pid.isdigit():
             gone = not _alive(int(pid))
         else:
             gone = _idle_seconds(folder) > STAGING_STALE_SECONDS
-        if gone:
+        if gone and folder.is_dir():
             remove_path(folder)
             removed.append(folder.name)
     return removed

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -13,7 +12,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from memories_dagster.engine.errors import IntegrationError
-from memories_dagster.engine.tables import UMASK, swap_folder
+from memories_dagster.engine.tables import UMASK, remove_writer_leftovers, swap_folder, writer_folder
 
 # the file each kind of source publishes, which its analyzers read
 SOURCE_FILES = {"terrain": "elevation.tif", "satellite": "composite.tif", "climate": "climate.nc"}
@@ -120,8 +119,9 @@ def staged_product(target: Path) -> Iterator[Product]:
     Paths recorded in the product are rewritten to their final place; on an error the staged
     files go and ``target`` keeps the previous materialization.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    prefix = f".{target.name}.staging-"
+    remove_writer_leftovers(target.parent, prefix)  # what writers killed mid-step left
+    staged = writer_folder(target.parent, prefix)
     staged.chmod(0o777 & ~UMASK)  # mkdtemp makes it owner-only; published, it is for readers too
     product = Product(folder=staged, target=target)
     try:
