@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, make_url
 
 from memories_dagster.connectors.file_outputs import DestinationError
@@ -95,8 +96,8 @@ def window_bounds(url: URL, window: Window, column: str) -> tuple[str, object, o
     """(column, low, high) of a window as the database compares them.
 
     SQLite keeps dates as text, so its bounds are ISO strings; other databases get the window's
-    datetimes, in its time zone: bound as wall times (``wall``) in a session run in that zone
-    (``use_zone``). A dynamic window (a key, no time range) gives (column, key, None).
+    datetimes, in its time zone, bound as the column compares them (``compared``). A dynamic
+    window (a key, no time range) gives (column, key, None).
     """
     if not window.is_time:
         return column, window.key, None
@@ -107,10 +108,21 @@ def window_bounds(url: URL, window: Window, column: str) -> tuple[str, object, o
     return column, window.start, window.end
 
 
-def wall(value: object) -> object:
-    """A bound as the session compares it: a datetime as its wall time (the session runs in its
-    zone), anything else as it is."""
-    return value.replace(tzinfo=None) if isinstance(value, dt.datetime) else value
+def compared(dialect: str, value: object, instant: bool) -> object:
+    """A window bound as the session (see ``use_zone``) compares it with a column: on MariaDB/MySQL
+    (session in UTC) the UTC wall time for a column of instants (TIMESTAMP, or DATETIME this
+    project wrote from instants), else the wall time in the window's zone, which is also what
+    PostgreSQL (session in the window's zone) takes for every column; anything else as it is."""
+    if not isinstance(value, dt.datetime):
+        return value
+    if instant and dialect in ("mysql", "mariadb"):
+        value = value.astimezone(dt.timezone.utc)
+    return value.replace(tzinfo=None)
+
+
+def holds_instants(arrow_type: pa.DataType | None) -> bool:
+    """Whether a column of this Arrow type holds instants (a timestamp with a time zone)."""
+    return arrow_type is not None and pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None
 
 
 def window_condition(dialect: str, column: str, ranged: bool) -> str:
@@ -138,7 +150,7 @@ def read_query(
     ``params`` are bound where the query names them (``:partition_start``...). ``window_filter``
     (column, low, high) wraps the query so only rows with low <= column < high are read (high
     None: column = low), and those in no window, provided the query returns that column; the
-    session then runs in the ``window``'s time zone (see ``use_zone``). Columns keep the
+    session runs as ``use_zone`` says. Columns keep the
     database's types (see ``sql_arrow``). Returns the files, whether the filter applied, and the
     DuckDB type each decimal column (read as exact text) takes once all parts are read.
     """
@@ -160,9 +172,10 @@ def read_query(
                 column, low, high = window_filter
                 if column in types.names:
                     filtered = True
-                    bound["window_low"] = wall(low)
+                    instant = holds_instants(types.types[types.names.index(column)])
+                    bound["window_low"] = compared(engine.dialect.name, low, instant)
                     if high is not None:
-                        bound["window_high"] = wall(high)
+                        bound["window_high"] = compared(engine.dialect.name, high, instant)
                     condition = window_condition(engine.dialect.name, quote(column), high is not None)
                     sql = f"SELECT * FROM ({sql}) AS source_rows WHERE {condition}"
             result = conn.execution_options(stream_results=True).execute(sa.text(sql), bound)
@@ -183,22 +196,18 @@ def read_query(
 
 
 def use_zone(conn: sa.Connection, moment: object) -> None:
-    """Run the session in the time zone of a window's start, so that the window's bounds (wall
-    times there) and the instants of TIMESTAMPTZ columns (PostgreSQL) or TIMESTAMP columns
-    (MariaDB/MySQL) meet in that zone, not in the server's. MariaDB without time zone tables
-    takes the zone's offset at the window's start. Nothing for a key or a text bound."""
-    if not isinstance(moment, dt.datetime):
-        return
-    if conn.dialect.name == "postgresql":
+    """Fix the session's time zone, so no result depends on the server's or the host's.
+
+    MariaDB/MySQL: always UTC ('+00:00', which needs no time zone tables): TIMESTAMP columns
+    read as UTC instants, and window bounds are bound per column (``compared``) as UTC instants
+    or as wall times of the window's zone, exact across daylight saving changes, where a fixed
+    offset taken at the window's start was not. PostgreSQL, which always knows named zones:
+    the zone of a window's start (``moment``), so that wall-time bounds and ``:partition_start``
+    meet TIMESTAMPTZ columns as instants of that zone; nothing without a time window."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        conn.execute(sa.text("SET time_zone = '+00:00'"))
+    elif conn.dialect.name == "postgresql" and isinstance(moment, dt.datetime):
         conn.execute(sa.text("SELECT set_config('TimeZone', :zone, false)"), {"zone": zone_of(moment)})
-    elif conn.dialect.name in ("mysql", "mariadb"):
-        zone = zone_of(moment)
-        named = conn.execute(sa.text("SELECT CONVERT_TZ('2000-01-01 00:00:00', '+00:00', :zone) IS NOT NULL"),
-                             {"zone": zone}).scalar()
-        if not named:  # the server has no time zone tables
-            minutes = int((moment.utcoffset() or dt.timedelta(0)).total_seconds() // 60)
-            zone = f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-        conn.execute(sa.text("SET time_zone = :zone"), {"zone": zone})
 
 
 def _result_types(conn: sa.Connection, probe: sa.CursorResult) -> ResultTypes:
@@ -256,7 +265,7 @@ def replace_rows(
                 _check_keys(parquet_path, keys)
                 if mode == "replace":
                     _claim(conn, table, schema or None, pipeline, overwrite)
-                    conn.execute(_delete_of(target, delete_filter))
+                    conn.execute(_delete_of(target, delete_filter, conn.dialect.name, _instants(parquet_path, delete_filter)))
                 written = _insert(conn, parquet_path, target, mode, keys)
     except (sa.exc.SQLAlchemyError, KeyError, ValueError) as exc:
         raise _fail(f"writing table {table} failed; the table is unchanged", url, exc) from exc
@@ -300,12 +309,22 @@ def _existing_table(conn: sa.Connection, table: str, schema: str | None, name: s
     return target
 
 
-def _delete_of(target: sa.Table, delete_filter: tuple[str, object, object] | None) -> sa.Delete:
+def _instants(parquet_path: str, delete_filter: tuple[str, object, object] | None) -> bool:
+    """Whether the rows written hold instants in the partition column: then the table holds them
+    as instants too (see ``_exact_types``) and the partition's bounds are compared as instants."""
+    schema = pq.ParquetFile(parquet_path).schema_arrow
+    return bool(delete_filter) and delete_filter[0] in schema.names and holds_instants(schema.field(delete_filter[0]).type)
+
+
+def _delete_of(target: sa.Table, delete_filter: tuple[str, object, object] | None, dialect: str,
+               instant: bool) -> sa.Delete:
     delete = target.delete()
     if delete_filter:
         column, low, high = delete_filter
         col = target.c[column]
-        delete = delete.where(col >= wall(low), col < wall(high)) if high is not None else delete.where(col == low)
+        if high is None:
+            return delete.where(col == low)
+        delete = delete.where(col >= compared(dialect, low, instant), col < compared(dialect, high, instant))
     return delete
 
 
@@ -399,7 +418,7 @@ def _insert(conn: sa.Connection, parquet_path: str, target: sa.Table | None, mod
     first batch creates. An upsert deletes the rows with an incoming key before each batch."""
     written = 0
     for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=WRITE_CHUNK_ROWS * 10):
-        batch, types = _exact_decimals(batch, conn.dialect)
+        batch, types = _exact_types(batch, conn.dialect)
         frame = batch.to_pandas(types_mapper=_nullable_integer)
         if mode == "upsert":  # one row per key: the last one given wins, over earlier batches too
             frame = frame.drop_duplicates(subset=keys, keep="last")
@@ -424,12 +443,18 @@ def _nullable_integer(arrow_type: pa.DataType):
     return None
 
 
-def _exact_decimals(batch: pa.RecordBatch, dialect: sa.Dialect) -> tuple[pa.RecordBatch, dict[str, sa.types.TypeEngine]]:
+def _exact_types(batch: pa.RecordBatch, dialect: sa.Dialect) -> tuple[pa.RecordBatch, dict[str, sa.types.TypeEngine]]:
     """Decimal columns as exact SQL types: NUMERIC(p, s) where the database has one, and on
-    SQLite, which has none (SQLAlchemy would bind floats), the exact value as TEXT."""
+    SQLite, which has none (SQLAlchemy would bind floats), the exact value as TEXT. On
+    MariaDB/MySQL, timestamps as DATETIME(6) (plain DATETIME cuts the microseconds), instants as
+    their UTC wall times (the driver drops a datetime's zone, so they are made UTC first)."""
     types: dict[str, sa.types.TypeEngine] = {}
     columns = list(batch.columns)
     for i, field in enumerate(batch.schema):
+        if pa.types.is_timestamp(field.type) and dialect.name in ("mysql", "mariadb"):
+            columns[i] = pc.cast(columns[i], pa.timestamp(field.type.unit))  # a zone's instants as UTC wall times
+            types[field.name] = mysql.DATETIME(fsp=6)
+            continue
         if not pa.types.is_decimal(field.type):
             continue
         if dialect.name == "sqlite":

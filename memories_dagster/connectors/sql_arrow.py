@@ -39,7 +39,7 @@ _MYSQL = {
     1: (pa.int8(), pa.int16()), 2: (pa.int16(), pa.int32()), 9: (pa.int32(), pa.int32()),
     3: (pa.int32(), pa.int64()), 8: (pa.int64(), pa.uint64()), 13: (pa.int16(), pa.int16()),
     4: (pa.float32(), pa.float32()), 5: (pa.float64(), pa.float64()),
-    7: (pa.timestamp("us"), pa.timestamp("us")), 12: (pa.timestamp("us"), pa.timestamp("us")),
+    7: (pa.timestamp("us", tz="UTC"),) * 2, 12: (pa.timestamp("us"), pa.timestamp("us")),  # TIMESTAMP: an instant (session in UTC)
     10: (pa.date32(), pa.date32()), 14: (pa.date32(), pa.date32()),
     11: (pa.duration("us"), pa.duration("us")), 16: (pa.binary(), pa.binary()), 245: (pa.string(), pa.string()),
 }

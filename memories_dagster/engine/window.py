@@ -28,8 +28,12 @@ class Window:
         return zone_of(self.start)
 
     def params(self) -> dict[str, object]:
-        """Bind parameters offered to SQL queries."""
-        return {"partition_key": self.key, "partition_start": self.start, "partition_end": self.end}
+        """Bind parameters offered to SQL queries. The ``_utc`` bounds are for MariaDB/MySQL
+        TIMESTAMP columns (instants; the session runs in UTC), whose driver binds a datetime's
+        wall time and drops its zone."""
+        utc = {f"partition_{name}_utc": moment.astimezone(dt.timezone.utc) if moment else None
+               for name, moment in (("start", self.start), ("end", self.end))}
+        return {"partition_key": self.key, "partition_start": self.start, "partition_end": self.end, **utc}
 
 
 def zone_of(moment: object) -> str:
