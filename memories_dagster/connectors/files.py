@@ -94,6 +94,17 @@ def _use_filesystem(con: duckdb.DuckDBPyConnection, path: str, storage_options: 
             raise ConnectorError(f"cannot open {protocol}:// paths: {exc}") from None
 
 
+# PostgreSQL COPY's CSV reading, which DuckDB's default departs from: a quoted empty field ("")
+# is an empty string, only an unquoted empty field is NULL.
+_CSV_DEFAULTS = {"allow_quoted_nulls": False}
+
+
+def _csv_options(options: dict[str, object]) -> dict[str, object]:
+    """Reader options of a CSV file: the user's, and ``_CSV_DEFAULTS`` where they do not say."""
+    given = {name.lower() for name in options}
+    return {**{k: v for k, v in _CSV_DEFAULTS.items() if k not in given}, **options}
+
+
 def _options_sql(options: dict[str, object]) -> str:
     return "".join(f", {_CSV_OPTION_NAMES.get(name, name)} = {_option_value(value)}" for name, value in options.items())
 
@@ -114,7 +125,7 @@ def _option_value(value: object) -> str:
 
 def scan_sql(source_type: str, path: str, options: dict[str, object]) -> str:
     """The DuckDB table function that reads ``path`` as ``source_type``."""
-    extra = _options_sql(options)
+    extra = _options_sql(_csv_options(options) if source_type == "csv" else options)
     if source_type == "csv":
         return f"read_csv({sql_string(path)}, header = true, auto_detect = true{extra})"
     if source_type == "json":
@@ -130,9 +141,10 @@ def _lossless_select(con: duckdb.DuckDBPyConnection, source_type: str, path: str
     scan = scan_sql(source_type, path, options)
     if source_type not in ("csv", "json") or declares_types(options):
         return f"SELECT * FROM {scan}"
-    extra = _options_sql(options)
     if source_type == "csv":
+        extra = _options_sql(_csv_options(options))
         return lossless_csv_sql(con, scan, f"read_csv({sql_string(path)}, header = true, auto_detect = true, all_varchar = true{extra})")
+    extra = _options_sql(options)
     layout = sql_string(str(options.get("format", "auto")))
     objects = f"read_json_objects({sql_string(path)}, format = {layout})"
 

@@ -5,6 +5,7 @@ Python's json module for JSON values, and openpyxl's own cell values for Excel.
 """
 
 import csv
+import io
 import datetime as dt
 import json
 from decimal import Decimal
@@ -125,3 +126,23 @@ def test_api_records_keep_integers_beside_nulls_and_text_beside_numbers(tmp_path
     assert table.column("id").to_pylist() == [r["id"] for r in oracle]
     assert table.column("geo_level").to_pylist() == [r["geo"]["level"] for r in oracle]
     assert table.column("zip").to_pylist() == ["10115", "SW1A", None]
+
+
+def test_a_quoted_empty_csv_field_is_an_empty_string_as_postgresql_copy_reads_it(tmp_path, postgres):
+    text = 'id,t,n\n1,"",5\n2,,\n3,a,""\n'
+    path = tmp_path / "in.csv"
+    path.write_text(text)
+    table = read(tmp_path, "csv", path).to_pydict()
+    # oracle: PostgreSQL's COPY ... CSV: quoted empty = empty string, unquoted empty = NULL
+    raw = postgres.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("CREATE TEMP TABLE quoted_empty (id int, t text, n text)")
+        cursor.copy_expert("COPY quoted_empty FROM STDIN WITH (FORMAT csv, HEADER true)", io.StringIO(text))
+        cursor.execute("SELECT t, n FROM quoted_empty ORDER BY id")
+        expected = cursor.fetchall()
+    finally:
+        raw.rollback()
+        raw.close()
+    assert expected == [("", "5"), (None, None), ("a", "")]
+    assert list(zip(table["t"], table["n"])) == expected
