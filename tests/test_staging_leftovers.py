@@ -120,3 +120,36 @@ def test_validate_removes_a_killed_steps_staging(tmp_path, steps, monkeypatch, c
 
     assert f"repaired: {storage / '.staging' / name}: removed the staging folder of a step that was killed" in capsys.readouterr().out
     assert list((storage / ".staging").iterdir()) == []
+
+
+# A composite as far as its scene stack goes: it takes its scratch folder, fills it, and waits.
+COMPOSITE_STEP = """
+import sys, time
+from pathlib import Path
+from memories_dagster.engine.tables import scratch_folder
+with scratch_folder(Path(sys.argv[1]), "memories-composite-") as scratch:
+    (scratch / "red.npy").write_bytes(b"a stack of scenes")
+    print(scratch.name, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_the_next_composite_removes_the_scene_stack_a_killed_one_left(tmp_path, steps, httpserver):
+    from memories_dagster.connectors.stac import search_scenes
+    from memories_dagster.engine.earth.grid import Grid
+    from memories_dagster.engine.earth.satellite import composite
+    from tests.connectors.test_stac import BBOX, TILE_SHAPE, StacApi, clear_scl, sentinel2_item, xrspatial_bands
+
+    scratch = tmp_path / "scratch"
+    killed, name = steps(scratch, COMPOSITE_STEP)
+    kill_9(killed)
+    assert [p.name for p in scratch.iterdir()] == [name]
+    api = StacApi(httpserver)
+    dn = {k: xrspatial_bands()[k] for k in ("red", "nir")}
+    sentinel2_item(api, tmp_path, "S2", "2023-01-05T10:00:00Z", dn, clear_scl(), "03.01", 1.0)
+    scenes = search_scenes(api.url, "sentinel-2-l2a", BBOX, "2023-01-01", "2023-01-31")
+    grid = Grid("EPSG:32719", 10.0, 600000.0, 4700020.0, TILE_SHAPE[1], TILE_SHAPE[0])
+
+    composite(scenes, grid, "sentinel-2-l2a", bands=["red", "nir"], scratch_dir=scratch)
+
+    assert list(scratch.iterdir()) == []  # the leftover and the composite's own stack are gone

@@ -115,6 +115,18 @@ def writer_folder(root: Path, prefix: str = "") -> Path:
     return Path(tempfile.mkdtemp(dir=root, prefix=f"{prefix}{_host()}--{os.getpid()}--"))
 
 
+@contextlib.contextmanager
+def scratch_folder(root: Path, prefix: str) -> Iterator[Path]:
+    """A private folder in ``root`` for the block's work, removed after it, and the folders
+    writers killed in such a block left removed before it (see :func:`writer_folder`)."""
+    remove_writer_leftovers(root, prefix)
+    folder = writer_folder(root, prefix)
+    try:
+        yield folder
+    finally:
+        remove_path(folder)
+
+
 def remove_writer_leftovers(root: Path, prefix: str = "") -> list[str]:
     """Remove the folders in ``root`` named ``<prefix>...`` whose writer is gone; their names.
 

@@ -21,6 +21,7 @@ import rasterio.errors
 
 from memories_dagster.engine.earth.grid import Grid, raster_opener, read_onto_grid
 from memories_dagster.engine.earth.products import json_number
+from memories_dagster.engine.tables import scratch_folder
 from memories_dagster.engine.earth.spectral import (
     PixelMask,
     landsat_c2_l2_reflectance,
@@ -112,7 +113,8 @@ def composite(
     clear_count = np.zeros(grid.shape, dtype="uint16")
     cloudy = {scene.id: 0 for scene in scenes}
     observed = {scene.id: 0 for scene in scenes}
-    with tempfile.TemporaryDirectory(prefix="composite-", dir=scratch_dir) as scratch:
+    # a step killed here leaves the stack (bands x scenes x grid) behind: the next composite removes it
+    with scratch_folder(Path(scratch_dir or tempfile.gettempdir()), "memories-composite-") as scratch:
         stacks = {band: np.lib.format.open_memmap(Path(scratch) / f"{band}.npy", mode="w+", dtype="float32",
                                                   shape=(len(scenes), *grid.shape)) for band in bands}
         for index, scene in enumerate(scenes):
