@@ -47,14 +47,26 @@ def condition_sql(window: Window, column: str) -> str:
     rows that belong to no window (the column empty or, for time windows, not a date or time)."""
     ref = _identifier(column)
     if window.is_time:
-        # Naive dates and times are wall times of the partition's zone; instants are compared as
-        # that zone's wall times too, whatever the session's zone (typeof is fixed per column).
+        # Naive dates and times are wall times of the partition's zone; instants (a TIMESTAMPTZ,
+        # or text naming its offset or zone) are compared as that zone's wall times too, whatever
+        # the session's zone (typeof is fixed per column).
         zone = _literal(window.zone)
-        value = (f"CASE WHEN typeof({ref}) = 'TIMESTAMP WITH TIME ZONE' THEN timezone({zone}, TRY_CAST({ref} AS TIMESTAMPTZ)) "
+        instant = f"typeof({ref}) = 'TIMESTAMP WITH TIME ZONE' OR {zoned_text_sql(f'CAST({ref} AS VARCHAR)')}"
+        value = (f"CASE WHEN {instant} THEN timezone({zone}, TRY_CAST({ref} AS TIMESTAMPTZ)) "
                  f"ELSE TRY_CAST({ref} AS TIMESTAMP) END")
         start, end = (moment.strftime("%Y-%m-%d %H:%M:%S") for moment in (window.start, window.end))
         return f"({value} >= TIMESTAMP '{start}' AND {value} < TIMESTAMP '{end}')"
     return f"(CAST({ref} AS VARCHAR) = {_literal(window.key)})"
+
+
+# A date and time of day followed by a UTC offset (Z, +05:30, -0800, -08) or a zone name
+# (UTC, America/Los_Angeles): text that names an instant, not a wall time.
+ZONED_TEXT = r"[Tt ]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*)\s*$"
+
+
+def zoned_text_sql(text: str) -> str:
+    """SQL true when the text expression ``text`` is a time with an offset or zone (``ZONED_TEXT``)."""
+    return f"regexp_matches({text}, {_literal(ZONED_TEXT)})"
 
 
 def read_filter_sql(window: Window, column: str) -> str:

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pandas as pd
@@ -81,3 +82,23 @@ def test_a_partition_window_is_dagsters_window_in_the_declared_zone():
     inside = [row[0] for row in con.execute(f"SELECT {condition} FROM events").fetchall()]
     assert inside == [bool(oracle.start <= t < oracle.end) for t in INSTANTS.to_pydatetime()]
     assert json.dumps(inside) == json.dumps([False, True, True, True, False])
+
+
+def test_text_with_an_offset_falls_in_the_day_of_its_instant_in_the_partition_zone():
+    texts = ["2024-03-10T07:30:00+00:00", "2024-03-11T06:30:00Z", "2024-03-10 12:00:00", "2024-03-10T23:30:00-05:00",
+             "2024-03-10", "2024-03-10T01:30:00.5+0100", "2024-03-09 23:59:59.999999"]
+    zone = ZoneInfo("America/Los_Angeles")
+
+    def day(text: str) -> dt.date:  # Python's reading: an offset makes an instant, else a wall time there
+        parsed = dt.datetime.fromisoformat(text)
+        return (parsed.astimezone(zone) if parsed.tzinfo else parsed).date()
+
+    days = dg.DailyPartitionsDefinition(start_date="2024-03-01", timezone="America/Los_Angeles")
+    con = connect()
+    con.register("events", pa.table({"at": texts}))
+    for key in ("2024-03-09", "2024-03-10", "2024-03-11"):
+        span = days.time_window_for_partition_key(key)
+        condition = condition_sql(Window(key, span.start, span.end), "at")
+        inside = [row[0] for row in con.execute(f"SELECT {condition} FROM events").fetchall()]
+        assert inside == [day(text).isoformat() == key for text in texts], key
+    assert [day(text).isoformat() for text in texts[:2]] == ["2024-03-09", "2024-03-10"]
