@@ -46,14 +46,8 @@ def condition_sql(window: Window, column: str) -> str:
     """SQL that is true for rows of ``column`` inside the window, false outside it, and NULL for
     rows that belong to no window (the column empty or, for time windows, not a date or time)."""
     ref = _identifier(column)
-    if window.is_time:
-        # Naive dates and times are wall times of the partition's zone; instants (a TIMESTAMPTZ,
-        # or text naming its offset or zone) are compared as that zone's wall times too, whatever
-        # the session's zone (typeof is fixed per column).
-        zone = _literal(window.zone)
-        instant = f"typeof({ref}) = 'TIMESTAMP WITH TIME ZONE' OR {zoned_text_sql(f'CAST({ref} AS VARCHAR)')}"
-        value = (f"CASE WHEN {instant} THEN timezone({zone}, TRY_CAST({ref} AS TIMESTAMPTZ)) "
-                 f"ELSE TRY_CAST({ref} AS TIMESTAMP) END")
+    if window.is_time:  # as wall times of the partition's zone
+        value = wall_time_sql(ref, window.zone)
         start, end = (moment.strftime("%Y-%m-%d %H:%M:%S") for moment in (window.start, window.end))
         return f"({value} >= TIMESTAMP '{start}' AND {value} < TIMESTAMP '{end}')"
     return f"(CAST({ref} AS VARCHAR) = {_literal(window.key)})"
@@ -67,6 +61,16 @@ ZONED_TEXT = r"[Tt ]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?|[A-Z
 def zoned_text_sql(text: str) -> str:
     """SQL true when the text expression ``text`` is a time with an offset or zone (``ZONED_TEXT``)."""
     return f"regexp_matches({text}, {_literal(ZONED_TEXT)})"
+
+
+def wall_time_sql(ref: str, zone: str) -> str:
+    """SQL giving the value of column ``ref`` as a wall time (TIMESTAMP) of ``zone``: naive dates
+    and times are wall times there already; instants (a TIMESTAMPTZ, or text naming its offset or
+    zone) are turned into that zone's wall time, whatever the session's zone (typeof is fixed
+    per column); NULL for what is no date or time."""
+    instant = f"typeof({ref}) = 'TIMESTAMP WITH TIME ZONE' OR {zoned_text_sql(f'CAST({ref} AS VARCHAR)')}"
+    return (f"CASE WHEN {instant} THEN timezone({_literal(zone)}, TRY_CAST({ref} AS TIMESTAMPTZ)) "
+            f"ELSE TRY_CAST({ref} AS TIMESTAMP) END")
 
 
 def read_filter_sql(window: Window, column: str) -> str:

@@ -18,7 +18,7 @@ from memories_dagster.engine.duck import columns_of, connect, q, sql_string
 from memories_dagster.engine.errors import IntegrationError, error_detail
 from memories_dagster.engine.finite import refuse_non_finite
 from memories_dagster.engine.tables import Access
-from memories_dagster.engine.window import Window
+from memories_dagster.engine.window import Window, wall_time_sql
 from memories_dagster.secrets import redact, resolve
 from memories_dagster.specs.integration import OutputConfig, Partitioning
 
@@ -35,7 +35,8 @@ def partition_column(partitioning: Partitioning, column_type: str) -> tuple[str,
     if partitioning.granularity == "day" and column_type == "DATE":
         return column, None
     pattern = _DATE_PATTERNS[partitioning.granularity]
-    value = q(column) if column_type.startswith(("DATE", "TIMESTAMP")) else f"TRY_CAST({q(column)} AS TIMESTAMP)"
+    # text naming an offset or zone is an instant: its UTC date, as for a TIMESTAMPTZ column
+    value = q(column) if column_type.startswith(("DATE", "TIMESTAMP")) else wall_time_sql(q(column), "UTC")
     return f"{column}_{partitioning.granularity}", f"strftime({value}, {sql_string(pattern)})"
 
 

@@ -102,3 +102,18 @@ def test_text_with_an_offset_falls_in_the_day_of_its_instant_in_the_partition_zo
         inside = [row[0] for row in con.execute(f"SELECT {condition} FROM events").fetchall()]
         assert inside == [day(text).isoformat() == key for text in texts], key
     assert [day(text).isoformat() for text in texts[:2]] == ["2024-03-09", "2024-03-10"]
+
+
+def test_date_folders_of_text_with_an_offset_are_the_utc_dates_of_its_instants():
+    from memories_dagster.engine.write import partition_column
+    from memories_dagster.specs.integration import Partitioning
+
+    texts = ["2024-03-10T23:30:00-05:00", "2024-03-10T01:30:00+05:30", "2024-03-10 23:30:00", "2024-03-10"]
+    folder, sql = partition_column(Partitioning(partition_by="at", partition_type="date"), "VARCHAR")
+    con = connect()
+    con.register("events", pa.table({"at": texts}))
+    days = [row[0] for row in con.execute(f"SELECT {sql} FROM events").fetchall()]
+    # Python's reading: an offset makes an instant (its UTC date, as a TIMESTAMPTZ column's), else the written date
+    parsed = [dt.datetime.fromisoformat(text) for text in texts]
+    assert days == [(p.astimezone(dt.timezone.utc) if p.tzinfo else p).date().isoformat() for p in parsed]
+    assert days[:2] == ["2024-03-11", "2024-03-09"]
