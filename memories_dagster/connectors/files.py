@@ -1,7 +1,6 @@
 """File sources (csv, json, parquet, excel) and file outputs, local or on any fsspec URL.
 
-Reads go through DuckDB's scanners (parallel, streaming, typed) or, for Excel, pandas with
-openpyxl. Outputs are written in their formats here and committed by :mod:`file_outputs`.
+Reads go through DuckDB's scanners (parallel, streaming, typed) or, for Excel, openpyxl. Outputs are written in their formats here and committed by :mod:`file_outputs`.
 """
 
 from __future__ import annotations
@@ -204,21 +203,58 @@ def open_file_source(
 
 def _open_excel(con: duckdb.DuckDBPyConnection, name: str, path: str, options: dict[str, object],
                 sheet: str | int | None, storage_options: dict) -> None:
-    import pandas as pd  # on use: pandas adds 0.2 s to every start of the code location
+    import pyarrow as pa  # on use: the code location loads this module
 
+    unknown = sorted(set(options) - {"header"})
+    if unknown:
+        raise ValueError(f"options {', '.join(unknown)} do not apply to Excel; it takes only header (the row "
+                         "holding the column names, counted from 0; default 0)")
     with fsspec.open(path, "rb", **storage_options) as handle:
         _check_workbook(handle)
         handle.seek(0)
-        # Cells as openpyxl gives them: only an empty cell is missing (pandas' defaults make the
-        # text NA, null, None, N/A missing too), and no column is coerced to one dtype (pandas
-        # makes integers floats beside an empty cell); Arrow types each column from its values.
-        reading = {"dtype": object, "keep_default_na": False, "na_values": [""], **options}
-        try:
-            frame = pd.read_excel(handle, sheet_name=sheet if sheet is not None else 0, **reading)
-        except (KeyError, zipfile.BadZipFile, EOFError) as exc:  # openpyxl's words for a broken archive
-            raise ValueError(f"it is a damaged Excel workbook ({error_detail(exc)}); save it again from Excel") from None
-    con.register(f"{name}__excel", _typed_by_values(frame))
+        rows = _sheet_rows(handle, sheet, int(options.get("header", 0)))  # type: ignore[call-overload]
+    while rows and all(v is None for v in rows[-1]):  # pandas' reading too: trailing empty rows are no rows
+        rows.pop()
+    columns = [c for c in itertools.zip_longest(*rows) if any(v is not None for v in c)]
+    names = _column_names([c[0] for c in columns])
+    # booleans beside other kinds as Excel shows them (pandas made TRUE the number 1)
+    arrays = [typed_by_values(list(c[1:]), booleans=("TRUE", "FALSE")) for c in columns]
+    con.register(f"{name}__excel", pa.Table.from_arrays(arrays, names=names))
     con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT * FROM "{name}__excel"')
+
+
+def _sheet_rows(handle, sheet: str | int | None, header: int) -> list[tuple]:
+    """The cells of a sheet from its header row on, as openpyxl reads them: only an empty cell is
+    None, and each value keeps its kind (pandas made the text NA, null, None, N/A missing, and
+    a TRUE beside numbers the number 1)."""
+    import openpyxl  # on use, as pyarrow
+
+    try:
+        book = openpyxl.load_workbook(handle, read_only=True, data_only=True)
+    except (KeyError, zipfile.BadZipFile, EOFError) as exc:  # openpyxl's words for a broken archive
+        raise ValueError(f"it is a damaged Excel workbook ({error_detail(exc)}); save it again from Excel") from None
+    try:
+        chosen = sheet if sheet is not None else 0
+        if (chosen not in book.sheetnames) if isinstance(chosen, str) else not 0 <= chosen < len(book.sheetnames):
+            raise ValueError(f"it has no sheet {chosen!r}; its sheets: {', '.join(book.sheetnames)}")
+        page = book[chosen] if isinstance(chosen, str) else book.worksheets[chosen]
+        return list(page.iter_rows(min_row=header + 1, values_only=True))
+    finally:
+        book.close()
+
+
+def _column_names(header: list[object]) -> list[str]:
+    """Column names from a header row as pandas makes them: an empty cell ``Unnamed: <i>``, a
+    repeated name ``<name>.<n>``."""
+    names: list[str] = []
+    for i, cell in enumerate(header):
+        base = f"Unnamed: {i}" if cell is None else str(cell)
+        candidate, n = base, 0
+        while candidate in names:
+            n += 1
+            candidate = f"{base}.{n}"
+        names.append(candidate)
+    return names
 
 
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of .xls workbooks
@@ -247,13 +283,6 @@ def _check_workbook(handle) -> None:
     kind = f"it is text beginning {text[:40]!r}; if it is CSV, set source_type: csv" if text is not None and text.strip() \
         else f"it begins with the bytes {start[:16]!r}"
     raise ValueError(f"it is not an Excel workbook (an .xlsx is a zip archive, an .xls an OLE2 file): {kind}")
-
-
-def _typed_by_values(frame):
-    """An Arrow table whose columns take their values' types (see ``inference.typed_by_values``)."""
-    import pyarrow as pa  # on use, as pandas
-
-    return pa.Table.from_arrays([typed_by_values(frame[c].tolist()) for c in frame.columns], names=[str(c) for c in frame.columns])
 
 
 _DELIMITERS = (",", ";", "\t", "|")

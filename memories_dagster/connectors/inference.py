@@ -109,16 +109,21 @@ def lossless_json_sql(con: duckdb.DuckDBPyConnection, typed: str, objects: str, 
     return f"SELECT * REPLACE ({replaced}) FROM {typed}"
 
 
-def typed_by_values(values: list):
+def typed_by_values(values: list, booleans: tuple[str, str] = ("true", "false")):
     """A column typed by Arrow from its values, exactly (an integer beside nulls stays an integer;
     pandas made it a float); values of mixed kinds (10115 here, "SW1A" there) as text, objects and
-    lists as their JSON. NaN counts as missing (pandas' mark for it)."""
+    lists as their JSON, booleans as ``booleans`` (true, false: JSON's words). NaN counts as
+    missing (pandas' mark for it)."""
     import json
 
     import pyarrow as pa  # on use: the code location loads this module
 
-    try:
-        return pa.array(values, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return pa.array([None if v is None or v != v else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-                         for v in values], pa.string())
+    kinds = set(map(type, values)) - {type(None)}
+    if not (bool in kinds and len(kinds) > 1):  # Arrow would make True the number 1 beside floats
+        try:
+            return pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+    shown = {True: booleans[0], False: booleans[1]}
+    return pa.array([None if v is None or v != v else json.dumps(v) if isinstance(v, (dict, list))
+                     else shown[v] if isinstance(v, bool) else str(v) for v in values], pa.string())

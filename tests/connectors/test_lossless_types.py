@@ -146,3 +146,31 @@ def test_a_quoted_empty_csv_field_is_an_empty_string_as_postgresql_copy_reads_it
         raw.close()
     assert expected == [("", "5"), (None, None), ("a", "")]
     assert list(zip(table["t"], table["n"])) == expected
+
+
+def test_excel_booleans_stay_booleans_and_beside_other_kinds_are_text_as_excel_shows_them(tmp_path):
+    path = tmp_path / "flags.xlsx"
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["id", "n", "m", "mixed", "flag"])
+    for row in [[1, 1, 0, 1, True], [2, True, False, "x", False], [3, 2, 5.5, True, None], [4, 3, 6, 2.5, True]]:
+        sheet.append(row)
+    book.save(path)
+    table = read(tmp_path, "excel", path)
+    oracle = [[cell.value for cell in row] for row in openpyxl.load_workbook(path).active.iter_rows(min_row=2)]
+    assert [type(r[1]) for r in oracle][:2] == [int, bool]  # openpyxl keeps TRUE a boolean
+    # what Excel shows for each cell (a boolean as TRUE/FALSE), where a column mixes kinds
+    shown = [[("TRUE" if v else "FALSE") if isinstance(v, bool) else None if v is None else str(v) for v in r] for r in oracle]
+    assert table.column("n").to_pylist() == [r[1] for r in shown]      # was 1, 1, 2, 3 as int64
+    assert table.column("m").to_pylist() == [r[2] for r in shown]      # was 0, 0, 5.5, 6 as double
+    assert table.column("mixed").to_pylist() == [r[3] for r in shown]  # TRUE was "1"
+    assert str(table.schema.field("flag").type) == "bool"
+    assert table.column("flag").to_pylist() == [r[4] for r in oracle]
+
+
+def test_api_numbers_beside_booleans_are_text_in_json_words(tmp_path, httpserver):
+    records = [{"id": 1, "v": 1.5}, {"id": 2, "v": True}]
+    httpserver.expect_request("/items").respond_with_json(records)
+    table = read(tmp_path, "api", httpserver.url_for("/items"))
+    # oracle: the JSON text of each value (Arrow made true the number 1.0)
+    assert table.column("v").to_pylist() == [json.dumps(r["v"]) for r in records]
