@@ -43,9 +43,7 @@ def lossless_csv_sql(con: duckdb.DuckDBPyConnection, typed: str, raw: str) -> st
         value = q(column)
         checks.append(f"bool_and({value} IS NULL OR {_keeps_text(value, kind)})")
         if _is_number(kind):  # may be plain decimals instead
-            checks.append(f"bool_and({value} IS NULL OR regexp_full_match({value}, '{_PLAIN_DECIMAL}'))")
-            checks.append(f"max(CASE WHEN contains({value}, '.') THEN length({value}) - strpos({value}, '.') ELSE 0 END)")
-            checks.append(f"max(length(ltrim(split_part({value}, '.', 1), '-')))")
+            checks.extend(_decimal_checks(value))
     found = iter(con.execute(f"SELECT {', '.join(checks)} FROM {raw}").fetchone())
     casts = []
     for column, kind in sniffed.items():
@@ -55,6 +53,14 @@ def lossless_csv_sql(con: duckdb.DuckDBPyConnection, typed: str, raw: str) -> st
         if target != "VARCHAR":
             casts.append(f"CAST({q(column)} AS {target}) AS {q(column)}")
     return f"SELECT * REPLACE ({', '.join(casts)}) FROM {raw}" if casts else f"SELECT * FROM {raw}"
+
+
+def _decimal_checks(value: str) -> list[str]:
+    """SQL aggregates over the texts ``value``: whether all are plain decimals, their largest
+    scale and their most digits before the point (see ``_chosen``)."""
+    return [f"bool_and({value} IS NULL OR regexp_full_match({value}, '{_PLAIN_DECIMAL}'))",
+            f"max(CASE WHEN contains({value}, '.') THEN length({value}) - strpos({value}, '.') ELSE 0 END)",
+            f"max(length(ltrim(split_part({value}, '.', 1), '-')))"]
 
 
 def _is_number(kind: str) -> bool:
@@ -89,17 +95,20 @@ def lossless_json_sql(con: duckdb.DuckDBPyConnection, typed: str, objects: str, 
     """A SELECT over ``typed`` (DuckDB's reading of a JSON file) where fields that mix strings
     with other values are text without JSON quotes, and dates or times whose text would change
     (nanoseconds cut) stay text. ``objects`` reads the file's raw objects; ``typed_as(types)``
-    reads it with the given column types."""
+    reads it with the given column types. Numbers a double cannot hold stay exact (see
+    ``_exact_numbers``)."""
     columns = columns_of(con, typed)
+    raw = lambda c: f"(json ->> {sql_string(c)})"  # noqa: E731
     temporal = [c for c, t in columns.items() if t in _TEMPORAL]
+    retyped: dict[str, str] = {}
     if temporal:
-        raw = lambda c: f"(json ->> {sql_string(c)})"  # noqa: E731
         checks = [f"bool_and({raw(c)} IS NULL OR {_keeps_text(raw(c), columns[c])})" for c in temporal]
         found = con.execute(f"SELECT {', '.join(checks)} FROM {objects}").fetchone()
-        lost = {c for c, ok in zip(temporal, found) if not ok}
-        if lost:
-            columns = {c: "VARCHAR" if c in lost else t for c, t in columns.items()}
-            typed = typed_as(columns)
+        retyped = {c: "VARCHAR" for c, ok in zip(temporal, found) if not ok}
+    retyped.update(_exact_numbers(con, objects, {c: t for c, t in columns.items() if "DOUBLE" in t or "FLOAT" in t}, raw))
+    if retyped:
+        columns = {**columns, **retyped}
+        typed = typed_as(columns)
     mixed = [c for c, t in columns.items() if t == "JSON"]
     if not mixed:
         return f"SELECT * FROM {typed}"
@@ -107,6 +116,36 @@ def lossless_json_sql(con: duckdb.DuckDBPyConnection, typed: str, objects: str, 
     replaced = ", ".join(f"CASE WHEN json_type({q(c)}) = 'VARCHAR' THEN json_extract_string({q(c)}, '$') "
                          f"ELSE CAST({q(c)} AS VARCHAR) END AS {q(c)}" for c in mixed)
     return f"SELECT * REPLACE ({replaced}) FROM {typed}"
+
+
+def _exact_numbers(con: duckdb.DuckDBPyConnection, objects: str, floats: dict[str, str],
+                   raw: Callable[[str], str]) -> dict[str, str]:
+    """New types for the float fields ``floats`` (name -> DuckDB's type) of JSON ``objects`` that
+    hold an integer a double cannot hold (past 2**53: DuckDB reads integers past 64 bits as
+    doubles): an exact DECIMAL when all the field's numbers are plain decimals that fit, else
+    ``VARCHAR`` (the number's text); a nested field holding one becomes ``JSON`` (its text)."""
+    if not floats:
+        return {}
+    long_integer = "-?[0-9]{16,}"
+    checks: list[str] = []
+    for column, kind in floats.items():
+        if kind in ("DOUBLE", "FLOAT"):
+            checks.append(f"bool_or(regexp_full_match({raw(column)}, '{long_integer}'))")
+            checks.extend(_decimal_checks(raw(column)))
+        else:  # a number inside a struct or list: after '[', ':' or ',', before ',', ']' or '}'
+            checks.append(f"bool_or(regexp_matches({raw(column)}, '[\\[:,]{long_integer}[,\\]}}]'))")
+    found = iter(con.execute(f"SELECT {', '.join(checks)} FROM {objects}").fetchone())
+    chosen: dict[str, str] = {}
+    for column, kind in floats.items():
+        loses = next(found)
+        if kind not in ("DOUBLE", "FLOAT"):
+            if loses:
+                chosen[column] = "JSON"
+            continue
+        plain, scale, digits = next(found), next(found), next(found)
+        if loses:
+            chosen[column] = _chosen(kind, False, bool(plain), scale or 0, digits or 0)
+    return chosen
 
 
 def typed_by_values(values: list, booleans: tuple[str, str] = ("true", "false")):

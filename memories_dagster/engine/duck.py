@@ -59,15 +59,20 @@ def count(con: duckdb.DuckDBPyConnection, relation: str, where: str = "TRUE") ->
     return con.execute(f"SELECT count(*) FROM {relation} WHERE {where}").fetchone()[0]
 
 
+# a 128-bit integer type inside a type's text (a type, not a field name: one ends it)
+_WIDE = re.compile(r"\bU?HUGEINT(?=[,)\[]|$)")
+
+
 def copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: str) -> None:
     """Write the result of ``query`` to one Parquet file.
 
-    Parquet has no 128-bit integer, and DuckDB writes HUGEINT (a sum of BIGINTs) as a DOUBLE,
-    rounding past 2**53: such columns are written as DECIMAL(38,0), exact (or a loud overflow).
+    Parquet has no 128-bit integer, and DuckDB writes HUGEINT (a sum of BIGINTs, a JSON integer
+    past 64 bits) as a DOUBLE, rounding past 2**53: such columns, and such fields inside structs
+    and lists, are written as DECIMAL(38,0), exact (or a loud overflow).
     """
-    wide = [c for c, t in columns_of(con, f"({query})").items() if t in ("HUGEINT", "UHUGEINT")]
+    wide = {c: _WIDE.sub("DECIMAL(38,0)", t) for c, t in columns_of(con, f"({query})").items() if _WIDE.search(t)}
     if wide:
-        query = f"SELECT * REPLACE ({', '.join(f'CAST({q(c)} AS DECIMAL(38,0)) AS {q(c)}' for c in wide)}) FROM ({query})"
+        query = f"SELECT * REPLACE ({', '.join(f'CAST({q(c)} AS {t}) AS {q(c)}' for c, t in wide.items())}) FROM ({query})"
     con.execute(f"COPY ({query}) TO {sql_string(path)} (FORMAT parquet, COMPRESSION snappy)")
 
 

@@ -174,3 +174,17 @@ def test_api_numbers_beside_booleans_are_text_in_json_words(tmp_path, httpserver
     table = read(tmp_path, "api", httpserver.url_for("/items"))
     # oracle: the JSON text of each value (Arrow made true the number 1.0)
     assert table.column("v").to_pylist() == [json.dumps(r["v"]) for r in records]
+
+
+def test_json_integers_past_64_bits_stay_exact_at_any_depth(tmp_path):
+    lines = ['{"id":1,"v":18446744073709551617,"n":{"x":18446744073709551615},"f":1.5,"m":{"x":18446744073709551617}}',
+             '{"id":2,"v":1,"n":{"x":1},"f":9007199254740993,"m":{"x":1.5}}']
+    path = tmp_path / "big.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    rows = read(tmp_path, "json", path).to_pylist()
+    oracle = [json.loads(line) for line in lines]  # Python reads JSON integers exactly
+    assert [r["v"] for r in rows] == [o["v"] for o in oracle]          # were doubles: 1.8446744073709552e19
+    assert [r["n"]["x"] for r in rows] == [o["n"]["x"] for o in oracle]
+    assert [r["f"] for r in rows] == [o["f"] for o in oracle]          # 9007199254740993 was ...992
+    assert [json.loads(r["m"]) for r in rows] == [o["m"] for o in oracle]  # a nested field that fits no number type: its JSON
+    assert not any(isinstance(r[c], float) for r in rows for c in ("v", "f"))
