@@ -187,6 +187,8 @@ def open_file_source(
     try:
         if source_type == "excel":
             _open_excel(con, name, path, options, sheet, storage_options)
+        elif source_type == "parquet" and _open_wide_decimals(con, name, path, storage_options):
+            pass
         else:
             con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS {_lossless_select(con, source_type, path, options)}')
             con.execute(f'SELECT * FROM "{name}" LIMIT 0')
@@ -255,6 +257,42 @@ def _column_names(header: list[object]) -> list[str]:
             candidate = f"{base}.{n}"
         names.append(candidate)
     return names
+
+
+def wide_decimals(schema) -> list[str]:
+    """The columns of an Arrow schema holding decimals of more than 38 digits, which DuckDB reads
+    as doubles."""
+    import pyarrow as pa  # on use: the code location loads this module
+
+    return [f.name for f in schema if pa.types.is_decimal(f.type) and f.type.precision > 38]
+
+
+def _open_wide_decimals(con: duckdb.DuckDBPyConnection, name: str, path: str, storage_options: dict) -> bool:
+    """Make view ``name`` over Parquet files holding decimals of more than 38 digits, which
+    DuckDB reads as doubles (1234567890123456789012345678901234567890.0123456789 became
+    1.2345678901234567e+39), with those columns as their exact text, read by Arrow; False, and
+    no view, when the files hold none."""
+    import pyarrow as pa  # on use: the code location loads this module
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    fs, root = fsspec.core.url_to_fs(path, **storage_options)
+    files = sorted(fs.glob(root))
+    schemas = []
+    for file in files:
+        with fs.open(file, "rb") as handle:
+            schemas.append(pq.read_schema(handle))
+    try:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False  # files whose columns disagree: DuckDB's reading says how
+    wide = wide_decimals(schema)
+    if not wide:
+        return False
+    as_text = pa.schema([pa.field(f.name, pa.string()) if f.name in wide else f for f in schema])
+    con.register(f"{name}__wide", ds.dataset(files, schema=as_text, format="parquet", filesystem=fs))
+    con.execute(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT * FROM "{name}__wide"')
+    return True
 
 
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of .xls workbooks

@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memories_dagster.connectors.files import NO_RECORDS_COLUMN, ConnectorError, is_remote, open_file_source
+from memories_dagster.connectors.files import NO_RECORDS_COLUMN, ConnectorError, is_remote, open_file_source, wide_decimals
 from memories_dagster.connectors.inference import typed_by_values
 from memories_dagster.connectors.mainframe import read_mainframe
 from memories_dagster.engine.duck import columns_of, connect, copy_parquet, q, sql_string
@@ -211,7 +211,10 @@ def _reuse_or_write(con: duckdb.DuckDBPyConnection, relation: str, signature: st
 
 
 def _is_plain_parquet_file(source: DataSource, path: str) -> bool:
-    return source.source_type == "parquet" and not source.options and not is_remote(path) and os.path.isfile(path)
+    """Whether the file, copied as it is, is read the same as the source (a decimal of more than 38
+    digits is not: it is read as its text)."""
+    return (source.source_type == "parquet" and not source.options and not is_remote(path) and os.path.isfile(path)
+            and not wide_decimals(pq.read_schema(path)))
 
 
 def _snapshot(con: duckdb.DuckDBPyConnection, path: str, out_path: str) -> TableFile:

@@ -188,3 +188,19 @@ def test_json_integers_past_64_bits_stay_exact_at_any_depth(tmp_path):
     assert [r["f"] for r in rows] == [o["f"] for o in oracle]          # 9007199254740993 was ...992
     assert [json.loads(r["m"]) for r in rows] == [o["m"] for o in oracle]  # a nested field that fits no number type: its JSON
     assert not any(isinstance(r[c], float) for r in rows for c in ("v", "f"))
+
+
+@pytest.mark.parametrize("pattern", ["wide-1.parquet", "wide-*.parquet"])
+def test_parquet_decimals_of_more_than_38_digits_are_their_exact_text(tmp_path, pattern):
+    import pyarrow as pa
+
+    values = [Decimal("1234567890123456789012345678901234567890.0123456789"), None, Decimal("-0.0000000001")]
+    written = pa.table({"id": [1, 2, 3], "d": pa.array(values, pa.decimal256(50, 10))})
+    pq.write_table(written, tmp_path / "wide-1.parquet")
+    table = read(tmp_path, "parquet", tmp_path / pattern)
+    # oracle: pyarrow's own text of each decimal (DuckDB made them doubles: 1.2345678901234567e+39)
+    assert table.column("d").to_pylist() == pa.compute.cast(written.column("d"), pa.string()).to_pylist()
+    assert [None if t is None else Decimal(t) for t in table.column("d").to_pylist()] == values
+    # and as the engine reads the snapshot on (a byte copy of the file was read as doubles there)
+    engine_read = duckdb.sql(f"SELECT d FROM read_parquet('{tmp_path / 'out.parquet'}')").fetchall()
+    assert [None if d is None else Decimal(d) for (d,) in engine_read] == values
