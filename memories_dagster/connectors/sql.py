@@ -447,13 +447,20 @@ def _exact_types(batch: pa.RecordBatch, dialect: sa.Dialect) -> tuple[pa.RecordB
     """Decimal columns as exact SQL types: NUMERIC(p, s) where the database has one, and on
     SQLite, which has none (SQLAlchemy would bind floats), the exact value as TEXT. On
     MariaDB/MySQL, timestamps as DATETIME(6) (plain DATETIME cuts the microseconds), instants as
-    their UTC wall times (the driver drops a datetime's zone, so they are made UTC first)."""
+    their UTC wall times (the driver drops a datetime's zone, so they are made UTC first). On
+    PostgreSQL, floats holding NaN keep it."""
     types: dict[str, sa.types.TypeEngine] = {}
     columns = list(batch.columns)
     for i, field in enumerate(batch.schema):
         if pa.types.is_timestamp(field.type) and dialect.name in ("mysql", "mariadb"):
             columns[i] = pc.cast(columns[i], pa.timestamp(field.type.unit))  # a zone's instants as UTC wall times
             types[field.name] = mysql.DATETIME(fsp=6)
+            continue
+        if pa.types.is_floating(field.type) and dialect.name == "postgresql" and pc.any(pc.is_nan(columns[i])).as_py():
+            # pandas writes NaN as NULL; as text ('nan', and every other value in its shortest
+            # exact form) PostgreSQL reads it into the float column as NaN
+            columns[i] = pc.cast(columns[i], pa.string())
+            types[field.name] = sa.Float(precision=53 if pa.types.is_float64(field.type) else 23)
             continue
         if not pa.types.is_decimal(field.type):
             continue

@@ -73,6 +73,9 @@ def write_output(
 
         where = "output_config.output_destination"
         url = sql_connector.database_url(resolve(destination, where))
+        if url.get_backend_name() in ("mysql", "mariadb", "sqlite"):  # no NaN there (MySQL/MariaDB: no infinity)
+            refuse_non_finite(integrated_path, f"table {table} on {url.get_backend_name()}",
+                              infinities=url.get_backend_name() != "sqlite")
         delete_filter = sql_connector.window_bounds(url, window, window_column) if window and window_column else None
         if output.mode != "replace":
             delete_filter = None

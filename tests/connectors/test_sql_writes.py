@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from memories_dagster.connectors import sql as sql_connector
 from memories_dagster.connectors.files import ConnectorError
+from memories_dagster.engine.errors import IntegrationError
 from memories_dagster.engine.write import write_output
 from memories_dagster.specs.integration import OutputConfig
 
@@ -180,3 +181,28 @@ def test_decimals_are_written_exactly(database, dropped, tmp_path, existing):
     if database.url.get_backend_name() != "sqlite":  # a number the database computes with, not text
         column = next(c for c in sa.inspect(database).get_columns(dropped) if c["name"] == "price")
         assert isinstance(column["type"], sa.Numeric) and (column["type"].precision, column["type"].scale) == (20, 2)
+
+
+def test_float_nan_is_kept_where_the_database_has_it_and_refused_where_not(database, dropped, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "d.parquet"  # through Arrow: pandas would make NaN null before we see it
+    values = [1.5, float("nan"), float("inf"), None, 0.1]
+    pq.write_table(pa.table({"id": [1, 2, 3, 4, 5], "v": values}), data)
+    url = url_of(database)
+    config = OutputConfig(output_format="sql", output_destination=url, table=dropped)
+    backend = database.url.get_backend_name()
+    if backend == "postgresql":
+        for _ in range(2):  # a new table, then the existing one
+            write_output(str(data), config, url, dropped)
+        with database.connect() as conn:  # oracle: PostgreSQL's own reading of what it stores
+            back = conn.execute(sa.text(f"SELECT v, v::text, pg_typeof(v)::text FROM {dropped} ORDER BY id")).fetchall()
+        assert [row[1] for row in back] == ["1.5", "NaN", "Infinity", None, "0.1"]  # NaN was written as NULL
+        assert [row[0] for row in back][4] == 0.1 and {row[2] for row in back} == {"double precision"}
+        return
+    kinds, count = ("NaN or infinite", "2 values") if backend == "mysql" else ("NaN", "1 value")
+    with pytest.raises(IntegrationError, match=rf"table {dropped} on {backend} cannot hold {kinds} floats, and "
+                                               rf"column\(s\) 'v' \({count}\) hold some, so nothing was written"):
+        write_output(str(data), config, url, dropped)
+    assert tables_named_after(database, dropped) == []
