@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from memories_dagster.engine.duck import column_named, is_numeric, q
 from memories_dagster.engine.errors import IntegrationError
 from memories_dagster.engine.expressions import parse_expression
+from memories_dagster.engine.window import wall_time_sql
 from memories_dagster.specs.integration import IntegrationStrategy, JoinKey, asset_name
 
 _INTEGER = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|UTINYINT|USMALLINT|UINTEGER)$")
@@ -300,7 +301,8 @@ def key_condition(a: str, a_type: str, b: str, b_type: str) -> str:
     families = {_family(a_type), _family(b_type)}
     if families <= {"DATE", "TIMESTAMP", "TEXT"} and families != {"TEXT"}:
         on = "DATE" if "DATE" in families else "TIMESTAMP"
-        return f"CAST(TRY_CAST({a} AS TIMESTAMP) AS {on}) = CAST(TRY_CAST({b} AS TIMESTAMP) AS {on})"
+        # instants (TIMESTAMPTZ, or text naming an offset) compare as their UTC times
+        return f"CAST({wall_time_sql(a, 'UTC')} AS {on}) = CAST({wall_time_sql(b, 'UTC')} AS {on})"
     return f"CAST({a} AS VARCHAR) = CAST({b} AS VARCHAR)"
 
 

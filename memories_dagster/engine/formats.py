@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from memories_dagster.engine.duck import is_numeric
 from memories_dagster.engine.expressions import sql_literal
+from memories_dagster.engine.window import wall_time_sql
 
 
 class FormatError(ValueError):
@@ -19,7 +20,9 @@ def _title(column: str, *_: str | None) -> str:
 
 
 def _date(column: str, pattern: str | None, _: str) -> str:
-    value = f"TRY_CAST({column} AS TIMESTAMP)"
+    # an instant (TIMESTAMPTZ, or text naming an offset) is formatted as its UTC time, never the
+    # text's own digits with the offset dropped
+    value = wall_time_sql(column, "UTC")
     return f"strftime({value}, {sql_literal(pattern or '%Y-%m-%d')})"
 
 

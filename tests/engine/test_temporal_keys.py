@@ -57,3 +57,15 @@ def test_a_conflict_between_a_date_and_a_timestamp_resolves_as_timestamps(run_in
     got = run.data.sort_values("id")["seen"]
     assert pd.api.types.is_datetime64_any_dtype(got)
     assert list(got) == list(oracle)
+
+
+def test_timestamp_keys_match_text_with_offsets_as_the_same_instant(run_integration):
+    instants = pd.DataFrame({"at": pd.to_datetime(["2024-01-01 04:30:00", "2024-01-01 10:00:00"], utc=True), "budget": [10, 20]})
+    texts = pd.DataFrame({"at": ["2024-01-01T10:00:00+05:30", "2024-01-01T02:00:00-08:00", "2024-01-01T10:00:00+01:00"],
+                          "spent": [1, 2, 3]})
+    run = run_integration({"budgets": instants, "spending": texts}, integration_strategy={
+        "join_type": "inner", "join_keys": [{"source1_key": "at", "source2_key": "at"}]})
+    # Python's reading of each text: the instant its offset names
+    parsed = [dt.datetime.fromisoformat(text) for text in texts["at"]]
+    oracle = sorted((b, s) for b, t in zip(instants["budget"], instants["at"]) for s, p in zip(texts["spent"], parsed) if t == p)
+    assert _pairs(run.data["budget"], run.data["spent"]) == oracle == [(10, 1), (20, 2)]

@@ -117,3 +117,16 @@ def test_date_folders_of_text_with_an_offset_are_the_utc_dates_of_its_instants()
     parsed = [dt.datetime.fromisoformat(text) for text in texts]
     assert days == [(p.astimezone(dt.timezone.utc) if p.tzinfo else p).date().isoformat() for p in parsed]
     assert days[:2] == ["2024-03-11", "2024-03-09"]
+
+
+def test_a_date_format_of_text_with_an_offset_formats_its_utc_time():
+    from memories_dagster.engine.formats import format_sql
+
+    texts = ["2024-03-10T23:30:00-05:00", "2024-03-10 23:30:00", "2024-03-10T01:30:00+05:30"]
+    con = connect()
+    con.register("events", pa.table({"at": texts}))
+    sql = format_sql("date:%Y-%m-%d %H:%M", '"at"', "VARCHAR")
+    formatted = [row[0] for row in con.execute(f"SELECT {sql} FROM events").fetchall()]
+    parsed = [dt.datetime.fromisoformat(text) for text in texts]  # Python's reading: an offset makes an instant
+    assert formatted == [(p.astimezone(dt.timezone.utc) if p.tzinfo else p).strftime("%Y-%m-%d %H:%M") for p in parsed]
+    assert formatted[0] == "2024-03-11 04:30"
