@@ -92,32 +92,29 @@ def _unavailable(exc: Exception, detail: str) -> bool:
     return lost and not _REFUSED.search(detail)
 
 
-def window_bounds(url: URL, window: Window, column: str) -> tuple[str, object, object]:
-    """(column, low, high) of a window as the database compares them.
-
-    SQLite keeps dates as text, so its bounds are ISO strings; other databases get the window's
-    datetimes, in its time zone, bound as the column compares them (``compared``). A dynamic
-    window (a key, no time range) gives (column, key, None).
-    """
+def window_bounds(window: Window, column: str) -> tuple[str, object, object]:
+    """(column, low, high) of a window: its datetimes, in its time zone, which ``compared``
+    binds as the column compares them. A dynamic window (a key, no time range) gives
+    (column, key, None)."""
     if not window.is_time:
         return column, window.key, None
-    if url.get_backend_name() == "sqlite":
-        def text(moment: dt.datetime) -> str:
-            return moment.strftime("%Y-%m-%d" if moment.time() == dt.time() else "%Y-%m-%d %H:%M:%S")
-        return column, text(window.start), text(window.end)
     return column, window.start, window.end
 
 
 def compared(dialect: str, value: object, instant: bool) -> object:
     """A window bound as the session (see ``use_zone``) compares it with a column: on MariaDB/MySQL
-    (session in UTC) the UTC wall time for a column of instants (TIMESTAMP, or DATETIME this
-    project wrote from instants), else the wall time in the window's zone, which is also what
-    PostgreSQL (session in the window's zone) takes for every column; anything else as it is."""
+    (session in UTC) and SQLite the UTC time for a column of instants (TIMESTAMP, or a column
+    this project wrote from instants: UTC wall times), else the wall time in the window's zone,
+    which is also what PostgreSQL (session in the window's zone) takes for every column; on
+    SQLite, which keeps dates and times as text, as ISO text. Anything else as it is."""
     if not isinstance(value, dt.datetime):
         return value
-    if instant and dialect in ("mysql", "mariadb"):
+    if instant and dialect in ("mysql", "mariadb", "sqlite"):
         value = value.astimezone(dt.timezone.utc)
-    return value.replace(tzinfo=None)
+    value = value.replace(tzinfo=None)
+    if dialect == "sqlite":
+        return value.strftime("%Y-%m-%d" if value.time() == dt.time() else "%Y-%m-%d %H:%M:%S")
+    return value
 
 
 def holds_instants(arrow_type: pa.DataType | None) -> bool:

@@ -297,7 +297,7 @@ def _read_sql(
     binds_window = bool(window and query and any(f":{name}" in query for name in params))
     window_filter = None
     if window and window_column and not binds_window:
-        window_filter = sql_connector.window_bounds(url, window, window_column)
+        window_filter = sql_connector.window_bounds(window, window_column)
     parts, filtered, casts = sql_connector.read_query(
         url, source.source_name, query, table, params, window_filter, folder, access.engine_options, window
     )

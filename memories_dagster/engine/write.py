@@ -76,7 +76,7 @@ def write_output(
         if url.get_backend_name() in ("mysql", "mariadb", "sqlite"):  # no NaN there (MySQL/MariaDB: no infinity)
             refuse_non_finite(integrated_path, f"table {table} on {url.get_backend_name()}",
                               infinities=url.get_backend_name() != "sqlite")
-        delete_filter = sql_connector.window_bounds(url, window, window_column) if window and window_column else None
+        delete_filter = sql_connector.window_bounds(window, window_column) if window and window_column else None
         if output.mode != "replace":
             delete_filter = None
         written = sql_connector.replace_rows(url, table, integrated_path, delete_filter,

@@ -39,9 +39,9 @@ WRITTEN = {1: dt.datetime(2024, 3, 10, 7, 59, 59, 999999, UTC), 2: dt.datetime(2
            5: dt.datetime(2024, 3, 11, 6, 59, 59, 999999, UTC)}
 
 
-@pytest.mark.parametrize("kind", ["mariadb", "postgres"])
+@pytest.mark.parametrize("kind", ["mariadb", "postgres", "sqlite"])
 def test_rewriting_partitions_keeps_every_instant_and_every_other_partition(kind, table_name, tmp_path, request):
-    database = request.getfixturevalue(kind)
+    database = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}") if kind == "sqlite" else request.getfixturevalue(kind)
     url = database.url.render_as_string(hide_password=False)
     config = OutputConfig(output_format="sql", output_destination=url, table=table_name)
     try:
@@ -50,11 +50,16 @@ def test_rewriting_partitions_keeps_every_instant_and_every_other_partition(kind
             part = tmp_path / f"{key}.parquet"
             pq.write_table(pa.table({"id": list(rows), "t": pa.array(list(rows.values()), pa.timestamp("us", tz="UTC"))}), part)
             write_output(str(part), config, url, table_name, _window(key), "t")
-        epoch = "unix_timestamp(t)" if kind == "mariadb" else "extract(epoch from t)"
+        epoch = {"mariadb": "unix_timestamp(t)", "postgres": "extract(epoch from t)", "sqlite": "t"}[kind]
         with database.connect() as conn:
             if kind == "mariadb":  # the DATETIME column holds UTC wall times
                 conn.execute(sa.text("SET time_zone = '+00:00'"))
-            stored = {i: float(e) for i, e in conn.execute(sa.text(f"SELECT id, {epoch} FROM {table_name}"))}
+            rows = conn.execute(sa.text(f"SELECT id, {epoch} FROM {table_name}")).all()
+        if kind == "sqlite":  # UTC times as text, read by Python
+            stored = {i: dt.datetime.fromisoformat(t).replace(tzinfo=UTC).timestamp() for i, t in rows}
+        else:
+            stored = {i: float(e) for i, e in rows}
+        assert len(rows) == len(stored)  # no row written twice
         assert stored == {i: t.timestamp() for i, t in WRITTEN.items()}
     finally:
         with database.begin() as conn:
