@@ -175,9 +175,13 @@ class _Joiner:
             a, b = f"a.{q(physical)}", f"b.{q(right)}"
             conditions.append(key_condition(a, ltype, b, source.types[right]))
             left.lineage.append(f"{source.name}.{right}")
-            if self.join_type in ("right", "outer") and physical not in {f for f, _ in folded}:
+            # a DATE matched on the day by a timestamp (or ISO text): the right side's value holds
+            # the date and its time, so a matched row keeps it (the date alone would lose the time)
+            finer = _family(ltype) == "DATE" and _family(source.types[right]) in ("TIMESTAMP", "TEXT")
+            if (self.join_type in ("right", "outer") or finer) and physical not in {f for f, _ in folded}:
                 kind = folded_type(ltype, source.types[right])
-                both = f"{a}, {b}" if _compatible(ltype, source.types[right]) else f"CAST({a} AS {kind}), CAST({b} AS {kind})"
+                sides = (b, a) if finer else (a, b)
+                both = ", ".join(sides) if _compatible(ltype, source.types[right]) else ", ".join(f"CAST({s} AS {kind})" for s in sides)
                 folded.append((physical, f"coalesce({both}) AS {q(physical)}"))
                 left.holders[0] = (owner, physical, kind)
         replace = f" REPLACE ({', '.join(sql for _, sql in folded)})" if folded else ""

@@ -38,7 +38,8 @@ def test_an_outer_join_keeps_every_key_value(run_integration):
     run = run_integration({"budgets": DAYS, "spending": STAMPS}, integration_strategy={
         "join_type": "outer", "join_keys": [{"source1_key": "day", "source2_key": "at"}]})
     kept = set(pd.to_datetime(run.data["day"]))
-    assert kept >= set(pd.to_datetime(DAYS["day"])) and pd.Timestamp("2024-02-01") in kept
+    # every date (as the day of its row's key) and every timestamp, with its time
+    assert {k.normalize() for k in kept} >= set(pd.to_datetime(DAYS["day"])) and kept >= set(STAMPS["at"])
 
 
 def test_intersection_finds_dates_among_timestamps(run_integration):
@@ -69,3 +70,17 @@ def test_timestamp_keys_match_text_with_offsets_as_the_same_instant(run_integrat
     parsed = [dt.datetime.fromisoformat(text) for text in texts["at"]]
     oracle = sorted((b, s) for b, t in zip(instants["budget"], instants["at"]) for s, p in zip(texts["spent"], parsed) if t == p)
     assert _pairs(run.data["budget"], run.data["spent"]) == oracle == [(10, 1), (20, 2)]
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "right", "outer"])
+def test_a_date_key_matched_by_a_timestamp_keeps_the_timestamp(run_integration, how):
+    days = pd.DataFrame({"d": [dt.date(2024, 1, 1), dt.date(2024, 1, 5)], "budget": [10, 50]})
+    stamps = pd.DataFrame({"ts": pd.to_datetime(["2024-01-01 10:00:00", "2024-01-01 11:30:00", "2024-02-01 08:15:00"]),
+                           "spent": [1, 2, 3]})
+    run = run_integration({"budgets": days, "spending": stamps}, integration_strategy={
+        "join_type": how, "join_keys": [{"source1_key": "d", "source2_key": "ts"}]})
+    # oracle: pandas joins on the day; a row keeps the timestamp where one matched, else the date
+    merged = days.assign(day=pd.to_datetime(days["d"])).merge(stamps.assign(day=stamps["ts"].dt.normalize()), on="day", how=how)
+    expected = sorted(zip(merged["ts"].fillna(merged["day"]), merged["budget"].fillna(-1), merged["spent"].fillna(-1)))
+    got = sorted(zip(pd.to_datetime(run.data["d"]), run.data["budget"].fillna(-1), run.data["spent"].fillna(-1)))
+    assert got == expected  # 10:00 and 11:30 were folded into 2024-01-01 00:00:00
