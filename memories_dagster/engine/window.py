@@ -86,7 +86,7 @@ def unplaced_reason_sql(window: Window, column: str) -> str:
     empty = _literal(f"partitions.column '{column}' is empty, so the row belongs to no partition")
     unparsed = (
         _literal(f"partitions.column '{column}' value '") + f" || {text} || "
-        + _literal("' is not a date or time (YYYY-MM-DD, optionally with HH:MM:SS), so the row belongs to no "
+        + _literal("' is not a date or time (YYYY-MM-DD, optionally with HH:MM:SS and a UTC offset or zone), so the row belongs to no "
                    "partition; declare the column's format under format_check columns, e.g. date:%m/%d/%Y")
     )
     return (f"CASE WHEN {condition_sql(window, column)} IS NULL THEN "
