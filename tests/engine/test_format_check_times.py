@@ -68,3 +68,10 @@ def test_a_date_with_a_time_of_day_is_not_cut_to_its_date(run_integration):
     assert dict(zip(run.data["id"], pd.to_datetime(run.data["v"]).dt.date)) == {i: d for i, d in expected.items() if d}
     assert _quarantined(run) == {i: values[i] for i, d in expected.items() if d is None}
     assert "time of day other than midnight" in run.quarantine["_reason"].iloc[0]
+
+
+def test_a_pattern_reading_an_offset_gives_instants(run_integration):
+    pattern = "%d/%m/%Y %H:%M %z"
+    values = ["10/03/2024 07:30 +0000", "10/03/2024 07:30 -0800"]
+    run = _run(run_integration, values, f"timestamp:{pattern}")
+    assert [t.to_pydatetime() for t in run.data["v"]] == [dt.datetime.strptime(v, pattern) for v in values]
