@@ -76,11 +76,19 @@ def copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: str) -> None:
     con.execute(f"COPY ({query}) TO {sql_string(path)} (FORMAT parquet, COMPRESSION snappy)")
 
 
-def record_json(columns: list[str]) -> str:
-    """SQL turning a row's ``columns`` into one JSON object text (for the quarantine)."""
+def record_json(columns: dict[str, str]) -> str:
+    """SQL turning a row's ``columns`` (name -> DuckDB type) into one JSON object text (for the
+    quarantine). JSON has no NaN or infinity (DuckDB writes the bare tokens, which strict readers
+    refuse): a float holding one is the JSON string "nan", "inf" or "-inf"."""
     if not columns:
         return "'{}'"
-    return "to_json(struct_pack(" + ", ".join(f"{q(c)} := {q(c)}" for c in columns) + "))"
+
+    def value(column: str, column_type: str) -> str:
+        if column_type not in ("DOUBLE", "FLOAT"):
+            return q(column)
+        return f"CASE WHEN isnan({q(column)}) OR isinf({q(column)}) THEN to_json(CAST({q(column)} AS VARCHAR)) ELSE to_json({q(column)}) END"
+
+    return "to_json(struct_pack(" + ", ".join(f"{q(c)} := {value(c, t)}" for c, t in columns.items()) + "))"
 
 
 def sql_string(text: str) -> str:

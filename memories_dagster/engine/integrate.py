@@ -239,7 +239,7 @@ class _Integration:
                 f"SELECT {plan.values_converted_sql} FROM {table}"
             ).fetchone()[0]
             self.history.add(f"format_check {name}", kept)
-            data_columns = [c for c in columns_of(self.con, table) if c not in ("__reason", "__rid")]
+            data_columns = {c: t for c, t in columns_of(self.con, table).items() if c not in ("__reason", "__rid")}
             self.quarantine_parts.append(
                 f"SELECT 'format_check' AS _stage, {sql_literal(name)} AS _source, __reason AS _reason, "
                 f"{record_json(data_columns)} AS _record FROM {table} WHERE __reason IS NOT NULL"
@@ -342,11 +342,12 @@ class _Integration:
             f"{self._superseded_sql()} AS __superseded FROM contracted"
         )
         # The bookkeeping of every row (ids, flags, reasons), and the full row only where rejected.
-        internal = ", ".join(q(c) for c in columns_of(self.con, "chain") if c.startswith("__"))
+        types = columns_of(self.con, "chain")
+        internal = ", ".join(q(c) for c in types if c.startswith("__"))
         try:
             self.con.execute(
                 f"CREATE TEMP TABLE staged AS SELECT {internal}, CASE WHEN __reason IS NOT NULL AND NOT "
-                f"__outside THEN {record_json(columns)} END AS __record FROM chain"
+                f"__outside THEN {record_json({c: types[c] for c in columns})} END AS __record FROM chain"
             )
         except duckdb.Error as exc:
             raise self._staging_error(exc, rules, tables, combined) from None

@@ -365,3 +365,16 @@ def test_round_format_on_decimals_is_exact_and_equals_round_in_expressions(run_i
     assert list(data["by_format"]) == expected
     assert list(data["by_format"]) == list(data["by_expression"])
     assert all(isinstance(v, Decimal) for v in data["by_format"].dropna())
+
+
+def test_quarantined_records_with_infinities_are_strict_json(run_integration):
+    frame = pd.DataFrame({"id": [1, 2, 3], "v": [1.5, float("inf"), -float("inf")]})
+    run = run_integration({"raw": frame}, transformation_rules=[rule("small", "validation", "id < 2")],
+                          data_quality_checks={"business_rule_check": True})
+
+    def refuse(token):
+        raise ValueError(f"not JSON (RFC 8259): {token}")
+
+    # oracle: Python's reader without its NaN/Infinity extension
+    records = sorted((json.loads(r, parse_constant=refuse) for r in run.quarantine["_record"]), key=lambda r: r["id"])
+    assert records == [{"id": 2, "v": "inf"}, {"id": 3, "v": "-inf"}]
