@@ -33,3 +33,37 @@ def test_a_file_that_is_no_workbook_says_what_it_is(tmp_path, make, message):
     source = DataSource(source_name="s", source_type="excel", connection_string=str(path))
     with pytest.raises(ConnectorError, match=message):
         extract(source, str(path), str(tmp_path / "out.parquet"))
+
+
+def _titled_workbook(path):
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.active.title = "data"
+    for row in [["Sales report"], ["id", "name", "id"], [1, "a", 7], [2, None, 8], [None, None, None]]:
+        book.active.append(row)
+    book.save(path)
+
+
+@pytest.mark.parametrize("options, sheet, message", [
+    ({"skiprows": 1}, None, r"cannot be read: options skiprows do not apply to Excel; it takes only header"),
+    ({}, "other", r"cannot be read: it has no sheet 'other'; its sheets: data"),
+    ({}, 3, r"cannot be read: it has no sheet 3; its sheets: data"),
+])
+def test_excel_options_and_sheets_that_do_not_exist_are_named(tmp_path, options, sheet, message):
+    path = tmp_path / "book.xlsx"
+    _titled_workbook(path)
+    source = DataSource(source_name="s", source_type="excel", connection_string=str(path), options=options, sheet=sheet)
+    with pytest.raises(ConnectorError, match=message):
+        extract(source, str(path), str(tmp_path / "out.parquet"))
+
+
+def test_excel_header_names_the_row_of_column_names(tmp_path):
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "book.xlsx"
+    _titled_workbook(path)
+    source = DataSource(source_name="s", source_type="excel", connection_string=str(path), options={"header": 1})
+    extract(source, str(path), str(tmp_path / "out.parquet"))
+    # pandas' names for a repeated column; the trailing empty row is no row
+    assert pq.read_table(tmp_path / "out.parquet").to_pydict() == {"id": [1, 2], "name": ["a", None], "id.1": [7, 8]}
