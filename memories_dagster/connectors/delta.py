@@ -4,6 +4,7 @@ replaced by a predicate overwrite inside that one commit, the other partitions' 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ from memories_dagster.connectors.file_outputs import DestinationError
 from memories_dagster.connectors.files import ConnectorError, UnavailableError
 from memories_dagster.engine.duck import columns_of, connect, q, sql_string
 from memories_dagster.engine.errors import error_detail
-from memories_dagster.engine.window import Window
+from memories_dagster.engine.window import ZONED_TEXT, Window
 from memories_dagster.secrets import redact
 from memories_dagster.specs.integration import OutputConfig, Partitioning
 
@@ -156,7 +157,12 @@ def window_predicate(window: Window, column: str, column_type: str) -> str:
     low, high = (sql_string(m.strftime("%Y-%m-%d %H:%M:%S")) for m in (start, end))
     if column_type.startswith("TIMESTAMP"):
         return f"{ref} >= {low} AND {ref} < {high}"
-    return f"CAST({ref} AS TIMESTAMP) >= TIMESTAMP {low} AND CAST({ref} AS TIMESTAMP) < TIMESTAMP {high}"
+    # Text: DataFusion casts text naming an offset or zone to its UTC time, so such text is
+    # compared with the window's UTC bounds, other text with its wall-time bounds.
+    utc_low, utc_high = (sql_string(m.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")) for m in (start, end))
+    value, zoned = f"CAST({ref} AS TIMESTAMP)", f"regexp_like({ref}, {sql_string(ZONED_TEXT)})"
+    return (f"(({zoned}) AND {value} >= TIMESTAMP {utc_low} AND {value} < TIMESTAMP {utc_high}) OR "
+            f"(NOT ({zoned}) AND {value} >= TIMESTAMP {low} AND {value} < TIMESTAMP {high})")
 
 
 def _select(scan: str, types: dict[str, str], output: OutputConfig, partition_column: PartitionColumn) -> tuple[str, list[str]]:

@@ -295,3 +295,30 @@ def test_a_partitioned_pipeline_on_s3_reports_the_table_version(s3_store, tmp_pa
                "AWS_ENDPOINT_URL": connection["endpoint_url"], "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
     got = deltalake.DeltaTable(f"s3://{prefix}/out", storage_options=options).to_pyarrow_table().to_pandas()
     assert sorted(got["order_id"]) == [1, 2, 3] and str(got["amount"].dtype) in ("object", "float64")
+
+
+def test_text_with_offsets_is_replaced_by_the_day_of_its_instant(tmp_path):
+    """A text column mixing offsets and wall times: the windowed read places each row by its
+    instant in Los Angeles (naive text: its wall time there); replacing a day must remove
+    exactly the rows of that day, as Python's zoneinfo reads them."""
+    from memories_dagster.engine.window import condition_sql
+
+    zone = zoneinfo.ZoneInfo("America/Los_Angeles")
+    texts = ["2024-03-10T07:30:00+00:00", "2024-03-11T06:30:00Z", "2024-03-10 12:00:00", "2024-03-10T23:30:00-05:00",
+             "2024-03-09 23:59:59"]
+
+    def day(text: str) -> str:
+        parsed = dt.datetime.fromisoformat(text)
+        return (parsed.astimezone(zone) if parsed.tzinfo else parsed).date().isoformat()
+
+    target = str(tmp_path / "table")
+    output = OutputConfig(output_format="delta")
+    rows = " UNION ALL ".join(f"SELECT '{t}' AS ts, {i} AS n" for i, t in enumerate(texts))
+    write_output(parquet(tmp_path / "a.parquet", rows), output, target, "t")
+    window = day_window("2024-03-10", "America/Los_Angeles")
+    fresh = f"SELECT * FROM ({rows}) WHERE {condition_sql(window, 'ts')}"  # the day's rows, as a windowed read keeps them
+    write_output(parquet(tmp_path / "b.parquet", f"SELECT ts, n + 100 AS n FROM ({fresh})"), output, target, "t",
+                 window=window, window_column="ts")
+    got = sorted(deltalake.DeltaTable(target).to_pyarrow_table().column("n").to_pylist())
+    assert got == sorted(i + 100 if day(t) == "2024-03-10" else i for i, t in enumerate(texts))
+    assert [day(t) for t in texts] == ["2024-03-09", "2024-03-10", "2024-03-10", "2024-03-10", "2024-03-09"]
