@@ -214,7 +214,7 @@ def _open_excel(con: duckdb.DuckDBPyConnection, name: str, path: str, options: d
     with fsspec.open(path, "rb", **storage_options) as handle:
         _check_workbook(handle)
         handle.seek(0)
-        rows = _sheet_rows(handle, sheet, int(options.get("header", 0)))  # type: ignore[call-overload]
+        rows = _sheet_rows(handle, sheet, int(options.get("header", 0)))
     while rows and all(v is None for v in rows[-1]):  # pandas' reading too: trailing empty rows are no rows
         rows.pop()
     columns = [c for c in itertools.zip_longest(*rows) if any(v is not None for v in c)]
