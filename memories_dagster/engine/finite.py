@@ -1,4 +1,5 @@
-"""Float values that some destinations cannot hold: NaN and the infinities.
+"""Values that some destinations cannot hold: NaN and the infinities, and decimals of more
+digits than BSON's Decimal128 keeps.
 
 JSON has neither (DuckDB writes the bare tokens NaN and Infinity, which no strict JSON reader
 accepts), MariaDB/MySQL and SQLite have no NaN. Rather than write something else in their
@@ -6,6 +7,8 @@ place, such outputs are refused with the columns and counts (see :func:`refuse_n
 """
 
 from __future__ import annotations
+
+import decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -71,3 +74,28 @@ def refuse_non_finite(parquet_path: str, destination: str, infinities: bool = Tr
         f"(Parquet or CSV files, PostgreSQL), or make them null first with a calculation rule such as "
         f"`{first} if abs({first}) <= {MAX_DOUBLE} else None`"
     )
+
+
+#: significant digits of BSON's Decimal128 (IEEE 754-2008 decimal128)
+BSON_DECIMAL_DIGITS = 34
+
+
+def refuse_wide_decimals(parquet_path: str, destination: str, digits: int = BSON_DECIMAL_DIGITS) -> None:
+    """Raise an error naming each decimal column holding values of more than ``digits``
+    digits (scale included) for ``destination``, which would have to round them; checked before
+    anything is written (MongoDB writes are not one transaction)."""
+    parquet = pq.ParquetFile(parquet_path)
+    wide = [f for f in parquet.schema_arrow if pa.types.is_decimal(f.type) and f.type.precision > digits]
+    counts: dict[str, int] = {}
+    for field in wide:
+        limit = pa.scalar(decimal.Decimal(10) ** (digits - field.type.scale), field.type)
+        for batch in parquet.iter_batches(columns=[field.name]):
+            over = pc.greater_equal(pc.abs(batch.column(0)), limit)
+            counts[field.name] = counts.get(field.name, 0) + (pc.sum(over.cast(pa.int64())).as_py() or 0)
+    listed = ", ".join(f"'{name}' ({n} value{'s' if n > 1 else ''})" for name, n in counts.items() if n)
+    if listed:
+        raise IntegrationError(
+            f"{destination} keeps decimals of at most {digits} digits, and column(s) {listed} hold longer "
+            "ones, so nothing was written rather than round them; write them where they can be kept "
+            "(Parquet or CSV files, a SQL database), or round them first with a formatting rule such as `round:2`"
+        )

@@ -16,7 +16,7 @@ from memories_dagster.connectors.file_outputs import (
 from memories_dagster.connectors.files import PART_SEPARATOR, copy_options, stem_of, suffix_for
 from memories_dagster.engine.duck import columns_of, connect, q, sql_string
 from memories_dagster.engine.errors import IntegrationError, error_detail
-from memories_dagster.engine.finite import refuse_non_finite
+from memories_dagster.engine.finite import refuse_non_finite, refuse_wide_decimals
 from memories_dagster.engine.tables import Access
 from memories_dagster.engine.window import Window, wall_time_sql
 from memories_dagster.secrets import redact, resolve
@@ -87,6 +87,7 @@ def write_output(
         from memories_dagster.connectors.mongo import WRITE_BATCH, bson_ready, write_documents
 
         url = resolve(destination, "output_config.output_destination")
+        refuse_wide_decimals(integrated_path, f"MongoDB collection {output.collection or table}")
         batches = ([bson_ready(r) for r in b.to_pylist()] for b in pq.ParquetFile(integrated_path).iter_batches(WRITE_BATCH))
         written = write_documents(url, output.database, output.collection or table, batches, output.mode, output.upsert_keys,
                                   ownership.pipeline, ownership.overwrite)

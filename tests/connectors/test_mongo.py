@@ -143,3 +143,25 @@ def test_upsert_keeps_the_last_document_per_key_and_refuses_documents_without_on
     with pytest.raises(ConnectorError, match="1 rows have no value in upsert key sku"):
         write_documents(URL, None, "upserted", iter([[{"sku": None, "n": 9}, {"sku": "C", "n": 8}]]), "upsert", ["sku"])
     assert mongo.shop.upserted.count_documents({}) == 2
+
+
+def test_decimals_longer_than_decimal128_are_refused_before_anything_is_replaced(mongo, tmp_path):
+    """BSON's Decimal128 keeps 34 digits (bson itself raises Inexact past them): the write is
+    refused before the collection's documents are deleted, naming the column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from bson.decimal128 import Decimal128
+
+    from memories_dagster.engine.errors import IntegrationError
+
+    wide, fits = decimal.Decimal("1" * 36 + ".25"), decimal.Decimal("3.10")
+    with pytest.raises(decimal.Inexact):  # the oracle: bson's own conversion
+        Decimal128(wide)
+    config = OutputConfig(output_format="mongodb", output_destination=URL, collection="prices", mode="replace")
+    good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"sku": ["A"], "price": pa.array([fits], pa.decimal128(38, 2))}), good)
+    pq.write_table(pa.table({"sku": ["A", "B"], "price": pa.array([fits, wide], pa.decimal128(38, 2))}), bad)
+    write_output(str(good), config, URL, "t")
+    with pytest.raises(IntegrationError, match=r"at most 34 digits, and column\(s\) 'price' \(1 value\)"):
+        write_output(str(bad), config, URL, "t")
+    assert [str(d["price"]) for d in mongo.shop.prices.find()] == ["3.10"]
