@@ -16,8 +16,9 @@ complete old tree or the complete new one. The old tree stays whole for ``OLD_TR
 version to the end. Partition files carry a token new at every write, so a reader that listed the
 old tree and opens a file after the exchange gets "not found", never a new file under an old
 name. Writes of one destination hold ``.<name>.memories-lock`` beside it; under that lock, what a
-killed write left (staging folders, expired old trees, a destination renamed away where the
-exchange is not available) is put right before anything else.
+killed write left (staging folders, expired old trees, a commit killed between its two renames
+where the exchange is not available) is put right before anything else. Only names in the exact
+format above are the tool's; an old tree is never put back (a missing destination was removed).
 
 Object stores have no rename: new objects are uploaded under a hidden staging prefix, the
 manifest claims them before they are copied into place, the replaced objects are deleted and
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import glob
 import json
 import os
 import re
@@ -150,7 +150,7 @@ def _local_present(target: Path, folder: bool, destination: str) -> tuple[list[s
         if target.exists() and not target.is_dir():
             raise DestinationError(f"output_config.output_destination '{destination}' is a file, but this output "
                                    "writes a folder (partitioned, or one file per partition); name a folder")
-        files = files_under(target) if target.exists() else []
+        files = files_under(target) + empty_folders(target) if target.exists() else []
         manifest_path = target / MANIFEST
         present = [f for f in files if f != MANIFEST]
     else:
@@ -180,27 +180,46 @@ def _locked(target: Path, wait: bool = True) -> Iterator[bool]:
         os.close(handle)
 
 
+def _ours(name: str, kind: str) -> re.Pattern:
+    """The exact name this tool gives a destination's staging folders and old trees
+    (``.<name>.<kind>-<ns>-<id>``); a sibling named otherwise is the user's, never touched."""
+    return re.compile(rf"\.{re.escape(name)}\.{kind}-(\d{{19}})-[0-9a-f]{{8}}$")
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    return target.with_name(f".{target.name}.{kind}-{time.time_ns():019d}-{uuid.uuid4().hex[:8]}")
+
+
+def _intent(target: Path) -> Path:
+    """Written just before a commit moves the destination and removed once it is back in place:
+    only while it exists may recovery put a tree at the destination."""
+    return target.with_name(f".{target.name}.memories-commit")
+
+
 def recover(target: Path) -> list[str]:
-    """Put right what a killed write of ``target`` left; call under its lock. A destination
-    renamed away (two-rename commits, and writes before manifests) is put back: the complete new
-    tree (its manifest is written last) rolled forward, else the newest old one back. Staging
-    folders are removed, and old trees once ``OLD_TREE_SECONDS`` old. Returns what was done."""
+    """Put right what a killed write of ``target`` left; call under its lock. Only a commit that
+    was interrupted (its intent file is still there) between its two renames (where the exchange
+    is not available) is completed: its staged tree, whole (the manifest is written last before
+    the intent), is rolled forward. A destination missing otherwise was removed by the user and
+    stays missing: an old tree is never put back. Staging folders are removed, and old trees once
+    ``OLD_TREE_SECONDS`` old. Returns what was done."""
     parent = target.parent
     if not parent.is_dir():
         return []
-    name = glob.escape(target.name)
-    staged = sorted(parent.glob(f".{name}.staging-*"), key=lambda p: p.lstat().st_mtime)
-    old = sorted(parent.glob(f".{name}.old-*"), key=_retired_at)
+    staging, retired = _ours(target.name, "staging"), _ours(target.name, "old")
+    staged = sorted((p for p in parent.iterdir() if staging.match(p.name)), key=lambda p: p.name)
+    old = sorted((p for p in parent.iterdir() if retired.match(p.name)), key=lambda p: p.name)
     legacy = [p for p in parent.glob(".staging-*")
               if _LEGACY_STAGING.match(p.name) and p.is_dir() and set(os.listdir(p)) <= {"tree"}]
     done = []
-    if not os.path.lexists(target):
-        complete = [p for p in staged if (p / MANIFEST).is_file()]
-        back = complete[-1] if complete else old.pop() if old else None
-        if back is not None:
-            os.replace(back, target)
-            done.append(f"{'rolled forward to the new' if complete else 'rolled back to the old'} {target} ({back.name})")
-    expired = [p for p in old if time.time() - _retired_at(p) > OLD_TREE_SECONDS]
+    intent = _intent(target)
+    if intent.is_file():
+        new = parent / json.loads(intent.read_text())["staging"]
+        if not os.path.lexists(target) and (new / MANIFEST).is_file():
+            os.replace(new, target)
+            done.append(f"rolled forward to the new {target} ({new.name}): its commit was interrupted")
+        intent.unlink()
+    expired = [p for p in old if os.path.lexists(p) and time.time() - _retired_at(p) > OLD_TREE_SECONDS]
     for leftover in [*staged, *expired, *legacy]:
         if os.path.lexists(leftover):
             remove_path(leftover)
@@ -209,10 +228,8 @@ def recover(target: Path) -> list[str]:
 
 
 def _retired_at(old: Path) -> float:
-    """When a tree was swapped out: in its name (``.<name>.old-<ns>-<id>``), else (trees that
-    writes before manifests left) its status change time."""
-    stamp = re.search(r"\.old-(\d{19})-", old.name)
-    return int(stamp.group(1)) / 1e9 if stamp else old.lstat().st_ctime
+    """When a tree was swapped out: in its name (``.<name>.old-<ns>-<id>``)."""
+    return int(old.name.rsplit("-", 2)[1]) / 1e9
 
 
 def _swap(staging: Path, target: Path) -> None:
@@ -222,13 +239,19 @@ def _swap(staging: Path, target: Path) -> None:
     The old tree is not removed at once: a reader that opened one of its folders just before the
     swap is still listing it, and removing its files would shorten that listing (the reader would
     see the other folders new and this one without the partition's files)."""
-    retired = target.with_name(f".{target.name}.old-{time.time_ns():019d}-{uuid.uuid4().hex[:8]}")
-    if target.exists() and exchange(staging, target):
+    retired = _sibling(target, "old")
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    if exchange(staging, target):
         os.replace(staging, retired)
         return
-    if target.exists():
-        os.replace(target, retired)
+    # two renames leave a moment with no destination: the intent file tells recovery it was a commit
+    with atomic_file(_intent(target)) as intent:
+        intent.write_text(json.dumps({"staging": staging.name, "retired": retired.name}))
+    os.replace(target, retired)
     os.replace(staging, target)
+    _intent(target).unlink()
 
 
 class LocalWrite:
@@ -238,13 +261,14 @@ class LocalWrite:
         self.target, self.ownership = target, ownership
         self.present, manifest = _local_present(target, folder, destination)
         _claim_check(self.present, manifest, ownership, destination)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+        self.staging = _sibling(target, "staging")
+        self.staging.mkdir()  # mode 0o777 less the umask, as any folder a reader should list
 
     def commit_folder(self, replaced: Callable[[str], bool]) -> list[str]:
         """Make the destination folder the staged files plus the files now there that
         ``replaced`` (given a relative path) does not pick, in one exchange."""
         new = set(files_under(self.staging))
-        kept = [rel for rel in self.present if not replaced(rel) and rel not in new]
+        kept = [rel for rel in self.present if not replaced(rel) and rel not in new and not rel.endswith("/")]
         link_files([(self.target / rel, self.staging / rel) for rel in kept])
         files = sorted(new.union(kept))
         with atomic_file(self.staging / MANIFEST) as manifest:  # last: its presence marks the tree complete
@@ -382,6 +406,13 @@ def files_under(folder: Path) -> list[str]:
         found += [(relative / name).as_posix() for name in names]
         found += [(relative / name).as_posix() for name in folders if os.path.islink(os.path.join(parent, name))]
     return sorted(found)
+
+
+def empty_folders(folder: Path) -> list[str]:
+    """Folders below ``folder`` holding nothing, as relative POSIX paths ending in ``/``: a commit
+    never writes one, so one there is the user's (and would vanish with the tree it is in)."""
+    return sorted(f"{Path(parent).relative_to(folder).as_posix()}/" for parent, folders, names in os.walk(folder)
+                  if not folders and not names and Path(parent) != folder)
 
 
 def link_files(pairs: list[tuple[Path, Path]]) -> None:

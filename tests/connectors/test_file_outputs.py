@@ -5,6 +5,7 @@ DuckDB/pyarrow reading the destination back as any reader would."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,16 +160,44 @@ def test_validate_repairs_a_killed_writes_leftovers_and_reports_foreign_files(tm
     out = tmp_path / "out"
     config = OutputConfig(partitioning=BY_CATEGORY)
     write_output(parquet(tmp_path, "a", rows(range(10), "a")), config, str(out), "t")
-    # what runs before manifests left: a destination renamed away, its staging beside it
-    os.replace(out, tmp_path / ".out.old-1a2b3c4d")
-    (tmp_path / ".staging-x1y2z3w4" / "tree").mkdir(parents=True)
-    (tmp_path / ".out.staging-abcd1234").mkdir()
+    (tmp_path / ".staging-x1y2z3w4" / "tree").mkdir(parents=True)  # what runs before manifests left
     problems, repairs = destination_problems(str(out), Ownership("t"), folder=True)
-    assert problems == [] and any("rolled back" in r for r in repairs)
+    assert problems == [] and any(".staging-x1y2z3w4" in r for r in repairs)
     assert ids_in(out) == set(range(10)) and leftovers(tmp_path) == []
     (out / "stray.txt").write_text("x")
     problems, _ = destination_problems(str(out), Ownership("t"), folder=True)
     assert "stray.txt" in problems[0]
+
+
+def test_a_destination_the_user_removed_is_not_brought_back(tmp_path):
+    """Old trees are kept a while for readers; removing the destination is the user's doing, so
+    neither a run of another partition nor memories validate puts an older version back."""
+    out = tmp_path / "out"
+    config = OutputConfig(partitioning=BY_CATEGORY)
+    for tag in ("old", "new"):
+        write_output(parquet(tmp_path, tag, rows(range(10), tag)), config, str(out), "t", Window("2024-01"))
+    shutil.rmtree(out)
+    assert destination_problems(str(out), Ownership("t"), folder=True) == ([], [])
+    assert not out.exists()
+    write_output(parquet(tmp_path, "feb", rows(range(100, 105), "feb")), config, str(out), "t", Window("2024-02"))
+    assert ids_in(out) == set(range(100, 105))
+
+
+def test_siblings_and_empty_folders_of_the_user_are_not_the_pipelines(tmp_path, no_grace):
+    """Only names in the exact format the tool writes are its leftovers; an empty folder the user
+    made inside the destination is foreign content like a file."""
+    out = tmp_path / "out"
+    config = OutputConfig(partitioning=BY_CATEGORY)
+    write_output(parquet(tmp_path, "a", rows(range(10), "a")), config, str(out), "t")
+    for name in (".out.old-mybackup", ".out.staging-mybackup", ".out.old-1234567890123456789-zzzzzzzz"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "precious.txt").write_text("keep")
+    (out / "mine").mkdir()
+    with pytest.raises(DestinationError, match="mine/"):
+        write_output(parquet(tmp_path, "a", rows(range(10), "a")), config, str(out), "t")
+    assert (out / "mine").is_dir()
+    for name in (".out.old-mybackup", ".out.staging-mybackup", ".out.old-1234567890123456789-zzzzzzzz"):
+        assert (tmp_path / name / "precious.txt").read_text() == "keep"
 
 
 # --- a partition is replaced atomically: kill -9 at each step of the commit --------------------
@@ -205,7 +234,7 @@ CHILD = textwrap.dedent("""
         after("exchange", file_outputs, then="after")
     elif point == "without_exchange_between_renames":  # a system without renameat2: two renames
         file_outputs.exchange = lambda first, second: False
-        after("replace", file_outputs.os, calls=3, then="before")  # 1: the manifest, 2: the old tree away
+        after("replace", file_outputs.os, calls=4, then="before")  # the manifest, the intent, the old tree away
     write_output(integrated, OutputConfig(partitioning={"partition_by": "category", "partition_type": "category"}),
                  out, "t", Window("2024-01"))
 """)
@@ -391,3 +420,13 @@ def test_a_swapped_out_tree_is_kept_for_readers_then_removed(tmp_path, monkeypat
     assert [p for p in os.listdir(tmp_path) if p.startswith(".out.old-")] == [sorted(
         p for p in os.listdir(tmp_path) if p.startswith(".out.old-"))[0]]  # only this write's own
     assert ids_in(out) == set(range(3, 10))
+
+
+def test_a_folder_output_is_readable_by_others_as_the_umask_allows(tmp_path):
+    out = tmp_path / "out"
+    old_mask = os.umask(0o022)
+    try:
+        write_output(parquet(tmp_path, "a", rows(range(10), "a")), OutputConfig(partitioning=BY_CATEGORY), str(out), "t")
+    finally:
+        os.umask(old_mask)
+    assert oct(out.stat().st_mode & 0o777) == oct(0o755)  # what mkdir gives under umask 022
