@@ -18,6 +18,8 @@ from __future__ import annotations
 import ast
 import functools
 import io
+import math
+import re
 import tokenize
 import warnings
 from collections.abc import Callable
@@ -41,16 +43,26 @@ _BINARY = {
 _COMPARE = {ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 MAX_EXPRESSION_LENGTH = 4000
 MAX_DEPTH = 100  # levels of nested operations; deeper is an error, not a RecursionError
-MAX_SQL_LENGTH = 200_000  # floor division and modulo repeat operands; nesting them multiplies
-_LITERAL_NAMES = {"true": "TRUE", "false": "FALSE", "null": "NULL", "none": "NULL"}
+MAX_SQL_LENGTH = 200_000  # operands are bound once (_Compiler.let), so SQL grows with the text
+_LITERAL_NAMES = {"true": "TRUE", "false": "FALSE"}
+# Spellings of null that are not Python's: refused with a hint rather than read as columns
+_NOT_NONE = {"null", "none"}
+_INT64 = (-(2**63), 2**63 - 1)
+# DuckDB type names (typeof) of integers, and of numbers (integers, floats, decimals, booleans,
+# which Python also treats as numbers)
+_INTEGER_TYPE = "regexp_full_match(typeof({0}), 'U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?')"
+_NUMBER_TYPE = "regexp_full_match(typeof({0}), 'U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|FLOAT|DOUBLE|DECIMAL.*|BOOLEAN')"
+# Python's str.strip() removes every character str.isspace() accepts, not only spaces
+_WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
 
 # The functions of the language: name -> (SQL template with {0}, {1}... or {args}, min args, max args)
 FUNCTIONS: dict[str, tuple[str, int, int | None]] = {
     # Python's round: half to even; with one argument an integer
     "round": ("round_even({0}, {1})", 1, 2),
     "abs": ("abs({0})", 1, 1),
-    "floor": ("floor({0})", 1, 1),
-    "ceil": ("ceil({0})", 1, 1),
+    # math.floor and math.ceil give an int; of an integer, that integer (DuckDB's are doubles)
+    "floor": (f"CASE WHEN {_INTEGER_TYPE} THEN TRY_CAST({{0}} AS BIGINT) ELSE TRY_CAST(floor({{0}}) AS BIGINT) END", 1, 1),
+    "ceil": (f"CASE WHEN {_INTEGER_TYPE} THEN TRY_CAST({{0}} AS BIGINT) ELSE TRY_CAST(ceil({{0}}) AS BIGINT) END", 1, 1),
     # Outside a function's domain Python raises (math.sqrt(-1), math.log(0)); here that row is null.
     "sqrt": ("sqrt(CASE WHEN {0} >= 0 THEN {0} END)", 1, 1),
     "exp": ("exp({0})", 1, 1),
@@ -62,7 +74,7 @@ FUNCTIONS: dict[str, tuple[str, int, int | None]] = {
     "coalesce": ("coalesce({args})", 1, None),
     "lower": ("lower({0})", 1, 1),
     "upper": ("upper({0})", 1, 1),
-    "strip": ("trim({0})", 1, 1),
+    "strip": ("trim({0}, " + "'" + _WHITESPACE.replace("'", "''") + "')", 1, 1),
     "len": ("length({0})", 1, 1),
     "concat": ("concat({args})", 1, None),
     "substr": ("substr({0}, {1}, {2})", 2, 3),
@@ -75,9 +87,12 @@ FUNCTIONS: dict[str, tuple[str, int, int | None]] = {
     "month": ("month({0})", 1, 1),
     "day": ("day({0})", 1, 1),
     "date": ("TRY_CAST({0} AS DATE)", 1, 1),
-    # Python's int() truncates toward zero; a cast to BIGINT would round. DECIMAL(38, 18) holds
-    # every 64-bit integer and the fraction of a double exactly enough to truncate it.
-    "int": ("TRY_CAST(trunc(TRY_CAST({0} AS DECIMAL(38, 18))) AS BIGINT)", 1, 1),
+    # Python's int() truncates toward zero; a cast to BIGINT would round. trunc of a double is
+    # exact (a detour through DECIMAL is not: 2365.0 became 2364); of text, only whole numbers.
+    "int": ("CASE WHEN typeof({0}) IN ('DOUBLE', 'FLOAT') THEN TRY_CAST(trunc(TRY_CAST({0} AS DOUBLE)) AS BIGINT) "
+            "WHEN typeof({0}) = 'VARCHAR' THEN CASE WHEN regexp_full_match(CAST({0} AS VARCHAR), "
+            "'\\s*[+-]?[0-9]+(_[0-9]+)*\\s*') THEN TRY_CAST(replace(CAST({0} AS VARCHAR), '_', '') AS BIGINT) END "
+            "ELSE TRY_CAST(trunc(TRY_CAST({0} AS DECIMAL(38, 18))) AS BIGINT) END", 1, 1),
     "float": ("TRY_CAST({0} AS DOUBLE)", 1, 1),
     "str": ("CAST({0} AS VARCHAR)", 1, 1),
     "isnull": ("({0} IS NULL)", 1, 1),
@@ -122,8 +137,8 @@ def sql_literal(value: object) -> str:
         return "NULL"
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
-    if isinstance(value, float):
-        return f"CAST({value!r} AS DOUBLE)"  # Python floats, not SQL's exact DECIMAL
+    if isinstance(value, float):  # Python floats, not SQL's exact DECIMAL; inf and nan by name
+        return f"'{value!r}'::DOUBLE" if not math.isfinite(value) else f"CAST({value!r} AS DOUBLE)"
     if isinstance(value, int):
         return repr(value)
     return "'" + str(value).replace("'", "''") + "'"
@@ -287,8 +302,9 @@ def _check(node: ast.AST, text: str, columns: set[str]) -> None:
 
 def _finite(sql: str) -> str:
     """``sql`` with nan and infinities made null: where Python raises (``math.exp(1000)``,
-    ``0.0 ** -1``, ``(-8) ** 0.5`` which is not a real number) a float function gives those."""
-    return f"nullif(nullif(nullif({sql}, 'nan'::DOUBLE), 'inf'::DOUBLE), '-inf'::DOUBLE)"
+    ``0.0 ** -1``, ``(-8) ** 0.5`` which is not a real number) a float function gives those.
+    A list of one value, filtered, names ``sql`` once (nullif would copy it, per nesting level)."""
+    return f"list_filter([{sql}], lambda __finite: isfinite(__finite))[1]"
 
 
 def _python_floor_division(left: str, right: str, modulo: bool) -> str:
@@ -300,6 +316,7 @@ def _python_floor_division(left: str, right: str, modulo: bool) -> str:
     (no detour through a double that would lose bits past 2**53), and on floats ``round`` removes
     the last-bit error of that division, as Python's own float floor division does.
     """
+    right = f"nullif({right}, 0)"  # Python raises ZeroDivisionError: null for that row
     remainder = f"({left} % {right})"
     differs = f"({remainder} <> 0 AND ({remainder} < 0) <> ({right} < 0))"
     if modulo:
@@ -312,17 +329,39 @@ def _is_none(node: ast.expr) -> bool:
     return isinstance(node, ast.Constant) and node.value is None
 
 
+_SIMPLE_SQL = re.compile(r'"(?:[^"]|"")*"|-?[0-9]+|NULL|TRUE|FALSE|\'(?:[^\']|\'\')*\'')
+
+
 class _Compiler(ast.NodeVisitor):
     def __init__(self, column: Callable[[str | None, str], str], text: str) -> None:
         self.column = column
         self.text = text
+        self.bound = 0
+
+    def let(self, values: list[str], body: Callable[..., str]) -> str:
+        """``body`` over ``values``, each computed once. SQL that names an operand more than once
+        (CASE, nullif) would otherwise repeat it, and nested, multiply it: five nested ``**``
+        took minutes to compile. A column or literal is used as is; any other value is bound
+        to the parameter of a lambda over a list of one element."""
+        names, wrappers = [], []
+        for value in values:
+            if _SIMPLE_SQL.fullmatch(value):
+                names.append(value)
+                continue
+            self.bound += 1
+            names.append(f"__v{self.bound}")
+            wrappers.append((value, names[-1]))
+        sql = body(*names)
+        for value, name in reversed(wrappers):
+            sql = f"list_transform([{value}], lambda {name}: {sql})[1]"
+        return sql
 
     def visit(self, node: ast.AST) -> str:
         sql = super().visit(node)
         if len(sql) > MAX_SQL_LENGTH:
             raise ExpressionError(
-                f"'{self.text[:60]}' compiles to more than {MAX_SQL_LENGTH} characters of SQL (each "
-                "nested // or % repeats its operands); split it into several calculation rules"
+                f"'{self.text[:60]}' compiles to more than {MAX_SQL_LENGTH} characters of SQL; "
+                "split it into several calculation rules"
             )
         return sql
 
@@ -340,16 +379,19 @@ class _Compiler(ast.NodeVisitor):
         left, right = self.visit(node.left), self.visit(node.right)
         if isinstance(node.op, ast.Pow):
             return _finite(f"pow({left}, {right})")
-        if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)):
+        if isinstance(node.op, ast.Div):
             right = f"nullif({right}, 0)"  # Python raises ZeroDivisionError: null for that row
         if isinstance(node.op, (ast.FloorDiv, ast.Mod)):
-            return _python_floor_division(left, right, isinstance(node.op, ast.Mod))
+            modulo = isinstance(node.op, ast.Mod)
+            return self.let([left, right], lambda a, b: _python_floor_division(a, b, modulo))
         return f"({left} {_BINARY[type(node.op)]} {right})"
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> str:
         operand = self.visit(node.operand)
         if isinstance(node.op, ast.Not):
             return f"(NOT {operand})"
+        if isinstance(node.op, ast.Invert):  # Python's ~ of an integer, -x - 1; of a float an error
+            return f"(~{operand})"
         return f"({'-' if isinstance(node.op, ast.USub) else '+'}{operand})"
 
     def visit_BoolOp(self, node: ast.BoolOp) -> str:
@@ -395,7 +437,8 @@ class _Compiler(ast.NodeVisitor):
             return f"CAST(round_even({args[0]}, 0) AS BIGINT)"
         if name == "substr" and len(args) == 2:
             template = "substr({0}, {1})"
-        sql = template.format(*args, args=", ".join(args))
+        sql = self.let(args, lambda *names: template.format(*names, args=", ".join(names))) if any(
+            template.count(f"{{{i}}}") > 1 for i in range(len(args))) else template.format(*args, args=", ".join(args))
         return _finite(sql) if name in _FINITE else sql
 
     def generic_visit(self, node: ast.AST) -> str:  # pragma: no cover - _check rejects these

@@ -1,0 +1,65 @@
+"""The expression language against Python evaluating the same text: Python is the oracle."""
+
+import math
+import time
+
+import duckdb
+import pytest
+
+from memories_dagster.engine.expressions import ExpressionError, parse_expression
+
+_PYTHON_NAMES = {"__builtins__": {}, "int": int, "floor": math.floor, "ceil": math.ceil, "min": min, "pow": pow}
+
+
+def memories(text: str, **row):
+    con = duckdb.connect()
+    names = ", ".join(f"? AS {name}" for name in row) or "1 AS one"
+    return con.execute(f"SELECT {parse_expression(text).to_sql()} FROM (SELECT {names})", list(row.values())).fetchone()[0]
+
+
+def python(text: str, **row):
+    return eval(text, dict(_PYTHON_NAMES), row)  # the oracle: trusted test text only
+
+
+_FLOATS = [2365.0, -2365.0, 1e6, 1e18, -1e18, 2.9999999999999996, -2.9999999999999996, 0.1, -0.5, 123456.789,
+           9007199254740993.0, 4503599627370495.5, 1e-300, 7.0, 99.99999999999999]
+
+
+@pytest.mark.parametrize("value", _FLOATS + [i * 0.37 for i in range(-40, 40)] + [float(i) for i in range(1990, 2400, 7)])
+def test_int_of_a_float_truncates_exactly(value):
+    assert memories("int(x)", x=value) == python("int(x)", x=value)
+    assert memories(f"int({value!r})") == python(f"int({value!r})")
+
+
+@pytest.mark.parametrize("text", ["floor(9007199254740993)", "ceil(9007199254740993)", "floor(-2.5)", "ceil(-2.5)",
+                                  "floor(2.0000000000000004)", "ceil(1e15 + 0.5)", "floor(7)"])
+def test_floor_and_ceil_give_integers_as_python_does(text):
+    result = memories(text)
+    assert result == python(text) and type(result) is int
+
+
+@pytest.mark.parametrize("text", ["~5", "~-1", "~0", "~x"])
+def test_bitwise_not_of_integers(text):
+    assert memories(text, x=41) == python(text, x=41)
+
+
+@pytest.mark.parametrize("text", ["min(x, 1e309)", "min(x, -1e309)", "x < 1e309"])
+def test_infinite_float_literals_run(text):
+    assert memories(text, x=2.5) == python(text, x=2.5)
+
+
+@pytest.mark.parametrize("nest", ["({}) ** 2", "pow({}, 2)", "({}) // 3 % 7"])
+def test_nesting_eight_deep_compiles_fast(nest):
+    text = "x"
+    for _ in range(8):
+        text = nest.format(text)
+    started = time.monotonic()
+    result = memories(text, x=1.0001 if "**" in nest or "pow" in nest else 10**15)
+    assert time.monotonic() - started < 3
+    expected = python(text, x=1.0001 if "**" in nest or "pow" in nest else 10**15)
+    assert result == pytest.approx(expected)
+
+
+def test_strip_removes_all_whitespace_as_python_does():
+    value = "\t\n\u00a0 text \r\u2003\x0b"
+    assert memories("strip(s)", s=value) == value.strip()
