@@ -27,7 +27,7 @@ from memories_dagster.engine.quality import fill_sql, plan_coercion, required_nu
 from memories_dagster.engine.tables import TableFile
 from memories_dagster.engine.transform import AppliedRule, apply_rules, first_failing
 from memories_dagster.engine.window import Window, condition_sql, unplaced_reason_sql
-from memories_dagster.engine.write import lay_out, parquet_rows
+from memories_dagster.engine.write import lay_out, layout_signature, parquet_rows
 from memories_dagster.specs.integration import IntegrationConfig, OutputConfig
 
 QUARANTINE_COLUMNS = ("_stage", "_source", "_reason", "_record")
@@ -110,7 +110,7 @@ def integrate(
     upsert ``output``, the last row per upsert key in source order is kept (the earlier ones are
     counted as ``superseded``) and rows without a key value are quarantined.
     With a Parquet ``output``, the integrated data is written in that output's layout
-    (``meta['laid_out']``), so writing the output only links the files into place.
+    (``meta["laid_out"]``: its layout signature), so writing the output only copies the files into place.
     The rows must meet the declared column contracts and ``schema_file`` (a pandera schema read
     by :func:`contracts.contract_from_file`); those that fail go to the quarantine.
     """
@@ -185,7 +185,7 @@ class _Integration:
         output_lineage = {c: lineage.get(c, []) for c in columns}
         report["data_lineage"]["source_mapping"] = output_lineage
         return IntegrationOutcome(
-            integrated=TableFile(integrated_path, output_rows, types, {"report": report, "laid_out": layout is not None}),
+            integrated=TableFile(integrated_path, output_rows, types, {"report": report, "laid_out": layout_signature(layout) if layout else None}),
             quarantine=TableFile(quarantine_path, quarantined, {c: "VARCHAR" for c in QUARANTINE_COLUMNS}),
             checks=self._checks(staged, rules, null_stats),
             report=report,

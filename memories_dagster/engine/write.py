@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -45,6 +46,14 @@ def file_stem(window: Window | None) -> str:
     return urllib.parse.quote(window.key, safe="") if window else "part"
 
 
+def layout_signature(output: OutputConfig) -> str:
+    """What decides the files :func:`lay_out` makes of an output: format, COPY options and
+    partitioning. Stored with laid-out data, so an output whose spec changed since is not linked."""
+    partitioning = output.partitioning.model_dump(mode="json") if output.partitioning else None
+    return json.dumps({"format": output.output_format, "options": copy_options(output.output_format, ""),
+                       "partitioning": partitioning}, sort_keys=True)
+
+
 def write_output(
     integrated_path: str,
     output: OutputConfig,
@@ -52,7 +61,7 @@ def write_output(
     table: str,
     window: Window | None = None,
     window_column: str | None = None,
-    laid_out: bool = False,
+    laid_out: str | None = None,
     memory_limit: str | None = None,
     access: Access | None = None,
     ownership: Ownership | None = None,
@@ -64,8 +73,10 @@ def write_output(
     this pipeline wrote: all of them, or with a ``window`` those of its partition. A SQL table or
     MongoDB collection is replaced only if its pipeline created it (or ``overwrite``).
 
-    ``laid_out`` says the integrated data is already in the output's Parquet layout (see
-    :func:`lay_out`): its files are then linked into place rather than written again.
+    ``laid_out`` is the :func:`layout_signature` the integrated data was laid out in (see
+    :func:`lay_out`): if it is this output's, its files are copied into place rather than written
+    again; a single file in another layout is plain Parquet and is written anew, a folder in
+    another layout (its partition columns are in the folder names) is refused.
     """
     ownership = ownership or Ownership(table, output.overwrite, protected_places())
     if output.output_format == "sql":
@@ -104,11 +115,17 @@ def write_output(
                            ownership.pipeline, ownership.overwrite)
     if output.output_format == "json":
         refuse_non_finite(integrated_path, f"JSON output {redact(destination)}")
+    ready = laid_out is not None and laid_out == layout_signature(output)
+    if laid_out is not None and not ready and Path(integrated_path).is_dir():
+        raise IntegrationError(
+            f"the stored integrated data was laid out for another output_config (format or partitioning) than "
+            f"the spec's now ({output.output_format}, partitioning {layout_signature(output)}); materialize "
+            f"the pipeline's integrated asset again (e.g. the whole group) before its output")
     folder = bool(output.partitioning or window)
     suffix = suffix_for(output.output_format, destination)
     with owned_write(destination, ownership, folder, access.storage_options if access else None) as staged:
         into = staged.staging if output.partitioning else staged.staging / f"{file_stem(window)}{suffix}"
-        if laid_out:
+        if ready:
             link_tree(Path(integrated_path), into)
         else:
             con = connect(memory_limit)

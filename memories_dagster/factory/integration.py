@@ -275,7 +275,7 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
             storage = [memories_settings.storage_dir, memories_settings.report_dir, str(loaded.root / STORAGE_FOLDER)]
             written = write_output(
                 integrated.path, output, destination, output.table or name, window, window_column,
-                laid_out=integrated.meta.get("laid_out", False), memory_limit=memories_settings.engine_memory_limit,
+                laid_out=integrated.meta.get("laid_out"), memory_limit=memories_settings.engine_memory_limit,
                 access=access, ownership=Ownership(name, output.overwrite, protected_places(loaded.root, storage)),
             )
         except Exception as exc:

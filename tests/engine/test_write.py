@@ -13,7 +13,7 @@ import pytest
 from memories_dagster.connectors.file_outputs import DestinationError
 from memories_dagster.engine.errors import IntegrationError
 from memories_dagster.engine.window import Window
-from memories_dagster.engine.write import write_output
+from memories_dagster.engine.write import lay_out, layout_signature, write_output
 from memories_dagster.specs.integration import OutputConfig
 
 FRAME = pd.DataFrame(
@@ -185,3 +185,28 @@ def test_the_calculation_the_json_refusal_suggests_makes_nan_and_infinities_null
     values = [1.5, float("nan"), float("inf"), -float("inf"), -1.7976931348623157e308, None]
     got = duckdb.sql(f"SELECT {sql} FROM (SELECT unnest($values::DOUBLE[]) AS v)", params={"values": values}).fetchall()
     assert [row[0] for row in got] == [1.5, None, None, None, -1.7976931348623157e308, None]
+
+
+def _laid_out(tmp_path, output: OutputConfig):
+    """Integrated data as the integrate step stores it for a Parquet output: in its layout."""
+    target = tmp_path / ("laid" if output.partitioning else "laid.parquet")
+    con = duckdb.connect()
+    con.register("frame", FRAME)
+    lay_out(con, "SELECT * FROM frame", {"id": "BIGINT", "category": "VARCHAR", "sold": "DATE", "amount": "DOUBLE"},
+            output, "", target, None)
+    return str(target), layout_signature(output)
+
+
+def test_data_laid_out_for_another_output_config_is_not_linked_in(tmp_path):
+    """Only `output` re-run after output_config changed: the stored layout is the old spec's."""
+    path, signature = _laid_out(tmp_path, OutputConfig(output_format="parquet"))
+    write_output(path, OutputConfig(output_format="csv"), str(tmp_path / "out.csv"), "t", laid_out=signature)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "out.csv")[["id", "amount"]], FRAME[["id", "amount"]])
+    by_category = OutputConfig(output_format="parquet", partitioning={"partition_by": "category", "partition_type": "category"})
+    path, signature = _laid_out(tmp_path, by_category)
+    by_hash = OutputConfig(output_format="parquet", partitioning={"partition_by": "id", "partition_type": "hash"})
+    with pytest.raises(IntegrationError, match="integrated asset again"):
+        write_output(path, by_hash, str(tmp_path / "hashed"), "t", laid_out=signature)
+    assert not (tmp_path / "hashed").exists()
+    write_output(path, by_category, str(tmp_path / "same"), "t", laid_out=signature)
+    assert sorted(read_back(str(tmp_path / "same" / "*" / "*.parquet"))["id"]) == [1, 2, 3, 4]

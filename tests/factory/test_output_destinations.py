@@ -2,6 +2,7 @@
 a pipeline refuses the project folder and folders holding files it did not write, validate puts
 a killed write right, and a dynamic partition key cannot read outside its template's folder."""
 
+import json
 import os
 
 import dagster as dg
@@ -61,13 +62,17 @@ def test_validate_puts_a_killed_write_right(project, capsys):
     assert project.run("mine").success
     out = project.root / "output" / "mine"
     rows = sorted(pd.concat(pd.read_csv(f) for f in out.rglob("*.csv"))["customer_id"])
-    os.replace(out, out.with_name(".mine.old-0a1b2c3d"))  # killed between the two renames of a commit
-    (out.parent / ".mine.staging-zz").mkdir()
+    # killed between the two renames of a commit (no exchange): the complete new tree is staged
+    staged = ".mine.staging-1700000000000000000-0a1b2c3d"
+    os.replace(out, out.with_name(staged))
+    out.with_name(".mine.memories-commit").write_text(json.dumps({"staging": staged, "retired": ".mine.old-x"}))
+    (out.parent / ".mine.staging-1700000000000000001-0a1b2c3e").mkdir()  # a killed write's staging
+    (out.parent / ".mine.staging-zz").mkdir()  # named otherwise: the user's
     assert main(["validate", str(file)]) == 0
     printed = capsys.readouterr().out
-    assert "rolled back" in printed and "removed" in printed
+    assert "rolled forward" in printed and "removed" in printed
     assert sorted(pd.concat(pd.read_csv(f) for f in out.rglob("*.csv"))["customer_id"]) == rows
-    assert sorted(os.listdir(out.parent)) == [".mine.memories-lock", "mine"]
+    assert sorted(os.listdir(out.parent)) == [".mine.memories-lock", ".mine.staging-zz", "mine"]
 
 
 @pytest.mark.parametrize("key", ["../secret", "../../../etc/passwd", "..", "*", "/etc/passwd"])
