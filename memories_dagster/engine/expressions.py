@@ -158,15 +158,30 @@ def parse_expression(text: str) -> Expression:
         line, offset = exc.lineno or 1, exc.offset or 0
         offset -= sum(1 for at in inserted if at[0] == line and at[1] < offset)
         where = f"line {line}, column {offset}" if "\n" in written else f"column {offset}"
+        if not exc.offset:  # Python gives offset 0 where the text ended too early ('x +')
+            where = "the end of the expression"
         raise ExpressionError(f"cannot parse '{text}': {exc.msg} at {where}") from None
     except (RecursionError, MemoryError):
         raise _too_deep(text) from None
     _check_depth(tree, text)
+    _names_as_written(tree, written)
     columns: set[str] = set()
     _check(tree, text, columns)
     expression = Expression(text=text, tree=tree, columns=frozenset(columns))
     expression.to_sql()  # refuses an expression whose SQL would be too large
     return expression
+
+
+def _names_as_written(tree: ast.expr, written: str) -> None:
+    """Python's parser NFKC-normalises names (``ｘ`` reads as ``x``, the micro sign as Greek mu);
+    a column is named as written, so each name is taken back from the text."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            node.id = ast.get_source_segment(written, node) or node.id
+        elif isinstance(node, ast.Attribute):
+            segment = ast.get_source_segment(written, node)
+            if segment:
+                node.attr = segment.rsplit(".", 1)[1].strip()
 
 
 def _too_deep(text: str) -> ExpressionError:
@@ -240,7 +255,8 @@ def regex_problem(pattern: str) -> str | None:
     return None
 
 
-def _check(node: ast.AST, text: str, columns: set[str]) -> None:
+def _check(node: ast.AST, text: str, columns: set[str], listed: bool = False) -> None:
+    """Refuse what the language does not have; ``listed``: ``node`` is the right side of ``in``."""
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name):
             raise ExpressionError(f"in '{text}': only plain function calls are allowed")
@@ -268,6 +284,8 @@ def _check(node: ast.AST, text: str, columns: set[str]) -> None:
             _check(arg, text, columns)
         return
     if isinstance(node, ast.Name):
+        if node.id.lower() in _NOT_NONE:
+            raise ExpressionError(f"in '{text}': '{node.id}' is not a value here: write None for null")
         if node.id.lower() not in _LITERAL_NAMES:
             columns.add(node.id)
         return
@@ -279,7 +297,11 @@ def _check(node: ast.AST, text: str, columns: set[str]) -> None:
     if isinstance(node, ast.Constant):
         if not isinstance(node.value, (int, float, str, bool, type(None))):
             raise ExpressionError(f"in '{text}': literal {node.value!r} is not allowed")
+        if type(node.value) is int and not _INT64[0] <= node.value <= _INT64[1]:
+            raise ExpressionError(f"in '{text}': integer {node.value} does not fit in 64 bits")
         return
+    if isinstance(node, (ast.Tuple, ast.List)) and not listed:
+        raise ExpressionError(f"in '{text}': a tuple or list is allowed only after 'in' or 'not in'")
     allowed = (ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Tuple, ast.List)
     if not isinstance(node, allowed):
         raise ExpressionError(
@@ -292,8 +314,16 @@ def _check(node: ast.AST, text: str, columns: set[str]) -> None:
         raise ExpressionError(f"in '{text}': operator {type(node.op).__name__} is not allowed")
     if isinstance(node, ast.Compare):
         for left, op, right in zip([node.left, *node.comparators], node.ops, node.comparators):
-            if isinstance(op, (ast.Is, ast.IsNot)) and not (_is_none(left) or _is_none(right)):
+            if isinstance(op, (ast.Is, ast.IsNot)) and not any(
+                _is_none(side) or (isinstance(side, ast.Name) and side.id.lower() in _NOT_NONE)  # hinted below
+                for side in (left, right)
+            ):
                 raise ExpressionError(f"in '{text}': 'is' compares only with None")
+    if isinstance(node, ast.Compare):
+        _check(node.left, text, columns)
+        for op, comparator in zip(node.ops, node.comparators):
+            _check(comparator, text, columns, isinstance(op, (ast.In, ast.NotIn)))
+        return
     for child in ast.iter_child_nodes(node):
         if isinstance(child, (ast.expr_context, ast.operator, ast.unaryop, ast.boolop, ast.cmpop)):
             continue

@@ -63,3 +63,40 @@ def test_nesting_eight_deep_compiles_fast(nest):
 def test_strip_removes_all_whitespace_as_python_does():
     value = "\t\n\u00a0 text \r\u2003\x0b"
     assert memories("strip(s)", s=value) == value.strip()
+
+
+@pytest.mark.parametrize("text", ["x != null", "null != x", "x == NULL", "email is not none", "email != none"])
+def test_null_spellings_python_does_not_know_are_refused_for_none(text):
+    with pytest.raises(NameError):
+        python(text, x=1, email="a")  # Python knows only None
+    with pytest.raises(ExpressionError, match="write None for null"):
+        parse_expression(text)
+
+
+@pytest.mark.parametrize("text", ["x != None", "None != x", "x is not None", "not (x == None)"])
+def test_none_compares_the_same_from_either_side(text):
+    assert memories(text, x=1) == python(text, x=1)
+
+
+@pytest.mark.parametrize("literal", [2**63, 99999999999999999999999999999999999999999, -(2**63) - 1])
+def test_integer_literals_past_64_bits_are_refused(literal):
+    with pytest.raises(ExpressionError, match="does not fit in 64 bits"):
+        parse_expression(f"id * {literal}" if literal > 0 else f"id + ({literal})")
+
+
+def test_column_names_are_taken_as_written_not_nfkc_normalised():
+    # Python's parser reads 'ｘ' as 'x' and the micro sign as Greek mu; columns are named as written
+    assert parse_expression("ｘ + 1").columns == {"ｘ"}
+    assert parse_expression("µ > 1 and src.ｙ == 2").columns == {"µ", "src.ｙ"}
+    con = duckdb.connect()
+    sql = parse_expression("\u00b5 * 2").to_sql()
+    assert con.execute(f'SELECT {sql} FROM (SELECT 21 AS "\u00b5", 0 AS "\u03bc")').fetchone()[0] == 42
+
+
+@pytest.mark.parametrize("text, message", [
+    ("(1, 2) + 1", r"in '\(1, 2\) \+ 1': a tuple or list is allowed only after 'in'"),
+    ("x +", "cannot parse 'x \\+': invalid syntax at the end of the expression"),
+])
+def test_messages_name_the_expression_and_the_place(text, message):
+    with pytest.raises(ExpressionError, match=message):
+        parse_expression(text)
