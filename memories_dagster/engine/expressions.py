@@ -354,6 +354,17 @@ def _python_floor_division(left: str, right: str, modulo: bool) -> str:
     return f"(round(({left} - {remainder}) // {right}) - CASE WHEN {differs} THEN 1 ELSE 0 END)"
 
 
+def _python_compare(left: str, op: ast.cmpop, right: str) -> str:
+    """``left op right`` as Python compares: text and a number are never equal (SQL would convert
+    one to the other: '010' = 10), and ordering them raises (null here). Column types are known
+    only when the SQL is bound, so the SQL asks typeof(), which DuckDB folds into a constant."""
+    differ = (f"((typeof({left}) = 'VARCHAR' AND {_NUMBER_TYPE.format(right)}) OR "
+              f"({_NUMBER_TYPE.format(left)} AND typeof({right}) = 'VARCHAR'))")
+    mismatch = {ast.Eq: "FALSE", ast.NotEq: "TRUE"}.get(type(op), "NULL")
+    return (f"(CASE WHEN {differ} THEN CASE WHEN {left} IS NOT NULL AND {right} IS NOT NULL THEN {mismatch} END "
+            f"ELSE {left} {_COMPARE[type(op)]} {right} END)")
+
+
 def _is_none(node: ast.expr) -> bool:
     """``x == None`` means ``x is None``: SQL's ``= NULL`` would never be true."""
     return isinstance(node, ast.Constant) and node.value is None
@@ -432,12 +443,17 @@ class _Compiler(ast.NodeVisitor):
         parts, left = [], self.visit(node.left)
         for op, comparator in zip(node.ops, node.comparators):
             if isinstance(op, (ast.In, ast.NotIn)):
-                items = comparator.elts if isinstance(comparator, (ast.Tuple, ast.List)) else [
-                    comparator
-                ]
                 negate = "NOT " if isinstance(op, ast.NotIn) else ""
-                right = "(" + ", ".join(self.visit(i) for i in items) + ")"
-                parts.append(f"({left} {negate}IN {right})")
+                if isinstance(comparator, (ast.Tuple, ast.List)):  # membership: any item ==, as Python
+                    items = [self.visit(i) for i in comparator.elts]
+                    right = "(" + ", ".join(items) + ")"
+                    parts.append(self.let([left], lambda a: f"({negate}(" + " OR ".join(
+                        _python_compare(a, ast.Eq(), i) for i in items) + "))"))
+                else:  # in a text: a substring of it; in anything else Python raises (null)
+                    right = self.visit(comparator)
+                    parts.append(self.let([left, right], lambda a, b: (
+                        f"(CASE WHEN typeof({a}) = 'VARCHAR' AND typeof({b}) = 'VARCHAR' "
+                        f"THEN {negate}contains(CAST({b} AS VARCHAR), CAST({a} AS VARCHAR)) END)")))
             elif isinstance(op, (ast.Is, ast.IsNot)) or _is_none(comparator) or left == "NULL":
                 # compared with None, either side: `None != x` is `x IS NOT NULL`, as `x != None` is
                 negate = "NOT " if isinstance(op, (ast.IsNot, ast.NotEq)) else ""
@@ -449,7 +465,7 @@ class _Compiler(ast.NodeVisitor):
                     parts.append("CAST(NULL AS BOOLEAN)")
             else:
                 right = self.visit(comparator)
-                parts.append(f"({left} {_COMPARE[type(op)]} {right})")
+                parts.append(self.let([left, right], lambda a, b: _python_compare(a, op, b)))
             left = right
         return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
 

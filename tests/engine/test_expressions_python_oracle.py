@@ -100,3 +100,33 @@ def test_column_names_are_taken_as_written_not_nfkc_normalised():
 def test_messages_name_the_expression_and_the_place(text, message):
     with pytest.raises(ExpressionError, match=message):
         parse_expression(text)
+
+
+def _python_or_null(text, **row):
+    """Python's answer, None where Python raises TypeError (the README: an error is null)."""
+    try:
+        return python(text, **row)
+    except TypeError:
+        return None
+
+
+@pytest.mark.parametrize("text", ["code == 10", "code != 10", "1 == '1'", "1 != '1'",
+                                  "'a' < 1", "code == '010'", "n == 10", "n < 10.5", "code in (10, '010')",
+                                  "n in ('10', 10)", "n not in ('10',)"])
+def test_text_and_numbers_compare_as_python_does(text):
+    row = {"code": "010", "n": 10}
+    assert memories(text, **row) == _python_or_null(text, **row)
+
+
+@pytest.mark.parametrize("text", ["'b' in s", "'bc' in s", "'x' in s", "'x' not in s", "s in s", "n in s", "'1' in n"])
+def test_in_a_text_is_a_substring_test(text):
+    row = {"s": "abc", "n": 1}
+    assert memories(text, **row) == _python_or_null(text, **row)
+
+
+@pytest.mark.parametrize("text", ["code < 10", "10 >= code"])
+def test_ordering_a_text_column_and_a_number_is_an_error_as_in_python(text):
+    with pytest.raises(TypeError):
+        python(text, code="010")
+    with pytest.raises(duckdb.BinderException, match="Cannot compare values of type"):
+        memories(text, code="010")  # DuckDB refuses to bind it: the rule cannot run, a spec error
