@@ -75,6 +75,7 @@ class Ownership:
     pipeline: str
     overwrite: bool = False
     protected: tuple[Protected, ...] = ()
+    scheme: str | None = None  # how runs split the output into files (see engine.write.partition_scheme)
 
 
 def protected_places(project: str | Path | None = None, storage: Iterable[str | Path] = ()) -> tuple[Protected, ...]:
@@ -115,7 +116,8 @@ def place_problem(destination: str, protected: Iterable[Protected], declared: st
 def _manifest_of(text: str, where: str) -> dict:
     try:
         manifest = json.loads(text)
-        return {"pipeline": str(manifest["pipeline"]), "files": [str(f) for f in manifest["files"]]}
+        return {"pipeline": str(manifest["pipeline"]), "files": [str(f) for f in manifest["files"]],
+                "scheme": manifest.get("scheme")}
     except (ValueError, KeyError, TypeError):
         raise DestinationError(f"{where} is not a manifest this project wrote (a JSON object with "
                                "'pipeline' and 'files'); remove it, or the folder, to write here") from None
@@ -125,13 +127,27 @@ def _sidecar(name: str) -> str:
     return f".{name}{MANIFEST}"
 
 
-def _claim_check(present: list[str], manifest: dict | None, ownership: Ownership, destination: str) -> None:
-    """Refuse files at the destination that this pipeline's manifest does not name."""
+def _claim_check(present: list[str], manifest: dict | None, ownership: Ownership, destination: str,
+                 partial: bool = False) -> bool:
+    """Refuse files at the destination that this pipeline's manifest does not name, and a
+    ``partial`` (one partition's) write into files split by another scheme than the pipeline's
+    now: it would leave both. Returns whether the files there are to be dropped whole (the scheme
+    changed and ``overwrite`` allows it; a full write replaces them anyway)."""
     mine = manifest is not None and manifest["pipeline"] == ownership.pipeline
+    # manifests before schemes were recorded have none: their scheme is taken to be the current one
+    changed = (mine and bool(manifest["files"]) and None not in (manifest["scheme"], ownership.scheme)
+               and manifest["scheme"] != ownership.scheme)
+    if changed and partial and not ownership.overwrite:
+        raise DestinationError(
+            f"output_config.output_destination '{destination}' holds files that pipeline '{ownership.pipeline}' "
+            f"wrote under another partitioning (partitions: or output_config changed since: written as "
+            f"{manifest['scheme']}, now {ownership.scheme}); one partition's run would leave both side by side. "
+            "Remove the destination (the next runs write it afresh) or set output_config.overwrite: true for a "
+            "run, which drops the earlier files; then backfill the partitions")
     claimed = set(manifest["files"]) if mine else set()
     foreign = [rel for rel in present if rel not in claimed]
     if not foreign or ownership.overwrite:
-        return
+        return changed
     shown = ", ".join(foreign[:_SHOWN]) + (f" and {len(foreign) - _SHOWN} more" if len(foreign) > _SHOWN else "")
     whose = (f"its manifest says pipeline '{manifest['pipeline']}' wrote them" if manifest and not mine
              else "no manifest of this pipeline names them")
@@ -257,10 +273,10 @@ def _swap(staging: Path, target: Path) -> None:
 class LocalWrite:
     """One write of a local destination: ``staging`` is the folder to put the new files in."""
 
-    def __init__(self, target: Path, ownership: Ownership, folder: bool, destination: str) -> None:
+    def __init__(self, target: Path, ownership: Ownership, folder: bool, destination: str, partial: bool) -> None:
         self.target, self.ownership = target, ownership
         self.present, manifest = _local_present(target, folder, destination)
-        _claim_check(self.present, manifest, ownership, destination)
+        self.restart = _claim_check(self.present, manifest, ownership, destination, partial)
         self.staging = _sibling(target, "staging")
         self.staging.mkdir()  # mode 0o777 less the umask, as any folder a reader should list
 
@@ -272,7 +288,8 @@ class LocalWrite:
         link_files([(self.target / rel, self.staging / rel) for rel in kept])
         files = sorted(new.union(kept))
         with atomic_file(self.staging / MANIFEST) as manifest:  # last: its presence marks the tree complete
-            manifest.write_text(json.dumps({"pipeline": self.ownership.pipeline, "files": files}, indent=1))
+            manifest.write_text(json.dumps({"pipeline": self.ownership.pipeline, "scheme": self.ownership.scheme,
+                                            "files": files}, indent=1))
         _swap(self.staging, self.target)
         return [str(self.target / rel) for rel in files]
 
@@ -287,7 +304,7 @@ class LocalWrite:
 class RemoteWrite:
     """One write of an fsspec destination (object stores): ``staging`` is a local folder."""
 
-    def __init__(self, destination: str, ownership: Ownership, folder: bool, storage_options: dict) -> None:
+    def __init__(self, destination: str, ownership: Ownership, folder: bool, storage_options: dict, partial: bool) -> None:
         self.destination, self.ownership, self.folder = destination.rstrip("/"), ownership, folder
         self.fs, self.root = fsspec.core.url_to_fs(self.destination, **storage_options)
         self.root = self.root.rstrip("/")
@@ -303,7 +320,7 @@ class RemoteWrite:
             self.manifest_path = f"{parent}/{_sidecar(name)}"
         manifest = (_manifest_of(self.fs.cat_file(self.manifest_path).decode(), self.manifest_path)
                     if self.fs.exists(self.manifest_path) else None)
-        _claim_check(self.present, manifest, ownership, destination)
+        self.restart = _claim_check(self.present, manifest, ownership, destination, partial)
         self.staging = Path(tempfile.mkdtemp(prefix="memories-output-"))
 
     def _remove_stale_uploads(self, files: dict[str, dict]) -> None:
@@ -319,7 +336,8 @@ class RemoteWrite:
                 self.fs.rm(f"{self.root}/{upload}", recursive=True)
 
     def _claim(self, files: Iterable[str]) -> None:
-        self.fs.pipe_file(self.manifest_path, json.dumps({"pipeline": self.ownership.pipeline, "files": sorted(files)}).encode())
+        self.fs.pipe_file(self.manifest_path, json.dumps({"pipeline": self.ownership.pipeline, "scheme": self.ownership.scheme,
+                                                          "files": sorted(files)}).encode())
 
     def commit_folder(self, replaced: Callable[[str], bool]) -> list[str]:
         """Upload the staged files, then replace the objects ``replaced`` picks with them."""
@@ -351,16 +369,17 @@ class RemoteWrite:
 
 
 @contextlib.contextmanager
-def owned_write(destination: str, ownership: Ownership, folder: bool,
-                storage_options: dict | None = None) -> Iterator[LocalWrite | RemoteWrite]:
+def owned_write(destination: str, ownership: Ownership, folder: bool, storage_options: dict | None = None,
+                partial: bool = False) -> Iterator[LocalWrite | RemoteWrite]:
     """A write of ``destination`` that this pipeline may do: refused (DestinationError) if the
-    place is protected or holds files that are not the pipeline's; locally under the
+    place is protected or holds files that are not the pipeline's (or, for a ``partial`` write of
+    one partition, files split by another scheme; ``restart`` then says to drop them); locally under the
     destination's lock, after putting right what a killed write left. Staging is removed at the end."""
     problem = place_problem(destination, ownership.protected)
     if problem:
         raise DestinationError(problem)
     if is_remote(destination):
-        write = RemoteWrite(destination, ownership, folder, storage_options or {})
+        write = RemoteWrite(destination, ownership, folder, storage_options or {}, partial)
         try:
             yield write
         finally:
@@ -370,7 +389,7 @@ def owned_write(destination: str, ownership: Ownership, folder: bool,
     target = plain.parent.resolve() / plain.name
     with _locked(target):
         recover(target)
-        local = LocalWrite(target, ownership, folder, destination)
+        local = LocalWrite(target, ownership, folder, destination, partial)
         try:
             yield local
         finally:

@@ -21,7 +21,7 @@ from memories_dagster.engine.finite import refuse_non_finite, refuse_wide_decima
 from memories_dagster.engine.tables import Access
 from memories_dagster.engine.window import Window, wall_time_sql
 from memories_dagster.secrets import redact, resolve
-from memories_dagster.specs.integration import OutputConfig, Partitioning
+from memories_dagster.specs.integration import OutputConfig, Partitioning, PartitionsSpec
 
 _DATE_PATTERNS = {"day": "%Y-%m-%d", "month": "%Y-%m", "year": "%Y"}
 
@@ -50,8 +50,17 @@ def layout_signature(output: OutputConfig) -> str:
     """What decides the files :func:`lay_out` makes of an output: format, COPY options and
     partitioning. Stored with laid-out data, so an output whose spec changed since is not linked."""
     partitioning = output.partitioning.model_dump(mode="json") if output.partitioning else None
-    return json.dumps({"format": output.output_format, "options": copy_options(output.output_format, ""),
+    files = output.output_format in ("csv", "json", "parquet")  # the others are tables, not laid out
+    return json.dumps({"format": output.output_format, "options": copy_options(output.output_format, "") if files else None,
                        "partitioning": partitioning}, sort_keys=True)
+
+
+def partition_scheme(partitions: PartitionsSpec | None, output: OutputConfig) -> str:
+    """How runs split a file output into files: the Dagster partitions (kind, column, time zone)
+    and the output's layout. A manifest records it; a partition's run under another scheme would
+    leave the earlier scheme's files beside its own."""
+    runs = partitions.model_dump(mode="json", include={"type", "column", "timezone"}) if partitions else None
+    return json.dumps({"runs": runs, "layout": layout_signature(output)}, sort_keys=True)
 
 
 def write_output(
@@ -123,7 +132,7 @@ def write_output(
             f"the pipeline's integrated asset again (e.g. the whole group) before its output")
     folder = bool(output.partitioning or window)
     suffix = suffix_for(output.output_format, destination)
-    with owned_write(destination, ownership, folder, access.storage_options if access else None) as staged:
+    with owned_write(destination, ownership, folder, access.storage_options if access else None, window is not None) as staged:
         into = staged.staging if output.partitioning else staged.staging / f"{file_stem(window)}{suffix}"
         if ready:
             link_tree(Path(integrated_path), into)
@@ -139,11 +148,11 @@ def write_output(
         rows = parquet_rows(Path(integrated_path))
         if output.partitioning:
             stem = file_stem(window) if window else None
-            files = staged.commit_folder(lambda rel: stem is None or stem_of(rel.rsplit("/", 1)[-1]) == stem)
+            files = staged.commit_folder(lambda rel: stem is None or staged.restart or stem_of(rel.rsplit("/", 1)[-1]) == stem)
             return {"integrated_data_path": destination, "rows_written": rows, "files": files}
         if window:
             name = f"{file_stem(window)}{suffix}"
-            files = staged.commit_folder(lambda rel: rel == name)
+            files = staged.commit_folder(lambda rel: staged.restart or rel == name)
             return {"integrated_data_path": f"{destination.rstrip('/')}/{name}", "rows_written": rows, "files": files}
         files = staged.commit_file(into)
         return {"integrated_data_path": destination, "rows_written": rows, "files": files}

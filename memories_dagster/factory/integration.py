@@ -20,7 +20,7 @@ from memories_dagster.engine.integrate import IntegrationOutcome, integrate
 from memories_dagster.engine.tables import TableFile, write_json
 from memories_dagster.engine.window import Window
 from memories_dagster.connectors.file_outputs import Ownership, protected_places
-from memories_dagster.engine.write import default_destination, destination_check, write_output
+from memories_dagster.engine.write import default_destination, destination_check, partition_scheme, write_output
 from memories_dagster.factory.connections import access_of, resource_keys, used_connections
 from memories_dagster.factory.failures import retry_policy, step_failure
 from memories_dagster.factory.partitions import partitions_definition, window_of
@@ -276,7 +276,8 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
             written = write_output(
                 integrated.path, output, destination, output.table or name, window, window_column,
                 laid_out=integrated.meta.get("laid_out"), memory_limit=memories_settings.engine_memory_limit,
-                access=access, ownership=Ownership(name, output.overwrite, protected_places(loaded.root, storage)),
+                access=access, ownership=Ownership(name, output.overwrite, protected_places(loaded.root, storage),
+                                                  partition_scheme(loaded.spec.partitions, output)),
             )
         except Exception as exc:
             raise step_failure(exc, f"pipeline '{name}' ({loaded.file}) could not write its output; the previous output is unchanged")

@@ -104,3 +104,30 @@ def test_keys_that_could_leave_a_template_are_refused(key):
 @pytest.mark.parametrize("key", ["store_a", "2024-01-01", "a..b", "..a", "café", "a b", "a%2Fb"])
 def test_plain_keys_fill_templates(key):
     assert expand("data/{partition_key}.csv", Window(key)) == f"data/{key}.csv"
+
+
+def test_a_partition_run_under_changed_partitions_refuses_rather_than_leave_both(project):
+    """r1: partitions: added to a pipeline whose output a full run wrote; a daily partition's run
+    would add its files beside the full run's and a reader would count those rows twice."""
+    (project.root / "data").mkdir()
+    (project.root / "data" / "s.csv").write_text("id,d\n1,2024-01-30\n2,2024-01-31\n3,2024-01-31\n")
+    document = {
+        "integration_config": {"data_sources": [{"source_name": "s", "source_type": "csv", "connection_string": "data/s.csv"}]},
+        "output_config": {"output_format": "csv", "output_destination": "output/p",
+                          "partitioning": {"partition_by": "d", "partition_type": "date", "granularity": "month"}},
+    }
+    project.add("p.yaml", document)
+    assert project.run("p").success
+    out = project.root / "output" / "p"
+    ids = lambda: sorted(pd.concat(pd.read_csv(f) for f in out.rglob("*.csv"))["id"])  # noqa: E731
+    project.add("p.yaml", {"partitions": {"type": "daily", "start": "2024-01-01", "column": "d"}, **document})
+    result = project.run("p", "2024-01-31", raise_on_error=False)
+    assert not result.success and ids() == [1, 2, 3]
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "under another partitioning" in failure.step_failure_data.error.message
+    document["output_config"]["overwrite"] = True
+    project.add("p.yaml", {"partitions": {"type": "daily", "start": "2024-01-01", "column": "d"}, **document})
+    assert project.run("p", "2024-01-31").success and ids() == [2, 3]  # the earlier scheme's files dropped
+    del document["output_config"]["overwrite"]
+    project.add("p.yaml", {"partitions": {"type": "daily", "start": "2024-01-01", "column": "d"}, **document})
+    assert project.run("p", "2024-01-30").success and ids() == [1, 2, 3]
