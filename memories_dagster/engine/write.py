@@ -12,7 +12,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from memories_dagster.connectors.file_outputs import (
-    DestinationError, Ownership, destination_problems, link_files, owned_write, place_problem, protected_places,
+    DestinationError, Ownership, copy_files, destination_problems, link_files, owned_write, place_problem, protected_places,
 )
 from memories_dagster.connectors.files import PART_SEPARATOR, copy_options, stem_of, suffix_for
 from memories_dagster.engine.duck import columns_of, connect, q, sql_string
@@ -48,7 +48,7 @@ def file_stem(window: Window | None) -> str:
 
 def layout_signature(output: OutputConfig) -> str:
     """What decides the files :func:`lay_out` makes of an output: format, COPY options and
-    partitioning. Stored with laid-out data, so an output whose spec changed since is not linked."""
+    partitioning. Stored with laid-out data, so an output whose spec changed since is not copied from it."""
     partitioning = output.partitioning.model_dump(mode="json") if output.partitioning else None
     files = output.output_format in ("csv", "json", "parquet")  # the others are tables, not laid out
     return json.dumps({"format": output.output_format, "options": copy_options(output.output_format, "") if files else None,
@@ -135,7 +135,7 @@ def write_output(
     with owned_write(destination, ownership, folder, access.storage_options if access else None, window is not None) as staged:
         into = staged.staging if output.partitioning else staged.staging / f"{file_stem(window)}{suffix}"
         if ready:
-            link_tree(Path(integrated_path), into)
+            link_tree(Path(integrated_path), into, copy=True)
         else:
             con = connect(memory_limit)
             try:
@@ -170,7 +170,7 @@ def lay_out(
     """Write the rows of ``select_sql`` at ``target`` as the output's files.
 
     Partitioned outputs become a folder of ``col=value/<stem>--<n>.<suffix>`` files, others
-    one file. The integrate step uses this to store a Parquet output's data ready to be linked.
+    one file. The integrate step uses this to store a Parquet output's data ready to be copied.
     """
     options = copy_options(output.output_format, destination)
     if not output.partitioning:
@@ -201,17 +201,18 @@ def parquet_rows(path: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
-def link_tree(source: Path, target: Path) -> None:
-    """Hard-link (or, across filesystems, copy) a file or a folder of files to ``target``.
-
-    Safe because stored asset files are never changed in place, only replaced by rename.
+def link_tree(source: Path, target: Path, copy: bool = False) -> None:
+    """Hard-link (or, across filesystems, copy) a file or a folder of files to ``target``: safe
+    between stored asset files, which are never changed in place, only replaced by rename. With
+    ``copy``, copies (:func:`file_outputs.copy_files`: a clone where the filesystem can): for
+    outputs, whose files a user may edit in place, which must not change the stored asset.
     """
     pairs = [(source, target)] if source.is_file() else [
         (f, target / f.relative_to(source)) for f in source.rglob("*") if f.is_file()
     ]
     if source.is_dir():
         target.mkdir(parents=True, exist_ok=True)
-    link_files(pairs)
+    (copy_files if copy else link_files)(pairs)
 
 
 def local_destination(name: str, output: OutputConfig, root: Path, partitioned: bool) -> str | None:

@@ -210,3 +210,15 @@ def test_data_laid_out_for_another_output_config_is_not_linked_in(tmp_path):
     assert not (tmp_path / "hashed").exists()
     write_output(path, by_category, str(tmp_path / "same"), "t", laid_out=signature)
     assert sorted(read_back(str(tmp_path / "same" / "*" / "*.parquet"))["id"]) == [1, 2, 3, 4]
+
+
+def test_editing_a_laid_out_parquet_output_in_place_leaves_the_stored_asset(tmp_path):
+    """r10: pandas rewrites a file in place (truncates the same inode); the stored integrated
+    data the output was made from must keep its bytes."""
+    path, signature = _laid_out(tmp_path, OutputConfig(output_format="parquet"))
+    stored = open(path, "rb").read()
+    out = tmp_path / "out.parquet"
+    write_output(path, OutputConfig(output_format="parquet"), str(out), "t", laid_out=signature)
+    pd.read_parquet(out).head(1).to_parquet(out, index=False)
+    assert open(path, "rb").read() == stored
+    assert len(pd.read_parquet(path)) == len(FRAME)
