@@ -42,8 +42,12 @@ def partition_column(partitioning: Partitioning, column_type: str) -> tuple[str,
 
 
 def file_stem(window: Window | None) -> str:
-    """Name of the files a run writes: the partition key, percent-encoded (distinct keys, distinct names)."""
-    return urllib.parse.quote(window.key, safe="") if window else "part"
+    """Name of the files a run writes: the partition key, percent-encoded (distinct keys, distinct
+    names), a leading ``.`` or ``_`` too: readers (pyarrow, Spark, Hive) skip files named so."""
+    if window is None:
+        return "part"
+    stem = urllib.parse.quote(window.key, safe="")
+    return f"%{ord(stem[0]):02X}{stem[1:]}" if stem[:1] in (".", "_") else stem
 
 
 def layout_signature(output: OutputConfig) -> str:

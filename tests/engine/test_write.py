@@ -7,6 +7,7 @@ import os
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
@@ -222,3 +223,11 @@ def test_editing_a_laid_out_parquet_output_in_place_leaves_the_stored_asset(tmp_
     pd.read_parquet(out).head(1).to_parquet(out, index=False)
     assert open(path, "rb").read() == stored
     assert len(pd.read_parquet(path)) == len(FRAME)
+
+
+def test_partition_keys_with_a_leading_dot_or_underscore_make_files_readers_see(tmp_path, integrated):
+    """r3: pyarrow.dataset (like Spark and Hive) skips files whose names start with . or _."""
+    out = tmp_path / "out"
+    for key in ("_x", ".hidden", "plain", "%5Fx"):
+        write_output(integrated, OutputConfig(output_format="csv"), str(out), "t", Window(key))
+    assert ds.dataset(out, format="csv").count_rows() == 4 * len(FRAME)
