@@ -20,10 +20,10 @@ from memories_dagster.engine.duck import column_named, columns_of, is_numeric, q
 from memories_dagster.engine.errors import IntegrationError, error_detail
 from memories_dagster.engine.expressions import parse_expression, sql_literal
 from memories_dagster.engine.formats import format_sql
+from memories_dagster.engine.layers import MAX_LAYERS
 from memories_dagster.specs.integration import TransformationRule
 
 
-MAX_LAYERS = 250  # DuckDB parses each layer as one more nested subquery, to a depth of 1000
 _DEEP = 16  # layers from which DuckDB's projection_placement optimizer is turned off
 
 

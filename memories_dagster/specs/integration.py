@@ -19,6 +19,7 @@ from memories_dagster.specs.credentials import Address, Credential, Headers, Nam
 from memories_dagster.specs.cron import cron_problem
 from memories_dagster.specs.documents import DocumentError, parse_json
 from memories_dagster.engine.formats import FormatError, parse_format
+from memories_dagster.engine.layers import MAX_LAYERS, rule_past_layer_limit
 from memories_dagster.engine.window import PLAIN_NAME, leaves_folder
 
 COLUMN_TYPES = ("string", "integer", "float", "decimal", "boolean", "date", "timestamp")
@@ -450,6 +451,22 @@ class IntegrationConfig(Strict):
     integration_strategy: IntegrationStrategy = Field(default_factory=IntegrationStrategy)
     transformation_rules: list[TransformationRule] = Field(default_factory=list)
     data_quality_checks: DataQualityChecks = Field(default_factory=DataQualityChecks)
+
+    @model_validator(mode="after")
+    def _layers_fit(self) -> IntegrationConfig:
+        rules = self.transformation_rules
+        past = rule_past_layer_limit(
+            ([r.source_column or ""] if r.transformation_type in ("mapping", "formatting")
+             else parse_expression(str(r.transformation_logic)).columns, r.output_column)
+            for r in rules
+        )
+        if past is not None:
+            raise ValueError(
+                f"transformation rule '{rules[past].rule_name}' (rule {past + 1}) would start layer {MAX_LAYERS + 1} of "
+                f"rules that each read a column an earlier one writes; at most {MAX_LAYERS} such steps run in one "
+                "pipeline: combine steps into one expression, or split the pipeline"
+            )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> IntegrationConfig:
