@@ -368,6 +368,12 @@ class RemoteWrite:
         return [self.destination]
 
 
+def _real(destination: str) -> Path:
+    """Where a local destination really is: a destination that is a symbolic link (to a folder or
+    file elsewhere) is written, staged and swapped at the place it points to, and stays a link."""
+    return Path(destination.removeprefix("file://")).resolve()
+
+
 @contextlib.contextmanager
 def owned_write(destination: str, ownership: Ownership, folder: bool, storage_options: dict | None = None,
                 partial: bool = False) -> Iterator[LocalWrite | RemoteWrite]:
@@ -385,8 +391,7 @@ def owned_write(destination: str, ownership: Ownership, folder: bool, storage_op
         finally:
             shutil.rmtree(write.staging, ignore_errors=True)
         return
-    plain = Path(destination.removeprefix("file://"))
-    target = plain.parent.resolve() / plain.name
+    target = _real(destination)
     with _locked(target):
         recover(target)
         local = LocalWrite(target, ownership, folder, destination, partial)
@@ -403,8 +408,7 @@ def destination_problems(destination: str, ownership: Ownership, folder: bool) -
     problem = place_problem(destination, ownership.protected)
     if problem or is_remote(destination):
         return [problem] if problem else [], []
-    plain = Path(destination.removeprefix("file://"))
-    target = plain.parent.resolve() / plain.name
+    target = _real(destination)
     if not target.parent.is_dir():
         return [], []
     with _locked(target, wait=False) as taken:

@@ -430,3 +430,16 @@ def test_a_folder_output_is_readable_by_others_as_the_umask_allows(tmp_path):
     finally:
         os.umask(old_mask)
     assert oct(out.stat().st_mode & 0o777) == oct(0o755)  # what mkdir gives under umask 022
+
+
+def test_a_destination_that_is_a_symlink_is_written_where_it_points_and_stays_a_link(tmp_path, no_grace):
+    """r8: the link was swapped out for a real folder, and the data left behind the link."""
+    real = tmp_path / "disk" / "orders"
+    real.mkdir(parents=True)
+    out = tmp_path / "out"
+    out.symlink_to(real, target_is_directory=True)
+    config = OutputConfig(partitioning=BY_CATEGORY)
+    for version in range(2):
+        write_output(parquet(tmp_path, "a", rows(range(version, 10), "a")), config, str(out), "t")
+    assert out.is_symlink() and os.readlink(out) == str(real)
+    assert ids_in(real) == set(range(1, 10))
