@@ -113,6 +113,25 @@ def place_problem(destination: str, protected: Iterable[Protected], declared: st
     return None
 
 
+def nesting_problem(destination: str, declared: str | None = None, present: Iterable[str] = ()) -> str | None:
+    """Why a local ``destination`` may not hold an output because of another output (None: it
+    may): a folder above it is an output (its manifest, or a Delta table's ``_delta_log``), whose
+    next write would drop this one (or whose vacuum would), or it holds one among the ``present``
+    files, which writing this one would replace. ``overwrite`` does not lift this."""
+    if is_remote(destination):
+        return None
+    where = _real(destination)
+    outer = next((folder for folder in where.parents
+                  if (folder / MANIFEST).is_file() or (folder / "_delta_log").is_dir()), None)
+    inner = next((rel for rel in present if rel.rsplit("/", 1)[-1] == MANIFEST or "_delta_log" in rel.split("/")), None)
+    if outer is None and inner is None:
+        return None
+    what = f"is inside the output {outer}" if outer else f"holds an output ({inner})"
+    return (f"output_config.output_destination '{declared or destination}' {what} of another pipeline or table: "
+            "one output's write (or a Delta vacuum) would remove the other's files. Give each output a folder of "
+            "its own, side by side (e.g. output/<pipeline>); overwrite: true does not lift this")
+
+
 def _manifest_of(text: str, where: str) -> dict:
     try:
         manifest = json.loads(text)
@@ -276,6 +295,9 @@ class LocalWrite:
     def __init__(self, target: Path, ownership: Ownership, folder: bool, destination: str, partial: bool) -> None:
         self.target, self.ownership = target, ownership
         self.present, manifest = _local_present(target, folder, destination)
+        problem = nesting_problem(destination, present=self.present)
+        if problem:
+            raise DestinationError(problem)
         self.restart = _claim_check(self.present, manifest, ownership, destination, partial)
         self.staging = _sibling(target, "staging")
         self.staging.mkdir()  # mode 0o777 less the umask, as any folder a reader should list
@@ -392,6 +414,9 @@ def owned_write(destination: str, ownership: Ownership, folder: bool, storage_op
             shutil.rmtree(write.staging, ignore_errors=True)
         return
     target = _real(destination)
+    problem = nesting_problem(destination)
+    if problem:
+        raise DestinationError(problem)
     with _locked(target):
         recover(target)
         local = LocalWrite(target, ownership, folder, destination, partial)
@@ -409,12 +434,17 @@ def destination_problems(destination: str, ownership: Ownership, folder: bool) -
     if problem or is_remote(destination):
         return [problem] if problem else [], []
     target = _real(destination)
-    if not target.parent.is_dir():
-        return [], []
+    problem = nesting_problem(destination)
+    if problem or not target.parent.is_dir():  # no lock file made inside another output
+        return [problem] if problem else [], []
     with _locked(target, wait=False) as taken:
         repairs = recover(target) if taken else []
         try:
-            _claim_check(*_local_present(target, folder, destination), ownership, destination)
+            present, manifest = _local_present(target, folder, destination)
+            problem = nesting_problem(destination, present=present)
+            if problem:
+                return [problem], repairs
+            _claim_check(present, manifest, ownership, destination)
         except DestinationError as exc:
             return [str(exc)], repairs
     return [], repairs

@@ -12,7 +12,8 @@ import duckdb
 import pyarrow.parquet as pq
 
 from memories_dagster.connectors.file_outputs import (
-    DestinationError, Ownership, copy_files, destination_problems, link_files, owned_write, place_problem, protected_places,
+    DestinationError, Ownership, copy_files, destination_problems, link_files, nesting_problem, owned_write, place_problem,
+    protected_places,
 )
 from memories_dagster.connectors.files import PART_SEPARATOR, copy_options, stem_of, suffix_for
 from memories_dagster.engine.duck import columns_of, connect, q, sql_string
@@ -119,7 +120,7 @@ def write_output(
     if output.output_format == "delta":
         from memories_dagster.connectors.delta import write_delta  # on use: pulls in delta-rs
 
-        problem = place_problem(destination, ownership.protected)
+        problem = place_problem(destination, ownership.protected) or nesting_problem(destination)
         if problem:
             raise DestinationError(problem)
 
@@ -240,7 +241,8 @@ def destination_check(name: str, output: OutputConfig, root: Path, partitioned: 
         return [], []
     ownership = Ownership(name, output.overwrite, protected_places(root, storage))
     if not deep or output.output_format == "delta":  # a delta table's files are its log's, not a manifest's
-        problem = place_problem(location, ownership.protected, output.output_destination)
+        problem = (place_problem(location, ownership.protected, output.output_destination)
+                   or (nesting_problem(location, output.output_destination) if deep else None))
         return [problem] if problem else [], []
     return destination_problems(location, ownership, bool(output.partitioning or partitioned))
 

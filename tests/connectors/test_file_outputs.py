@@ -443,3 +443,22 @@ def test_a_destination_that_is_a_symlink_is_written_where_it_points_and_stays_a_
         write_output(parquet(tmp_path, "a", rows(range(version, 10), "a")), config, str(out), "t")
     assert out.is_symlink() and os.readlink(out) == str(real)
     assert ids_in(real) == set(range(1, 10))
+
+
+def test_an_output_inside_or_around_another_output_is_refused_and_validate_leaves_no_lock_there(tmp_path):
+    """r2: the outer pipeline's next full run would drop the inner output (or, with overwrite, the
+    outer would take the inner's files over)."""
+    config = OutputConfig(partitioning=BY_CATEGORY)
+    data = parquet(tmp_path, "a", rows(range(10), "a"))
+    write_output(data, config, str(tmp_path / "lake" / "outer"), "outer")
+    inner = tmp_path / "lake" / "outer" / "inner"
+    with pytest.raises(DestinationError, match="is inside the output"):
+        write_output(data, config, str(inner), "inner")
+    problems, _ = destination_problems(str(inner), Ownership("inner"), folder=True)
+    assert "is inside the output" in problems[0]
+    assert sorted(p.name for p in (tmp_path / "lake" / "outer").iterdir() if p.name.startswith(".")) == [MANIFEST]
+    write_output(data, config, str(tmp_path / "around" / "inner"), "inner")
+    with pytest.raises(DestinationError, match="holds an output"):
+        write_output(data, OutputConfig(partitioning=BY_CATEGORY, overwrite=True), str(tmp_path / "around"), "outer",
+                     ownership=Ownership("outer", overwrite=True))
+    assert ids_in(tmp_path / "around" / "inner") == set(range(10))

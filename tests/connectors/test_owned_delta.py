@@ -63,3 +63,13 @@ def test_a_table_the_pipeline_made_is_replaced_without_overwrite(tmp_path):
     write(tmp_path, target, rows(("2024-01-01", 1)), "sales")
     write(tmp_path, target, rows(("2024-01-02", 2)), "sales")
     assert held(target) == [("2024-01-02", 2)]
+
+
+def test_a_delta_table_inside_another_delta_table_is_refused(tmp_path):
+    """r12: the outer table's vacuum would delete the inner table's files as untracked."""
+    write(tmp_path, tmp_path / "outer", rows(("2024-01-01", 1)), "a")
+    with pytest.raises(DestinationError, match="is inside the output"):
+        write(tmp_path, tmp_path / "outer" / "inner", rows(("2024-01-01", 2)), "b")
+    assert not (tmp_path / "outer" / "inner").exists()
+    deltalake.DeltaTable(str(tmp_path / "outer")).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    assert held(tmp_path / "outer") == [("2024-01-01", 1)]
