@@ -52,6 +52,12 @@ _INT64 = (-(2**63), 2**63 - 1)
 # which Python also treats as numbers)
 _INTEGER_TYPE = "regexp_full_match(typeof({0}), 'U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?')"
 _NUMBER_TYPE = "regexp_full_match(typeof({0}), 'U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|FLOAT|DOUBLE|DECIMAL.*|BOOLEAN')"
+# Python's truth of a value: text when not empty, a number when not zero; None is false, but a
+# null boolean stays null (three-valued logic, as the README says for booleans)
+_TRUTHY = ("CASE WHEN typeof({0}) IN ('BOOLEAN', 'NULL') THEN TRY_CAST({0} AS BOOLEAN) "
+           "WHEN typeof({0}) = 'VARCHAR' THEN coalesce(length(CAST({0} AS VARCHAR)) > 0, FALSE) "
+           f"WHEN {_NUMBER_TYPE} THEN coalesce(TRY_CAST({{0}} AS DOUBLE) <> 0, FALSE) "
+           "ELSE {0} IS NOT NULL END")
 # Python's str.strip() removes every character str.isspace() accepts, not only spaces
 _WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
 
@@ -97,7 +103,7 @@ FUNCTIONS: dict[str, tuple[str, int, int | None]] = {
     "str": ("CAST({0} AS VARCHAR)", 1, 1),
     "isnull": ("({0} IS NULL)", 1, 1),
     "notnull": ("({0} IS NOT NULL)", 1, 1),
-    "if": ("CASE WHEN {0} THEN {1} ELSE {2} END", 3, 3),
+    "if": (f"CASE WHEN {_TRUTHY} THEN {{1}} ELSE {{2}} END", 3, 3),
 }
 _FUNCTION_ALIASES = {"trim": "strip", "length": "len", "iif": "if", "least": "min", "greatest": "max"}
 _REGEX_FUNCTIONS = {"matches": 1}  # function -> position of its pattern argument
@@ -354,6 +360,39 @@ def _python_floor_division(left: str, right: str, modulo: bool) -> str:
     return f"(round(({left} - {remainder}) // {right}) - CASE WHEN {differs} THEN 1 ELSE 0 END)"
 
 
+_BOOLEAN_FUNCTIONS = {"contains", "startswith", "endswith", "matches", "isnull", "notnull"}
+
+
+def _is_boolean(node: ast.expr) -> bool:
+    """Whether ``node``'s value is a boolean whatever the columns' types (its truth is itself)."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, bool)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return _FUNCTION_ALIASES.get(node.func.id, node.func.id) in _BOOLEAN_FUNCTIONS
+    if isinstance(node, ast.BoolOp):
+        return all(_is_boolean(v) for v in node.values)
+    return isinstance(node, ast.Compare) or (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not))
+
+
+_NUMBER_FUNCTIONS = {"round", "abs", "floor", "ceil", "sqrt", "exp", "ln", "log10", "pow", "int", "float", "len",
+                     "year", "month", "day"}
+
+
+def _never_text(node: ast.expr) -> bool:
+    """Whether ``node``'s value is a number or a boolean whatever the columns' types (arithmetic
+    on text is an error of its own, so an operator's result is a number)."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, (int, float))
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return _FUNCTION_ALIASES.get(node.func.id, node.func.id) in _NUMBER_FUNCTIONS or _is_boolean(node)
+    return isinstance(node, (ast.BinOp, ast.UnaryOp)) or _is_boolean(node)
+
+
+def _truthy(sql: str) -> str:
+    """Python's truth of ``sql``'s value (see _TRUTHY)."""
+    return f"({_TRUTHY.format(sql)})"
+
+
 def _python_compare(left: str, op: ast.cmpop, right: str) -> str:
     """``left op right`` as Python compares: text and a number are never equal (SQL would convert
     one to the other: '010' = 10), and ordering them raises (null here). Column types are known
@@ -430,18 +469,49 @@ class _Compiler(ast.NodeVisitor):
     def visit_UnaryOp(self, node: ast.UnaryOp) -> str:
         operand = self.visit(node.operand)
         if isinstance(node.op, ast.Not):
-            return f"(NOT {operand})"
+            return f"(NOT {operand if _is_boolean(node.operand) else self.let([operand], _truthy)})"
         if isinstance(node.op, ast.Invert):  # Python's ~ of an integer, -x - 1; of a float an error
             return f"(~{operand})"
         return f"({'-' if isinstance(node.op, ast.USub) else '+'}{operand})"
 
     def visit_BoolOp(self, node: ast.BoolOp) -> str:
-        joiner = " AND " if isinstance(node.op, ast.And) else " OR "
-        return "(" + joiner.join(self.visit(v) for v in node.values) + ")"
+        """Booleans: SQL's three-valued AND/OR. Other operands: Python's answer, an operand (``s or
+        'n/a'`` is s unless s is empty or null); typeof() picks one, folded at bind."""
+        conjunction = isinstance(node.op, ast.And)
+        if all(_is_boolean(v) for v in node.values):  # no operand to return: SQL's own, faster
+            return "(" + (" AND " if conjunction else " OR ").join(self.visit(v) for v in node.values) + ")"
+
+        def python(*values: str) -> str:
+            *leading, last = values
+            booleans = "(" + " AND ".join(f"typeof({v}) IN ('BOOLEAN', 'NULL')" for v in values) + ")"
+            # `and` stops at the first falsy operand, `or` at the first truthy one; None is falsy,
+            # but among booleans a null neither stops `and` nor ends three-valued logic
+            stops = [f"NOT coalesce({_truthy(v)}, {booleans})" if conjunction else f"coalesce({_truthy(v)}, FALSE)"
+                     for v in leading]
+            whens = " ".join(f"WHEN {stop} THEN {v}" for stop, v in zip(stops, leading))
+            unknown = " OR ".join(f"{v} IS NULL" for v in leading)
+            decided = f"{last} IS DISTINCT FROM FALSE" if conjunction else f"{last} IS DISTINCT FROM TRUE"
+            return f"(CASE {whens} WHEN {booleans} AND ({unknown}) AND {decided} THEN NULL ELSE {last} END)"
+
+        return self.let([self.visit(v) for v in node.values], python)
+
+    def _compare(self, left: str, op: ast.cmpop, right: str, nodes: list[ast.expr]) -> str:
+        """Python's comparison; operands that are never text need no binding: their own SQL
+        appears only in the branch for text, which DuckDB folds away."""
+        if all(_never_text(n) for n in nodes):
+            return f"({left} {_COMPARE[type(op)]} {right})"
+        bound = [sql for sql, n in zip((left, right), nodes) if not _never_text(n)]
+
+        def compare(*names: str) -> str:
+            given = iter(names)
+            a, b = (sql if _never_text(n) else next(given) for sql, n in zip((left, right), nodes))
+            return _python_compare(a, op, b)
+
+        return self.let(bound, compare)
 
     def visit_Compare(self, node: ast.Compare) -> str:
         parts, left = [], self.visit(node.left)
-        for op, comparator in zip(node.ops, node.comparators):
+        for previous, op, comparator in zip([node.left, *node.comparators], node.ops, node.comparators):
             if isinstance(op, (ast.In, ast.NotIn)):
                 negate = "NOT " if isinstance(op, ast.NotIn) else ""
                 if isinstance(comparator, (ast.Tuple, ast.List)):  # membership: any item ==, as Python
@@ -465,13 +535,14 @@ class _Compiler(ast.NodeVisitor):
                     parts.append("CAST(NULL AS BOOLEAN)")
             else:
                 right = self.visit(comparator)
-                parts.append(self.let([left, right], lambda a, b: _python_compare(a, op, b)))
+                parts.append(self._compare(left, op, right, [previous, comparator]))
             left = right
         return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
 
     def visit_IfExp(self, node: ast.IfExp) -> str:
         return (
-            f"(CASE WHEN {self.visit(node.test)} THEN {self.visit(node.body)} "
+            f"(CASE WHEN {self.visit(node.test) if _is_boolean(node.test) else self.let([self.visit(node.test)], _truthy)} "
+            f"THEN {self.visit(node.body)} "
             f"ELSE {self.visit(node.orelse)} END)"
         )
 

@@ -130,3 +130,31 @@ def test_ordering_a_text_column_and_a_number_is_an_error_as_in_python(text):
         python(text, code="010")
     with pytest.raises(duckdb.BinderException, match="Cannot compare values of type"):
         memories(text, code="010")  # DuckDB refuses to bind it: the rule cannot run, a spec error
+
+
+_TRUTH_ROW = {"s": "abc", "e": "", "n": 3, "z": 0}
+
+
+@pytest.mark.parametrize("text", ["s or 'n/a'", "e or 'n/a'", "n or 5", "z or 5", "n and 4", "z and 4", "s and e",
+                                  "e or s or 'x'", "not s", "not e", "not z", "'y' if s else 'n'", "'y' if e else 'n'",
+                                  "'y' if z else 'n'"])
+def test_and_or_not_and_conditions_take_python_truth_of_values(text):
+    assert memories(text, **_TRUTH_ROW) == python(text, **_TRUTH_ROW)
+
+
+@pytest.mark.parametrize("text", ["e or z or s", "n > 1 and s", "z == 0 or s"])
+def test_and_or_of_values_of_different_types_cannot_run(text):
+    # Python's answer is text on some rows and a number (or boolean) on others; a column holds one type
+    with pytest.raises(duckdb.BinderException, match="Cannot mix values of type"):
+        memories(text, **_TRUTH_ROW)
+
+
+def test_and_or_of_booleans_keep_three_valued_logic():
+    # the README: booleans follow SQL's logic with nulls; DuckDB itself is the oracle here
+    con = duckdb.connect()
+    for op in ("and", "or"):
+        for a in (True, False, None):
+            for b in (True, False, None):
+                sql = con.execute(f"SELECT ?::BOOLEAN {op.upper()} ?::BOOLEAN", [a, b]).fetchone()[0]
+                ours = parse_expression(f"a {op} b").to_sql()
+                assert con.execute(f"SELECT {ours} FROM (SELECT ?::BOOLEAN AS a, ?::BOOLEAN AS b)", [a, b]).fetchone()[0] == sql
