@@ -76,6 +76,11 @@ class Ownership:
     overwrite: bool = False
     protected: tuple[Protected, ...] = ()
     scheme: str | None = None  # how runs split the output into files (see engine.write.partition_scheme)
+    project: str | None = None  # the project folder (absolute): a same-named pipeline elsewhere is another
+
+    def claim(self, files: list[str]) -> dict:
+        """The manifest naming ``files`` as this pipeline's."""
+        return {"pipeline": self.pipeline, "project": self.project, "scheme": self.scheme, "files": files}
 
 
 def protected_places(project: str | Path | None = None, storage: Iterable[str | Path] = ()) -> tuple[Protected, ...]:
@@ -136,7 +141,7 @@ def _manifest_of(text: str, where: str) -> dict:
     try:
         manifest = json.loads(text)
         return {"pipeline": str(manifest["pipeline"]), "files": [str(f) for f in manifest["files"]],
-                "scheme": manifest.get("scheme")}
+                "scheme": manifest.get("scheme"), "project": manifest.get("project")}
     except (ValueError, KeyError, TypeError):
         raise DestinationError(f"{where} is not a manifest this project wrote (a JSON object with "
                                "'pipeline' and 'files'); remove it, or the folder, to write here") from None
@@ -152,7 +157,9 @@ def _claim_check(present: list[str], manifest: dict | None, ownership: Ownership
     ``partial`` (one partition's) write into files split by another scheme than the pipeline's
     now: it would leave both. Returns whether the files there are to be dropped whole (the scheme
     changed and ``overwrite`` allows it; a full write replaces them anyway)."""
-    mine = manifest is not None and manifest["pipeline"] == ownership.pipeline
+    # manifests before projects were recorded have none: the pipeline's name decides
+    mine = (manifest is not None and manifest["pipeline"] == ownership.pipeline
+            and (None in (manifest["project"], ownership.project) or manifest["project"] == ownership.project))
     # manifests before schemes were recorded have none: their scheme is taken to be the current one
     changed = (mine and bool(manifest["files"]) and None not in (manifest["scheme"], ownership.scheme)
                and manifest["scheme"] != ownership.scheme)
@@ -168,7 +175,8 @@ def _claim_check(present: list[str], manifest: dict | None, ownership: Ownership
     if not foreign or ownership.overwrite:
         return changed
     shown = ", ".join(foreign[:_SHOWN]) + (f" and {len(foreign) - _SHOWN} more" if len(foreign) > _SHOWN else "")
-    whose = (f"its manifest says pipeline '{manifest['pipeline']}' wrote them" if manifest and not mine
+    whose = (f"its manifest says pipeline '{manifest['pipeline']}'" + (f" of the project {manifest['project']}"
+             if manifest["project"] else "") + " wrote them" if manifest and not mine
              else "no manifest of this pipeline names them")
     raise DestinationError(
         f"output_config.output_destination '{destination}' holds {len(foreign)} file(s) that pipeline "
@@ -310,15 +318,14 @@ class LocalWrite:
         link_files([(self.target / rel, self.staging / rel) for rel in kept])
         files = sorted(new.union(kept))
         with atomic_file(self.staging / MANIFEST) as manifest:  # last: its presence marks the tree complete
-            manifest.write_text(json.dumps({"pipeline": self.ownership.pipeline, "scheme": self.ownership.scheme,
-                                            "files": files}, indent=1))
+            manifest.write_text(json.dumps(self.ownership.claim(files), indent=1))
         _swap(self.staging, self.target)
         return [str(self.target / rel) for rel in files]
 
     def commit_file(self, staged: Path) -> list[str]:
         """Put one staged file at the destination in one rename, claimed in its manifest first."""
         with atomic_file(self.target.with_name(_sidecar(self.target.name))) as manifest:
-            manifest.write_text(json.dumps({"pipeline": self.ownership.pipeline, "files": [self.target.name]}))
+            manifest.write_text(json.dumps(self.ownership.claim([self.target.name])))
         os.replace(staged, self.target)
         return [str(self.target)]
 
@@ -358,8 +365,7 @@ class RemoteWrite:
                 self.fs.rm(f"{self.root}/{upload}", recursive=True)
 
     def _claim(self, files: Iterable[str]) -> None:
-        self.fs.pipe_file(self.manifest_path, json.dumps({"pipeline": self.ownership.pipeline, "scheme": self.ownership.scheme,
-                                                          "files": sorted(files)}).encode())
+        self.fs.pipe_file(self.manifest_path, json.dumps(self.ownership.claim(sorted(files))).encode())
 
     def commit_folder(self, replaced: Callable[[str], bool]) -> list[str]:
         """Upload the staged files, then replace the objects ``replaced`` picks with them."""

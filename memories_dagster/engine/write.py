@@ -239,7 +239,7 @@ def destination_check(name: str, output: OutputConfig, root: Path, partitioned: 
     location = local_destination(name, output, root, partitioned)
     if location is None:
         return [], []
-    ownership = Ownership(name, output.overwrite, protected_places(root, storage))
+    ownership = Ownership(name, output.overwrite, protected_places(root, storage), project=str(root.resolve()))
     if not deep or output.output_format == "delta":  # a delta table's files are its log's, not a manifest's
         problem = (place_problem(location, ownership.protected, output.output_destination)
                    or (nesting_problem(location, output.output_destination) if deep else None))

@@ -277,7 +277,7 @@ def _output_asset(loaded: LoadedSpec, partitions_def: dg.PartitionsDefinition | 
                 integrated.path, output, destination, output.table or name, window, window_column,
                 laid_out=integrated.meta.get("laid_out"), memory_limit=memories_settings.engine_memory_limit,
                 access=access, ownership=Ownership(name, output.overwrite, protected_places(loaded.root, storage),
-                                                  partition_scheme(loaded.spec.partitions, output)),
+                                                  partition_scheme(loaded.spec.partitions, output), str(loaded.root.resolve())),
             )
         except Exception as exc:
             raise step_failure(exc, f"pipeline '{name}' ({loaded.file}) could not write its output; the previous output is unchanged")

@@ -462,3 +462,20 @@ def test_an_output_inside_or_around_another_output_is_refused_and_validate_leave
         write_output(data, OutputConfig(partitioning=BY_CATEGORY, overwrite=True), str(tmp_path / "around"), "outer",
                      ownership=Ownership("outer", overwrite=True))
     assert ids_in(tmp_path / "around" / "inner") == set(range(10))
+
+
+def test_a_same_named_pipeline_of_another_project_does_not_take_the_output_over(tmp_path):
+    """r4: ownership was the bare pipeline name; the manifest also names the project folder."""
+    out = tmp_path / "shared" / "orders"
+    config = OutputConfig(partitioning=BY_CATEGORY)
+    write_output(parquet(tmp_path, "a", rows(range(10), "a")), config, str(out), "orders",
+                 ownership=Ownership("orders", project=str(tmp_path / "one")))
+    with pytest.raises(DestinationError, match="of the project .*one wrote them"):
+        write_output(parquet(tmp_path, "b", rows(range(900, 905), "b")), config, str(out), "orders",
+                     ownership=Ownership("orders", project=str(tmp_path / "two")))
+    problems, _ = destination_problems(str(out), Ownership("orders", project=str(tmp_path / "two")), folder=True)
+    assert "did not write" in problems[0]
+    assert ids_in(out) == set(range(10))
+    write_output(parquet(tmp_path, "c", rows(range(5), "c")), config, str(out), "orders",
+                 ownership=Ownership("orders", project=str(tmp_path / "one")))
+    assert ids_in(out) == set(range(5))
