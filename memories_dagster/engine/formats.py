@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from memories_dagster.engine.duck import is_numeric
-from memories_dagster.engine.expressions import sql_literal
+from memories_dagster.engine.expressions import FUNCTIONS, sql_literal
 from memories_dagster.engine.window import wall_time_sql
 
 
@@ -38,7 +38,7 @@ def _round(column: str, digits: str | None, column_type: str) -> str:
 FORMATTERS = {
     "lower": lambda column, *_: f"lower(CAST({column} AS VARCHAR))",
     "upper": lambda column, *_: f"upper(CAST({column} AS VARCHAR))",
-    "strip": lambda column, *_: f"trim(CAST({column} AS VARCHAR))",
+    "strip": lambda column, *_: FUNCTIONS["strip"][0].format(f"CAST({column} AS VARCHAR)"),  # as str.strip()
     "title": _title,
     "date": _date,
     "round": _round,

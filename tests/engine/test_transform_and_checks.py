@@ -378,3 +378,11 @@ def test_quarantined_records_with_infinities_are_strict_json(run_integration):
     # oracle: Python's reader without its NaN/Infinity extension
     records = sorted((json.loads(r, parse_constant=refuse) for r in run.quarantine["_record"]), key=lambda r: r["id"])
     assert records == [{"id": 2, "v": "inf"}, {"id": 3, "v": "-inf"}]
+
+
+def test_formatting_strip_removes_what_python_strip_removes(run_integration):
+    values = ["\tann\n", "\u00a0bob\u2003", " dee\r\x0b", None]
+    run = run_integration({"s": pd.DataFrame({"id": range(4), "name": values})},
+                          transformation_rules=[rule("f", "formatting", "strip", "name")])
+    assert list(run.data.sort_values("id")["name"].where(lambda s: s.notna(), None)) == [
+        v.strip() if v is not None else None for v in values]
