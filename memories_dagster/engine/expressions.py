@@ -190,6 +190,12 @@ def _names_as_written(tree: ast.expr, written: str) -> None:
                 node.attr = segment.rsplit(".", 1)[1].strip()
 
 
+def _is_int64_min(node: ast.AST) -> bool:
+    """``-9223372036854775808``: Python parses it as minus a literal one past the 64-bit range."""
+    return (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant)
+            and type(node.operand.value) is int and node.operand.value == -_INT64[0])
+
+
 def _too_deep(text: str) -> ExpressionError:
     return ExpressionError(
         f"expression nests more than {MAX_DEPTH} levels deep: '{text[:60]}...'; split it into "
@@ -299,6 +305,8 @@ def _check(node: ast.AST, text: str, columns: set[str], listed: bool = False) ->
         if not isinstance(node.value, ast.Name):
             raise ExpressionError(f"in '{text}': write a source column as source.column")
         columns.add(f"{node.value.id}.{node.attr}")
+        return
+    if _is_int64_min(node):
         return
     if isinstance(node, ast.Constant):
         if not isinstance(node.value, (int, float, str, bool, type(None))):
@@ -467,6 +475,8 @@ class _Compiler(ast.NodeVisitor):
         return f"({left} {_BINARY[type(node.op)]} {right})"
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> str:
+        if _is_int64_min(node):
+            return f"CAST({_INT64[0]} AS BIGINT)"
         operand = self.visit(node.operand)
         if isinstance(node.op, ast.Not):
             return f"(NOT {operand if _is_boolean(node.operand) else self.let([operand], _truthy)})"

@@ -84,6 +84,11 @@ def test_integer_literals_past_64_bits_are_refused(literal):
         parse_expression(f"id * {literal}" if literal > 0 else f"id + ({literal})")
 
 
+def test_the_smallest_64_bit_integer_is_a_literal_and_sums_past_64_bits_are_null():
+    assert memories("x + -9223372036854775808", x=5) == python("x + -9223372036854775808", x=5)
+    assert memories("x + -9223372036854775808", x=-1) is None  # Python: -2**63 - 1, past 64 bits
+
+
 def test_column_names_are_taken_as_written_not_nfkc_normalised():
     # Python's parser reads 'ｘ' as 'x' and the micro sign as Greek mu; columns are named as written
     assert parse_expression("ｘ + 1").columns == {"ｘ"}
