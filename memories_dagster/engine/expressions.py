@@ -8,7 +8,9 @@ source (used by custom conflict rules).
 The syntax is Python's and so are the answers on values: ``//`` floors, ``%`` takes the sign of
 the divisor, ``round`` rounds half to even, a math error (division by zero, ``sqrt`` of a
 negative, ``ln(0)``, overflow past 64-bit integers) is null for that row. Where SQL differs from
-Python the compiled SQL spells Python's answer out. Two things are SQL's on purpose: nulls
+Python the compiled SQL spells Python's answer out; where that depends on a column's type (text
+never equals a number, ``s or 'n/a'`` gives an operand) it asks ``typeof()``, which DuckDB folds
+to a constant when it binds the SQL. Two things are SQL's on purpose: nulls
 propagate (``x == None`` is ``x IS NULL``), and string literals are raw (a backslash stays as
 written, as in SQL and as regular expressions expect).
 """
