@@ -60,8 +60,9 @@ _TRUTHY = ("CASE WHEN typeof({0}) IN ('BOOLEAN', 'NULL') THEN TRY_CAST({0} AS BO
            "WHEN typeof({0}) = 'VARCHAR' THEN coalesce(length(CAST({0} AS VARCHAR)) > 0, FALSE) "
            f"WHEN {_NUMBER_TYPE} THEN coalesce(TRY_CAST({{0}} AS DOUBLE) <> 0, FALSE) "
            "ELSE {0} IS NOT NULL END")
-# Python's str.strip() removes every character str.isspace() accepts, not only spaces
-_WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
+# Python's str.strip() removes every character str.isspace() accepts, not only spaces; as an RE2
+# class (regexp_replace runs about three times faster than trim given these characters)
+_WHITESPACE = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in map(chr, range(0x110000)) if c.isspace()) + "]"
 
 # The functions of the language: name -> (SQL template with {0}, {1}... or {args}, min args, max args)
 FUNCTIONS: dict[str, tuple[str, int, int | None]] = {
@@ -82,7 +83,7 @@ FUNCTIONS: dict[str, tuple[str, int, int | None]] = {
     "coalesce": ("coalesce({args})", 1, None),
     "lower": ("lower({0})", 1, 1),
     "upper": ("upper({0})", 1, 1),
-    "strip": ("trim({0}, " + "'" + _WHITESPACE.replace("'", "''") + "')", 1, 1),
+    "strip": ("regexp_replace({0}, '^%s+|%s+$', '', 'g')" % ((_WHITESPACE.replace("{", "{{").replace("}", "}}"),) * 2), 1, 1),
     "len": ("length({0})", 1, 1),
     "concat": ("concat({args})", 1, None),
     "substr": ("substr({0}, {1}, {2})", 2, 3),
