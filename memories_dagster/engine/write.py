@@ -65,7 +65,7 @@ def partition_scheme(partitions: PartitionsSpec | None, output: OutputConfig) ->
     and the output's layout. A manifest records it; a partition's run under another scheme would
     leave the earlier scheme's files beside its own."""
     runs = partitions.model_dump(mode="json", include={"type", "column", "timezone"}) if partitions else None
-    return json.dumps({"runs": runs, "layout": layout_signature(output)}, sort_keys=True)
+    return f"partitions {json.dumps(runs, sort_keys=True)}, output {layout_signature(output)}"
 
 
 def write_output(
