@@ -16,6 +16,7 @@ in every message would destroy the messages, and not replacing it would leak it.
 from __future__ import annotations
 
 import base64
+import bisect
 import html
 import json
 import os
@@ -31,10 +32,22 @@ MASK = "***"
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 _USERINFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://([^/@]*)@")
-# scheme://user:password@host - the password may hold '@', '/' or '?' written unencoded: it ends
-# at the first '@' after which a host follows (no further '@' before the path, query or the end)
-_URL_PASSWORD = re.compile(
-    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^\s]*?)(?=@[^@\s/?#]*(?:[/?#\s'\")\]]|$))"
+# The start of a URL's userinfo, up to the ':' before its password: ``scheme://user:``, or, at the
+# start of a word, ``user:`` or ``//user:`` (a URL written without its scheme). Each alternative
+# starts only where the previous character cannot continue it, and its runs exclude the
+# characters that may start another, so scanning a text is linear in its length.
+_USERINFO_HEAD = re.compile(
+    r"(?P<scheme>(?<![a-zA-Z0-9+.\-])[a-zA-Z][a-zA-Z0-9+.\-]*://)[^:/@\s]*:"
+    r"|(?<![^\s'\"`(\[<=,;])(?://)?[^:/@\s'\"`()\[\]<>=,;]+:(?!//)"
+)
+# The '@' that ends a password: a host follows it (no further '@' before the path, query or the
+# end), so a password may hold '@', '/' or '?' written unencoded
+_PASSWORD_END = re.compile(r"@(?=[^@\s/?#]*(?:[/?#\s'\")\]]|$))")
+_WHITESPACE = re.compile(r"\s")
+# key=value connection strings: libpq's ``host=db password=secret``, ODBC's ``PWD={se;cret};``
+_KEY_VALUE = re.compile(
+    r"(?<![^\s;,{(\[])(?P<head>(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)\s?=\s?)"
+    r"(?P<value>'[^']*'|\"[^\"]*\"|\{[^}]*\}|[^\s;&'\"<>,)}\]]*)"
 )
 _QUERY_PARAMETER = re.compile(r"(?P<head>[?&;](?P<name>[A-Za-z0-9_.\-]+)=)(?P<value>[^&#\s'\"<>]*)")
 _AUTHORIZATION = re.compile(r"(?i)(?P<head>authorization[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic|token)\s+)?)(?P<value>[^\s\"',;]+)")
@@ -88,12 +101,15 @@ def register(value: str, where: str) -> str:
 def register_address(text: str, where: str) -> str:
     """Register the credentials inside a URL: its password and credential-named query
     parameters (``?api_key=...``), and Azure connection strings' keys."""
+    for start, end in url_passwords(text):
+        register(text[start:end], f"{where} (the URL's password)")
     if _SCHEME.match(text):
-        for match in _URL_PASSWORD.finditer(text):
-            register(match["password"], f"{where} (the URL's password)")
         for match in _QUERY_PARAMETER.finditer(text):
             if is_credential_name(match["name"]):
                 register(match["value"], f"{where} (query parameter {match['name']})")
+    for match in _KEY_VALUE.finditer(text):  # host=db password=... / Server=...;PWD=...;
+        if _is_password_key(match["name"]):
+            register(_unquoted(match["value"]), f"{where} ({match['name']})")
     for match in _AZURE_KEYS.finditer(text):  # DefaultEndpointsProtocol=...;AccountKey=...
         register(match["value"], f"{where} ({match['head'][:-1]})")
     return text
@@ -140,7 +156,8 @@ def redact(text: str) -> str:
     pattern = _pattern
     if pattern is not None:
         text = pattern.sub(MASK, text)
-    text = _URL_PASSWORD.sub(lambda m: m["head"] + (MASK if m["password"] else ""), text)
+    text = _mask_spans(text, url_passwords(text))
+    text = _KEY_VALUE.sub(lambda m: m["head"] + MASK if _is_password_key(m["name"]) and m["value"] else m[0], text)
     text = _QUERY_PARAMETER.sub(lambda m: m["head"] + MASK if is_credential_name(m["name"]) and m["value"] else m[0], text)
     text = _AZURE_KEYS.sub(lambda m: m["head"] + MASK, text)
     return _AUTHORIZATION.sub(lambda m: m["head"] + MASK, text)
@@ -173,8 +190,72 @@ def _encode_url_password(text: str) -> str:
     password percent-encoded, as every URL parser expects."""
     if not _USERINFO.match(text):
         return text
-    return _URL_PASSWORD.sub(lambda m: m["head"] + urllib.parse.quote(urllib.parse.unquote(m["password"]), safe=""),
-                             text, count=1)
+    passwords = url_passwords(text)
+    if not passwords:
+        return text
+    start, end = passwords[0]
+    return text[:start] + urllib.parse.quote(urllib.parse.unquote(text[start:end]), safe="") + text[end:]
+
+
+def url_passwords(text: str) -> list[tuple[int, int]]:
+    """The (start, end) of every password written in a URL in ``text``: ``scheme://user:password@host``
+    and, at the start of a word, ``user:password@host`` or ``//user:password@host``.
+
+    A password holds no whitespace and ends at the first '@' after which a host follows. Found in
+    one pass over the '@'s, the userinfo starts and the whitespace, so in time linear in the text
+    (a regular expression that tries each start and each '@' after it is quadratic).
+    """
+    if "@" not in text:
+        return []
+    ends = [m.start() for m in _PASSWORD_END.finditer(text)]
+    if not ends:
+        return []
+    spaces = [m.start() for m in _WHITESPACE.finditer(text)]
+    heads = list(_USERINFO_HEAD.finditer(text))
+    schemes = [head.start() for head in heads if head["scheme"]]
+    spans: list[tuple[int, int]] = []
+    consumed = 0
+    for head in heads:
+        start = head.end()
+        if head.start() < consumed:
+            continue  # inside a password already found
+        at = bisect.bisect_left(ends, start)
+        space = bisect.bisect_left(spaces, start)
+        if at == len(ends) or (space < len(spaces) and spaces[space] < ends[at]):
+            continue  # no '@' before the word ends: no password
+        end = ends[at]
+        if not head["scheme"] and _before(schemes, head.start(), end):
+            continue  # 'jdbc:' of jdbc:postgresql://user:password@host: the URL inside holds the password
+        spans.append((start, end))
+        consumed = end
+    return spans
+
+
+def _before(positions: list[int], after: int, before: int) -> bool:
+    """Whether a position of the sorted ``positions`` lies strictly between ``after`` and ``before``."""
+    index = bisect.bisect_right(positions, after)
+    return index < len(positions) and positions[index] < before
+
+
+def _mask_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each non-empty (start, end) span replaced by ``***``."""
+    parts, last = [], 0
+    for start, end in spans:
+        if end > start:
+            parts += [text[last:start], MASK]
+            last = end
+    return "".join(parts) + text[last:] if parts else text
+
+
+def _is_password_key(name: str) -> bool:
+    """Whether the key of a ``key=value`` connection string names a password (``password``,
+    ``PWD``, ``sslpassword``; not ``key`` or ``auth``, common words in any message)."""
+    return re.sub(r"[^a-z0-9]", "", name.lower()).endswith(_CREDENTIAL_ENDINGS)
+
+
+def _unquoted(value: str) -> str:
+    """A ``key=value`` connection string's value without the quotes or braces around it."""
+    return value[1:-1] if value[:1] + value[-1:] in ("''", '""', "{}") else value
 
 
 def _remember(value: str) -> None:
@@ -187,8 +268,25 @@ def _remember(value: str) -> None:
         if forms <= _forms:
             return
         _forms.update(forms)
-        ordered = sorted(_forms, key=len, reverse=True)  # the longest form wins where several match
-        _pattern = re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE)
+        _pattern = re.compile(_trie_pattern(sorted(_forms)), re.IGNORECASE)
+
+
+def _trie_pattern(words: list[str]) -> str:
+    """A pattern matching any of the sorted ``words``, the longest where several start at one place.
+
+    Shared prefixes are written once (``ab(?:c|d)``), so each character of a text is compared with
+    the next characters of the words, not with every word: an alternation of every form of every
+    credential took a second per megabyte.
+    """
+    if words == [""]:
+        return ""
+    branches, ends_here = [], "" in words
+    for first in sorted({word[0] for word in words if word}):
+        rest = [word[1:] for word in words if word[:1] == first]
+        prefix = os.path.commonprefix(rest)
+        branches.append(re.escape(first + prefix) + _trie_pattern(sorted(word[len(prefix):] for word in rest)))
+    body = branches[0] if len(branches) == 1 and not ends_here else f"(?:{'|'.join(branches)})"
+    return body + ("?" if ends_here else "")
 
 
 def _base64_forms(raw: bytes) -> set[str]:

@@ -7,6 +7,7 @@ Dagster's serialized event records and in the real databases' own error messages
 import base64
 import html
 import json
+import os
 import re
 import subprocess
 import sys
@@ -164,3 +165,67 @@ def test_a_short_password_from_the_environment_fails_the_run_without_retrying(tm
             "authentication": {"password": "${ERP_PASSWORD}"}}]}})
     assert not result.success and f"at least {MIN_SECRET_LENGTH}" in records
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+@pytest.mark.parametrize("template", [
+    "'reader:{pw}@db.internal:5432/erp' is not a SQLAlchemy URL",  # no scheme
+    "cannot reach //reader:{pw}@db.internal/erp",
+    "jdbc:postgresql://reader:{pw}@db.internal:5432/erp refused",
+    "mongodb+srv://reader:{pw}@cluster0.example.net/erp?retryWrites=true: timed out",
+    "Driver={{ODBC Driver 18}};Server=db;UID=reader;PWD={pw};Encrypt=yes",
+    "Driver={{ODBC Driver 18}};Server=db;UID=reader;PWD={{{pw};x}};Encrypt=yes",
+    "connection 'host=db.internal password={pw} user=reader' failed",
+    "connection 'host=db.internal password = '{pw}' user=reader' failed",
+    "jdbc:mysql://db.internal:3306/erp?user=reader&password={pw}",
+])
+def test_a_password_in_any_connection_string_form_is_hidden_without_being_registered(template):
+    password = unique("Tr0ub4dor-and-")  # never registered: the form alone must give it away
+    shown = redact(template.format(pw=password))
+    assert password not in shown and "***" in shown, shown
+
+
+def test_redaction_takes_linear_time_on_adversarial_text():
+    import time
+
+    # each took the former pattern seconds for 80 thousand characters (quadratic, so minutes for
+    # 1 MB); linear now: well under a second alone, 2 s leaves room for a loaded machine
+    texts = ["a" * 1_000_000, "a://:" * 200_000, "=a:" * 333_333 + "x://u:pw@h", "a@" * 500_000, "x://u:" + "@a@" * 333_333]
+    for text in texts:
+        began = time.perf_counter()
+        redact(text)
+        assert time.perf_counter() - began < 2, text[:20]
+
+
+def _write_schemeless_source(root) -> str:
+    """A project under ``root`` whose sql source `erp` has a URL without scheme; its password."""
+    password = unique("Tr0ub4dor-and-")
+    folder = root / "assets" / "integrations"
+    folder.mkdir(parents=True)
+    (folder / "erp.yaml").write_text(yaml.safe_dump({"integration_config": {"data_sources": [{
+        "source_name": "erp", "source_type": "sql", "table": "orders",
+        "connection_string": f"reader:{password}@db.internal:5432/erp"}]}}))
+    return password
+
+
+def test_a_url_without_scheme_is_refused_at_validation_without_showing_it(tmp_path):
+    password = _write_schemeless_source(tmp_path)
+    result = subprocess.run([str(PROJECT / ".venv" / "bin" / "memories"), "validate", str(tmp_path / "assets")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "without a scheme" in result.stdout, result.stdout
+    assert_never_recorded(result.stdout + result.stderr, password)
+
+
+@pytest.mark.slow
+def test_a_url_without_scheme_never_reaches_the_dagster_home_or_the_console(tmp_path):
+    password = _write_schemeless_source(tmp_path)
+    (tmp_path / "home").mkdir()
+    env = {**os.environ, "MEMORIES_ASSETS_DIR": str(tmp_path / "assets"), "DAGSTER_HOME": str(tmp_path / "home")}
+    result = subprocess.run([str(PROJECT / ".venv" / "bin" / "dagster"), "asset", "materialize", "-m",
+                             "memories_dagster.definitions", "--select", "group:erp"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert_never_recorded(result.stdout + result.stderr, password)
+    stored = [path for path in (tmp_path / "home").rglob("*") if path.is_file()]
+    assert any(path.suffix == ".db" for path in stored)  # the event log was written
+    for path in stored:  # sqlite databases, compute logs (*.err, *.out): every byte as text
+        assert_never_recorded(path.read_bytes().decode("utf-8", errors="replace"), password)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
-from memories_dagster.secrets import is_credential_name, register, register_address
+from memories_dagster.secrets import is_credential_name, register, register_address, url_passwords
 
 HERE = "this field"
 
@@ -27,7 +27,15 @@ def literal_credential(value: str | None) -> str | None:
 
 
 def _address(value: str | None) -> str | None:
-    return register_address(value, HERE) if _literal(value) else value
+    if not _literal(value):
+        return value
+    register_address(value, HERE)
+    if any("://" not in value[:start] for start, _ in url_passwords(value)):
+        # no reader takes it, and the error of one that tries would show it whole
+        raise ValueError("holds user:password@host without a scheme; write a URL with its scheme, e.g. "
+                         "postgresql://user:password@host:5432/database, or the password in "
+                         "authentication.password or a ${ENV} reference")
+    return value
 
 
 def _named(values: dict[str, Any]) -> dict[str, Any]:
