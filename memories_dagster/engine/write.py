@@ -68,6 +68,12 @@ def partition_scheme(partitions: PartitionsSpec | None, output: OutputConfig) ->
     return f"partitions {json.dumps(runs, sort_keys=True)}, output {layout_signature(output)}"
 
 
+def _stems(window: Window | None) -> set[str]:
+    """The stems of the files a partition's run replaces: its own, and the one versions before
+    the leading ``.``/``_`` was encoded gave it (none: a full run replaces every file)."""
+    return {file_stem(window), urllib.parse.quote(window.key, safe="")} if window else set()
+
+
 def write_output(
     integrated_path: str,
     output: OutputConfig,
@@ -152,12 +158,12 @@ def write_output(
                 con.close()
         rows = parquet_rows(Path(integrated_path))
         if output.partitioning:
-            stem = file_stem(window) if window else None
-            files = staged.commit_folder(lambda rel: stem is None or staged.restart or stem_of(rel.rsplit("/", 1)[-1]) == stem)
+            stems = _stems(window)
+            files = staged.commit_folder(lambda rel: not stems or staged.restart or stem_of(rel.rsplit("/", 1)[-1]) in stems)
             return {"integrated_data_path": destination, "rows_written": rows, "files": files}
         if window:
-            name = f"{file_stem(window)}{suffix}"
-            files = staged.commit_folder(lambda rel: staged.restart or rel == name)
+            name, stems = f"{file_stem(window)}{suffix}", _stems(window)
+            files = staged.commit_folder(lambda rel: staged.restart or rel in {f"{stem}{suffix}" for stem in stems})
             return {"integrated_data_path": f"{destination.rstrip('/')}/{name}", "rows_written": rows, "files": files}
         files = staged.commit_file(into)
         return {"integrated_data_path": destination, "rows_written": rows, "files": files}

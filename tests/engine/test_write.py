@@ -231,3 +231,14 @@ def test_partition_keys_with_a_leading_dot_or_underscore_make_files_readers_see(
     for key in ("_x", ".hidden", "plain", "%5Fx"):
         write_output(integrated, OutputConfig(output_format="csv"), str(out), "t", Window(key))
     assert ds.dataset(out, format="csv").count_rows() == 4 * len(FRAME)
+
+
+def test_a_partition_run_replaces_the_file_an_earlier_version_named_with_a_leading_underscore(tmp_path, integrated):
+    out = tmp_path / "out"
+    write_output(integrated, OutputConfig(output_format="csv"), str(out), "t", Window("_x"))
+    # as versions before the encoding named it: _x.csv, claimed in the manifest
+    os.replace(out / "%5Fx.csv", out / "_x.csv")
+    manifest = json.loads((out / ".memories-manifest").read_text())
+    (out / ".memories-manifest").write_text(json.dumps({**manifest, "files": ["_x.csv"]}))
+    write_output(integrated, OutputConfig(output_format="csv"), str(out), "t", Window("_x"))
+    assert visible(out) == ["%5Fx.csv"] and not (out / "_x.csv").exists()
