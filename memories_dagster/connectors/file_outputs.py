@@ -2,7 +2,8 @@
 
 Ownership: a pipeline keeps a manifest of the files it wrote, ``<folder>/.memories-manifest`` in
 a folder output (partitioned, or one file per Dagster partition) and ``.<name>.memories-manifest``
-beside a single-file output (JSON: the pipeline's name and the files' relative paths). It
+beside a single-file output (JSON: the pipeline's name, its project folder, the partition scheme
+the files were split by, and their relative paths). It
 replaces only those files. A destination holding files that no manifest of this pipeline names
 is refused unless the spec says ``overwrite: true`` (then the pipeline takes them over), and so
 is, always, a destination that is the filesystem root, the home folder, the current or the
