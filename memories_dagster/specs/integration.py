@@ -602,7 +602,7 @@ class PartitionsSpec(Strict):
     def _known_timezone(cls, value: str) -> str:
         try:
             zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
             raise ValueError(f"unknown timezone '{value}'; use an IANA name such as UTC or Europe/Berlin") from None
         return value
 

@@ -185,11 +185,18 @@ def _problem(model: type[BaseModel], file: Path, error: dict) -> SpecProblem:
         message = f"unknown key '{loc[-1]}'" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
     elif kind == "missing":
         message = "required, but missing"
-    elif message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
+    elif message.startswith("Value error, "):  # a validator's message may quote the value: keep it short
+        message = shown(message[len("Value error, ") :], limit=1000)
     elif kind == "literal_error":
-        message = f"'{error.get('input')}' is not allowed; {message[0].lower()}{message[1:]}"
+        message = f"'{shown(error.get('input'))}' is not allowed; {message[0].lower()}{message[1:]}"
     return SpecProblem(file, field, message)
+
+
+def shown(value: object, limit: int = 200) -> str:
+    """``value`` as a message may echo it: cut after ``limit`` characters, so a 100 KB value
+    written by mistake gives a one-line error."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def format_location(loc: tuple) -> str:

@@ -204,3 +204,16 @@ def test_a_mainframe_source_needs_its_copybook(tmp_path):
     file.write_text(yaml.safe_dump(document))
     with pytest.raises(SpecError, match=r"data_sources\[0\]: a mainframe source needs `copybook`"):
         load_integration_spec(file)
+
+
+@pytest.mark.parametrize("change, field", [
+    (set_(["integration_config", "data_sources", 0, "source_type"], "x" * 100_000), "source_type"),
+    (set_(["partitions"], {"type": "daily", "start": "2024-01-01", "timezone": "Europe/" + "y" * 100_000}), "partitions"),
+])
+def test_a_huge_value_is_echoed_cut_short(tmp_path, change, field):
+    file = tmp_path / "big.yaml"
+    file.write_text(yaml.safe_dump(broken(change)))
+    with pytest.raises(SpecError) as raised:
+        load_integration_spec(file)
+    message = str(raised.value)
+    assert field in message and "(100" in message and "characters)" in message and len(message) < 1500, message[:300]
