@@ -17,6 +17,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from memories_dagster.engine.tables import TableFile, remove_staging_leftovers, staging_folder, swap_folder, write_json
+from memories_dagster.factory.invalid import refused_selection
 
 IMPLICIT_ASSET_JOB = "__ASSET_JOB"  # Dagster's name for the job that `dagster asset materialize` runs
 
@@ -31,8 +32,9 @@ class MemoriesSettings(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Refuse a run of the implicit asset job that selects nothing: `dagster asset materialize
         --select` or `dg launch --assets` whose selection matched no asset (a misspelled group) runs
-        every asset of the code location and exits 0. Every asset here needs this resource, so such
-        a run does nothing."""
+        every asset of the code location and exits 0. Refuse as well a run that selects assets of an
+        invalid declaration next to valid ones, which Dagster would run. Every asset here needs this
+        resource, so such a run does nothing."""
         run = context.run
         if run is not None and run.job_name == IMPLICIT_ASSET_JOB and run.asset_selection is None and (
                 run.asset_check_selection is None):
@@ -41,6 +43,11 @@ class MemoriesSettings(dg.ConfigurableResource):
                 "selection (`dagster asset materialize --select`, `dg launch --assets`) matched nothing; check its "
                 "spelling against `dagster asset list -m memories_dagster.definitions`, or select every asset with '*'"),
                 allow_retries=False)
+        broken = refused_selection(set(run.asset_selection or ())) if run is not None else None
+        if broken:  # Dagster would still run every valid asset of the selection next to the failing ones
+            raise dg.Failure(description=(
+                "the run selects assets of invalid declarations, so nothing was run; fix them or leave them out "
+                f"of the selection:\n{broken}"), allow_retries=False)
 
     def staging_dir(self) -> Path:
         """A new private folder on the storage filesystem, for a step's output before commit;

@@ -260,3 +260,25 @@ def test_validate_takes_pipeline_names_and_refuses_unknown_ones_with_the_known(t
     result = run([str(MEMORIES), "validate", "goood"], tmp_path, env)
     assert result.returncode == 1
     assert result.stdout.splitlines() == ["error: goood: no such file, and no pipeline or region is named 'goood'; known: bad, good"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [
+    [str(DAGSTER), "asset", "materialize", "-m", "memories_dagster.definitions", "--select", "group:broken,group:good"],
+    [str(DAGSTER.with_name("dg")), "launch", "--assets", "group:broken or group:good"],
+])
+def test_a_selection_holding_an_invalid_declaration_runs_nothing(tmp_path, command):
+    specs = tmp_path / "assets" / "integrations"
+    specs.mkdir(parents=True)
+    (tmp_path / "rows.csv").write_text("id\n1\n")
+    (specs / "good.yaml").write_text(yaml.safe_dump({
+        "integration_config": {"data_sources": [
+            {"source_name": "rows", "source_type": "csv", "connection_string": str(tmp_path / "rows.csv")}]},
+        "output_config": {"output_format": "csv", "output_destination": str(tmp_path / "out" / "good.csv")}}))
+    (specs / "broken.yaml").write_text(yaml.safe_dump({"integration_config": {"data_sources": []}}))
+    (tmp_path / "home").mkdir()
+    env = {"MEMORIES_ASSETS_DIR": str(tmp_path / "assets"), "DAGSTER_HOME": str(tmp_path / "home")}
+    result = run(command, PROJECT, env)
+    assert result.returncode != 0
+    assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("*.parquet"))  # not even the source ran
+    assert "broken.yaml" in result.stderr and "invalid declarations" in result.stderr, result.stderr[-3000:]

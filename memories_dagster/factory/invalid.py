@@ -20,6 +20,14 @@ INVALID_GROUP = "invalid_specs"
 REGION_SOURCES = ("terrain", "satellite", "climate")
 REGION_ANALYZERS = ("terrain", "vegetation", "urban", "climate")
 logger = logging.getLogger("memories_dagster")
+# asset key -> the redacted errors of the broken declaration it stands for, as the code location
+# loaded in this process last built them: a run selecting any of them is refused before any work
+_refused: dict[dg.AssetKey, str] = {}
+
+
+def refused_selection(keys: set[dg.AssetKey]) -> str | None:
+    """The errors of the broken declarations whose assets are among ``keys``, or None."""
+    return "\n".join(dict.fromkeys(_refused[key] for key in keys if key in _refused)) or None
 
 
 def invalid_spec_assets(errors: list[SpecError], taken_names: set[str]) -> list[dg.AssetsDefinition]:
@@ -27,6 +35,7 @@ def invalid_spec_assets(errors: list[SpecError], taken_names: set[str]) -> list[
     or an earlier broken one) goes to group ``invalid_specs`` under ``invalid_specs/<file>``,
     since its keys would clash; a region whose sources cannot be read keeps its group under that key."""
     used_names, used_keys = set(taken_names), set()
+    _refused.clear()  # a new build of the code location: only its broken declarations count
     assets = []
     for error in errors:
         file = error.problems[0].file
@@ -51,6 +60,7 @@ def invalid_spec_assets(errors: list[SpecError], taken_names: set[str]) -> list[
 def _failing_assets(file: Path, error: SpecError, keys: list[dg.AssetKey], group: str,
                     partitions: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
     shown = redact(str(error))  # an error may quote a URL holding a password
+    _refused.update(dict.fromkeys(keys, shown))
     logger.warning("declaration %s is invalid and was not loaded:\n%s", file, shown)
     description = "This declaration is invalid and was not loaded:\n\n" + shown
     specs = [
