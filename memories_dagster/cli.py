@@ -15,6 +15,7 @@ from memories_dagster.specs.loading import (
     declared_name,
     load_integration_spec,
     load_region,
+    name_clashes,
     read_document,
     spec_files,
     spec_warnings,
@@ -40,19 +41,34 @@ def _is_bare_name(path: Path) -> bool:
     return not path.exists() and path.suffix not in SPEC_SUFFIXES and path.name == str(path)
 
 
-def _known_declarations() -> dict[str, Path]:
-    """Name -> file of every pipeline and region under the assets folder, valid or not."""
+def _known_declarations() -> dict[str, list[Path]]:
+    """Name -> files of every pipeline and region under the assets folder, valid or not."""
     root = assets_root()
-    return {declared_name(file): file for folder in DECLARATION_FOLDERS for file in spec_files(root / folder)}
+    known: dict[str, list[Path]] = {}
+    for folder in DECLARATION_FOLDERS:
+        for file in spec_files(root / folder):
+            known.setdefault(declared_name(file), []).append(file)
+    return known
 
 
 def _named(path: Path) -> Path:
-    """The file of the pipeline or region named ``path``; unknown names are refused with the known ones."""
+    """The file of the pipeline or region named ``path`` (validated with the other files of that
+    name, if any, which make it an error); unknown names are refused with the known ones."""
     known = _known_declarations()
     if str(path) in known:
-        return known[str(path)]
+        return known[str(path)][0]
     listed = ", ".join(sorted(known)) or f"none in {assets_root()}"
     raise SpecError([SpecProblem(path, "", f"no such file, and no pipeline or region is named '{path}'; known: {listed}")])
+
+
+def _name_clashes(files: list[Path]) -> dict[Path, SpecError]:
+    """The error of each file whose name another file of its folder declares too, as the code
+    location finds them (specs.loading.name_clashes)."""
+    clashes: dict[Path, SpecError] = {}
+    for folder in dict.fromkeys(file.parent for file in files if file.suffix in SPEC_SUFFIXES and file.exists()):
+        kind = "region" if folder.name == "earth" else "pipeline"
+        clashes |= name_clashes(spec_files(folder), kind)
+    return clashes
 
 
 def _is_region(file: Path) -> bool:
@@ -103,7 +119,7 @@ def validate(paths: list[str]) -> int:
         print(f"no declarations found ({', '.join(SPEC_SUFFIXES)} files)", file=sys.stderr)
         return 1
     failed = 0
-    seen: dict[tuple[str, str], Path] = {}  # (kind, name) -> first file: names must be unique per kind
+    clashes = _name_clashes(files)
     roots: set[Path] = set()  # projects whose storage was tidied
     for file in files:
         try:
@@ -111,11 +127,10 @@ def validate(paths: list[str]) -> int:
                 raise SpecError([SpecProblem(file, "", f"not a declaration: use {', '.join(SPEC_SUFFIXES)}")])
             if not file.exists():
                 raise SpecError([SpecProblem(file, "", "no such file")])
+            if file in clashes:
+                raise clashes[file]
             kind = "region" if _is_region(file) else "pipeline"
             loaded = load_region(file) if kind == "region" else load_integration_spec(file)
-            first = seen.setdefault((kind, loaded.name), file)
-            if first != file:
-                raise SpecError([SpecProblem(file, "name", f"{kind} name '{loaded.name}' is already used by {first.name}")])
         except SpecError as exc:
             failed += 1
             for problem in exc.problems:

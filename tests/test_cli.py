@@ -282,3 +282,24 @@ def test_a_selection_holding_an_invalid_declaration_runs_nothing(tmp_path, comma
     assert result.returncode != 0
     assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("*.parquet"))  # not even the source ran
     assert "broken.yaml" in result.stderr and "invalid declarations" in result.stderr, result.stderr[-3000:]
+
+
+def test_files_declaring_one_pipeline_name_are_all_refused_by_validate_and_the_code_location(tmp_path):
+    specs = tmp_path / "assets" / "integrations"
+    specs.mkdir(parents=True)
+    source = {"source_name": "rows", "source_type": "csv", "connection_string": "rows.csv"}
+    (specs / "bar.yaml").write_text(yaml.safe_dump({"integration_config": {"data_sources": [source]}}))
+    (specs / "foo.yaml").write_text(yaml.safe_dump({"name": "bar", "integration_config": {"data_sources": []}}))
+    (specs / "baz.json").write_text(json.dumps({"name": "bar", "integration_config": {"data_sources": [source]}}))
+    env = {"MEMORIES_ASSETS_DIR": str(tmp_path / "assets")}
+    files = "(bar.yaml, baz.json, foo.yaml)"
+
+    by_name = run([str(MEMORIES), "validate", "bar"], tmp_path, env)
+    assert by_name.returncode == 1 and files in by_name.stdout, by_name.stdout
+    every = run([str(MEMORIES), "validate"], tmp_path, env)
+    assert every.returncode == 1 and "0 valid, 3 invalid" in every.stdout and every.stdout.count(files) == 3, every.stdout
+
+    script = ("import dagster as dg; from memories_dagster.definitions import defs; "
+              "print(defs.resolve_assets_def(dg.AssetKey(['bar', 'output'])).specs_by_key[dg.AssetKey(['bar', 'output'])].description)")
+    location = run([sys.executable, "-c", script], tmp_path, env)
+    assert "is invalid" in location.stdout and files in location.stdout, location.stdout + location.stderr[-2000:]

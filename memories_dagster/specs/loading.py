@@ -97,7 +97,7 @@ def lenient_document(file: Path) -> dict:
 def declared_name(file: Path, document: dict | None = None) -> str:
     """The name a declaration goes by, valid or not: its ``name``, else its file stem."""
     name = (lenient_document(file) if document is None else document).get("name")
-    return asset_name(name if isinstance(name, str) else file.stem)
+    return asset_name(name if isinstance(name, str) and name else file.stem)  # as _load names a valid one
 
 
 def parse_model(model: type[BaseModel], document: object, file: Path) -> BaseModel:
@@ -155,10 +155,25 @@ def discover_regions(root: Path) -> tuple[list[LoadedSpec], list[SpecError]]:
     return _discover(spec_files(root / "earth"), lambda file: load_region(file, root.parent), "region")
 
 
+def name_clashes(files: list[Path], kind: str) -> dict[Path, SpecError]:
+    """The error of each of ``files`` whose declared name (valid or not) another one declares too:
+    which file would be meant is a guess, so every file of such a name is refused, naming them all."""
+    claims: dict[str, list[Path]] = {}
+    for file in files:
+        claims.setdefault(declared_name(file), []).append(file)
+    return {file: SpecError([SpecProblem(file, "name", (
+        f"{kind} name '{name}' is declared by {len(claimants)} files ({', '.join(f.name for f in claimants)}); "
+        "a name must be declared once: rename or remove all but one"))])
+        for name, claimants in claims.items() if len(claimants) > 1 for file in claimants}
+
+
 def _discover(files: list[Path], load: Callable[[Path], LoadedSpec], kind: str) -> tuple[list[LoadedSpec], list[SpecError]]:
     loaded: list[LoadedSpec] = []
-    errors: list[SpecError] = []
+    clashes = name_clashes(files, kind)
+    errors: list[SpecError] = list(clashes.values())
     for file in files:
+        if file in clashes:
+            continue
         try:
             spec = load(file)
         except SpecError as exc:
@@ -166,11 +181,6 @@ def _discover(files: list[Path], load: Callable[[Path], LoadedSpec], kind: str) 
             continue
         except Exception as exc:  # a crash in one file must not hide the others
             errors.append(SpecError([SpecProblem(file, "", f"cannot be loaded: {exc}")]))
-            continue
-        clash = next((s for s in loaded if s.name == spec.name), None)
-        if clash:
-            message = f"{kind} name '{spec.name}' is already used by {clash.file.name}"
-            errors.append(SpecError([SpecProblem(file, "name", message)]))
             continue
         loaded.append(spec)
     return loaded, errors

@@ -84,7 +84,8 @@ def validate(*paths: Path, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_memories_validate_reports_every_broken_region_and_exits_1(tmp_path):
     folder = tmp_path / "assets" / "earth"
-    broken = {stem: write(folder, stem, document) for stem, document, _, _ in CASES}
+    # each under its own name: files sharing one are refused together (test_two_regions_with_one_name...)
+    broken = {stem: write(folder, stem, {**document, "name": stem}) for stem, document, _, _ in CASES}
     good = write(folder, "lakes", VALID)
 
     run = validate(folder, cwd=tmp_path)
@@ -115,46 +116,47 @@ def test_a_broken_region_becomes_an_invalid_spec_asset_and_the_rest_loads(tmp_pa
 
     folder = tmp_path / "assets" / "earth"
     write(folder, "lakes", VALID)
-    broken = write(folder, "fells", CASES[2][1])  # unknown CRS
+    broken = write(folder, "fells", {**CASES[2][1], "name": "fells"})  # unknown CRS
     monkeypatch.setenv("MEMORIES_ASSETS_DIR", str(tmp_path / "assets"))
     monkeypatch.delenv("MEMORIES_PROFILE", raising=False)
 
     defs = build_definitions()
 
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
-    invalid = specs["invalid_specs/earth/fells"]
-    assert invalid.group_name == "invalid_specs"
+    invalid = specs["fells/earth/terrain"]
+    assert invalid.group_name == "fells"
     assert f"{broken}: crs: unknown CRS 'EPSG:999999'" in invalid.description
     assert invalid.metadata["file"] == str(broken)
     assert {f"lake_district/earth/{k}" for k in ("terrain", "satellite")} | {
         f"lake_district/analysis/{a}" for a in ("terrain", "vegetation", "urban")} <= set(specs)
-    assert not any(key.startswith("fells") for key in specs)
+    assert not any(key.startswith("invalid_specs") for key in specs)
     assert isinstance(defs.resolve_assets_def(dg.AssetKey(["lake_district", "analysis", "terrain"])), dg.AssetsDefinition)
 
 
-def test_two_regions_with_one_name_the_second_is_reported(tmp_path, monkeypatch):
+def test_two_regions_with_one_name_are_both_refused(tmp_path, monkeypatch):
     from memories_dagster.definitions import build_definitions
 
     folder = tmp_path / "assets" / "earth"
     first = write(folder, "a_lakes", VALID)
     second = write(folder, "b_lakes_copy", changed(lambda d: d.update(bbox=[-3.0, 54.0, -2.5, 54.2])))
+    message = ("region name 'lake_district' is declared by 2 files (a_lakes.yaml, b_lakes_copy.yaml); "
+               "a name must be declared once: rename or remove all but one")
 
     loaded, errors = discover_regions(tmp_path / "assets")
 
-    assert [(r.name, r.file) for r in loaded] == [("lake_district", first)]
-    (error,) = errors
-    (problem,) = error.problems
-    assert (problem.file, problem.field) == (second, "name")
-    assert problem.message == "region name 'lake_district' is already used by a_lakes.yaml"
+    assert loaded == []
+    assert [(e.problems[0].file, e.problems[0].field, e.problems[0].message) for e in errors] == [
+        (first, "name", message), (second, "name", message)]
 
     monkeypatch.setenv("MEMORIES_ASSETS_DIR", str(tmp_path / "assets"))
     monkeypatch.delenv("MEMORIES_PROFILE", raising=False)
-    keys = {s.key.to_user_string() for s in build_definitions().resolve_all_asset_specs()}
-    assert "invalid_specs/earth/b_lakes_copy" in keys and "lake_district/earth/terrain" in keys
+    defs = build_definitions()
+    keys = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    assert "invalid_specs/earth/b_lakes_copy" in keys and message in keys["lake_district/earth/terrain"].description
 
     run = validate(folder, cwd=tmp_path)
     assert run.returncode == 1
-    assert f"error: {second}: name: region name 'lake_district' is already used by a_lakes.yaml" in run.stdout.splitlines()
+    assert {f"error: {first}: name: {message}", f"error: {second}: name: {message}"} <= set(run.stdout.splitlines())
 
 
 @pytest.mark.parametrize("edit, field, message", [
