@@ -45,11 +45,26 @@ def database_url(url: str, username: str | None = None, password: str | None = N
         raise ConnectorError(f"'{redact(url)}' is not a SQLAlchemy URL (e.g. postgresql://host/db)") from None
     if parsed.drivername in _DEFAULT_DRIVERS:
         parsed = parsed.set(drivername=_DEFAULT_DRIVERS[parsed.drivername])
+    _check_charset(parsed)
     if username:
         parsed = parsed.set(username=username)
     if password:
         parsed = parsed.set(password=password)
     return parsed
+
+
+def _check_charset(url: URL) -> None:
+    """Refuse a ``?charset=`` PyMySQL does not know: it fails the connection with "'NoneType' object
+    has no attribute 'encoding'", which names neither the option nor what is allowed."""
+    charset = url.query.get("charset")
+    if url.get_driver_name() != "pymysql" or charset is None:
+        return
+    from pymysql.charset import charset_by_name
+
+    for value in (charset,) if isinstance(charset, str) else charset:
+        if charset_by_name(value) is None:
+            raise ConnectorError(redact(f"the URL's option charset={value[:100]!r} is not a character set MySQL/MariaDB "
+                                        f"know; use e.g. charset=utf8mb4 ({describe(url)})"))
 
 
 def create_engine(url: URL, options: dict | None = None) -> sa.Engine:

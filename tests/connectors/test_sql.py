@@ -252,3 +252,20 @@ def test_a_rejected_write_names_the_offending_value(postgres, table_name, tmp_pa
     finally:
         with postgres.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table_name}"))
+
+
+def test_an_unknown_mysql_charset_is_named_without_the_password(mariadb, table_name, tmp_path):
+    with mariadb.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {table_name} (name VARCHAR(10))"))
+        conn.execute(sa.text(f"INSERT INTO {table_name} VALUES ('Ünïcode')"))
+    try:
+        base = mariadb.url.set(password="Ch4rset-pass").render_as_string(hide_password=False)
+        src = DataSource(source_name="s", source_type="sql", connection_string=f"{base}?charset=nonsense", table=table_name)
+        with pytest.raises(ConnectorError) as raised:
+            read(tmp_path, src)
+        assert "charset='nonsense'" in str(raised.value) and "Ch4rset-pass" not in str(raised.value)
+        known = DataSource(source_name="s", source_type="sql", connection_string=f"{url_of(mariadb)}?charset=utf8mb4", table=table_name)
+        assert read(tmp_path, known)[1]["name"].tolist() == ["Ünïcode"]  # a charset MariaDB knows is taken
+    finally:
+        with mariadb.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {table_name}"))
