@@ -13,6 +13,7 @@ import subprocess
 import sys
 import urllib.parse
 import uuid
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -209,7 +210,7 @@ def _write_schemeless_source(root) -> str:
 
 def test_a_url_without_scheme_is_refused_at_validation_without_showing_it(tmp_path):
     password = _write_schemeless_source(tmp_path)
-    result = subprocess.run([str(PROJECT / ".venv" / "bin" / "memories"), "validate", str(tmp_path / "assets")],
+    result = subprocess.run([str(Path(sys.executable).with_name("memories")), "validate", str(tmp_path / "assets")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "without a scheme" in result.stdout, result.stdout
     assert_never_recorded(result.stdout + result.stderr, password)
@@ -220,7 +221,7 @@ def test_a_url_without_scheme_never_reaches_the_dagster_home_or_the_console(tmp_
     password = _write_schemeless_source(tmp_path)
     (tmp_path / "home").mkdir()
     env = {**os.environ, "MEMORIES_ASSETS_DIR": str(tmp_path / "assets"), "DAGSTER_HOME": str(tmp_path / "home")}
-    result = subprocess.run([str(PROJECT / ".venv" / "bin" / "dagster"), "asset", "materialize", "-m",
+    result = subprocess.run([str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
                              "memories_dagster.definitions", "--select", "group:erp"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
