@@ -30,7 +30,16 @@ BIN = Path(sys.executable).parent
 PARTITION = "2024-06-01"
 
 
-def pipeline_spec(data: Path, out: Path, incremental: bool) -> dict:
+# The contracts of the memories_contracts run: pandera over 5M joined rows (BENCHMARKS.md).
+CONTRACTS = {
+    "quantity": {"type": "integer", "nullable": False, "min": 1, "max": 9},
+    "currency": {"allowed": ["EUR", "USD", "GBP", "JPY"]},
+    "email": {"type": "string", "pattern": "^[^@]+@[^@]+$"},
+    "order_id": {"unique": True},
+}
+
+
+def pipeline_spec(data: Path, out: Path, incremental: bool, contracts: bool = False) -> dict:
     spec = {
         "description": "Benchmark: orders + customers + products, priced in USD, by order month.",
         "integration_config": {
@@ -67,6 +76,8 @@ def pipeline_spec(data: Path, out: Path, incremental: bool) -> dict:
             "partitioning": {"partition_by": "order_date", "partition_type": "date", "granularity": "month"},
         },
     }
+    if contracts:
+        spec["integration_config"]["data_quality_checks"]["columns"].update(CONTRACTS)
     if incremental:
         spec["partitions"] = {"type": "daily", "start": "2024-01-01", "end": "2025-01-01", "column": "order_date"}
     return spec
@@ -93,7 +104,7 @@ def measure(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, 
 
 def report_summary(project: Path, name: str) -> str:
     """The integration report of the run: speed must not come from skipping work."""
-    folder = project / ".memories" / "reports" / ("bench" if name == "memories" else "bench_daily")
+    folder = project / ".memories" / "reports" / {"memories": "bench", "memories_contracts": "bench_contracts"}.get(name, "bench_daily")
     report = json.loads(next(folder.glob("*.json")).read_text())
     summary = report["integration_report"]
     quality = summary["data_quality_summary"]
@@ -109,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", nargs="*", help="subset of: pandas duckdb memories memories_partition")
+    parser.add_argument("--only", nargs="*", help="subset of: pandas duckdb memories memories_partition memories_contracts")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     data = HERE / "data" / f"scale{args.scale:g}"
@@ -120,6 +131,7 @@ def main() -> None:
     specs = project / "assets" / "integrations"
     specs.mkdir(parents=True)
     (specs / "bench.yaml").write_text(yaml.safe_dump(pipeline_spec(data, work / "out_memories", False), sort_keys=False))
+    (specs / "bench_contracts.yaml").write_text(yaml.safe_dump(pipeline_spec(data, work / "out_contracts", False, True), sort_keys=False))
     (specs / "bench_daily.yaml").write_text(yaml.safe_dump(pipeline_spec(data, work / "out_daily", True), sort_keys=False))
     (project / "home").mkdir()
     env = {**os.environ, "MEMORIES_ASSETS_DIR": str(project / "assets"), "DAGSTER_HOME": str(project / "home")}
@@ -129,6 +141,7 @@ def main() -> None:
         "duckdb": ([sys.executable, str(HERE / "baselines" / "duckdb_sql.py"), str(data), str(work / "out_duckdb")], "out_duckdb"),
         "memories": ([*materialize, "--select", "group:bench"], "out_memories"),
         "memories_partition": ([*materialize, "--select", "group:bench_daily", "--partition", PARTITION], "out_daily"),
+        "memories_contracts": ([*materialize, "--select", "group:bench_contracts"], "out_contracts"),
     }
     chosen = {k: v for k, v in runs.items() if not args.only or k in args.only}
     results: dict[str, list[tuple[float, int]]] = {name: [] for name in chosen}
@@ -152,6 +165,9 @@ def main() -> None:
         for base in ("duckdb", "pandas"):
             if base in medians:
                 print(f"  memories / {base}: time {ours / medians[base][0]:.2f}x, peak memory {ours_peak / medians[base][1]:.2f}x")
+        if "memories_contracts" in medians:
+            theirs, theirs_peak = medians["memories_contracts"]
+            print(f"  with contracts / without: time {theirs / ours:.2f}x, peak memory {theirs_peak / ours_peak:.2f}x")
         if "memories_partition" in medians:
             print(f"  one daily partition / full run: {medians['memories_partition'][0] / ours:.3f}")
     if args.json:
