@@ -71,6 +71,38 @@ def _name_clashes(files: list[Path]) -> dict[Path, SpecError]:
     return clashes
 
 
+def _shared_destinations(files: list[Path]) -> dict[Path, str]:
+    """The problem of each pipeline whose file output is the same place as another declared
+    pipeline's, or inside it, or around it (the files given and those of the assets folder): one
+    write would replace, or a reader of the outer folder would mix in, the other's files."""
+    from memories_dagster.engine.write import local_destination  # on use: DuckDB and Arrow
+
+    known = [file for paths in _known_declarations().values() for file in paths]
+    places: list[tuple[Path, str, Path]] = []
+    for file in dict.fromkeys(f.resolve() for f in [*files, *known] if f.suffix in SPEC_SUFFIXES and f.exists()):
+        if _is_region(file):
+            continue
+        try:
+            loaded = load_integration_spec(file)
+        except SpecError:
+            continue  # its own errors are reported
+        location = local_destination(loaded.name, loaded.spec.output_config, loaded.root, loaded.spec.partitions is not None)
+        if location is not None and "://" not in location:
+            places.append((file, loaded.name, Path(location).resolve()))
+    problems: dict[Path, str] = {}
+    for file, name, place in places:
+        for other, other_name, there in places:
+            if other == file:
+                continue
+            how = ("is the destination" if place == there else "is inside the destination" if place.is_relative_to(there)
+                   else "holds the destination" if there.is_relative_to(place) else None)
+            if how:
+                problems.setdefault(file, f"output_config.output_destination ({place}) {how} of pipeline '{other_name}' "
+                                          f"({other}): one output's write would replace or hide the other's files; give "
+                                          "each output a folder of its own, side by side (e.g. output/<pipeline>)")
+    return problems
+
+
 def _is_region(file: Path) -> bool:
     """Earth regions live in earth/ (or, anywhere else, are the files declaring a bbox)."""
     if file.parent.name == "earth":
@@ -120,6 +152,7 @@ def validate(paths: list[str]) -> int:
         return 1
     failed = 0
     clashes = _name_clashes(files)
+    shared = _shared_destinations(files)
     roots: set[Path] = set()  # projects whose storage was tidied
     for file in files:
         try:
@@ -145,6 +178,8 @@ def validate(paths: list[str]) -> int:
             print(f"ok: {file} (region {loaded.name}, sources: {kinds or 'none'})")
         else:
             problems, repairs = _output_destination(loaded)
+            if file.resolve() in shared:
+                problems = [shared[file.resolve()], *problems]
             for repair in repairs:
                 print(f"repaired: {file}: {repair}")
             if problems:

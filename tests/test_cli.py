@@ -303,3 +303,31 @@ def test_files_declaring_one_pipeline_name_are_all_refused_by_validate_and_the_c
               "print(defs.resolve_assets_def(dg.AssetKey(['bar', 'output'])).specs_by_key[dg.AssetKey(['bar', 'output'])].description)")
     location = run([sys.executable, "-c", script], tmp_path, env)
     assert "is invalid" in location.stdout and files in location.stdout, location.stdout + location.stderr[-2000:]
+
+
+def test_validate_refuses_pipelines_whose_outputs_share_or_nest_their_destination(tmp_path):
+    """Found by a hostile tester: both specs validated, and the first runs found out (one write
+    replaced the other's files, or a reader of the outer folder read the inner output's rows)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "s.csv").write_text("id,cat\n1,a\n2,b\n")
+    specs = tmp_path / "assets" / "integrations"
+    specs.mkdir(parents=True)
+    source = {"data_sources": [{"source_name": "s", "source_type": "csv", "connection_string": "data/s.csv"}]}
+    outputs = {
+        "outer": {"output_format": "csv", "output_destination": "output/outer",
+                  "partitioning": {"partition_by": "cat", "partition_type": "category"}},
+        "inner": {"output_format": "csv", "output_destination": "output/outer/cat=a/inner.csv"},
+        "twin_a": {"output_format": "parquet", "output_destination": "output/twin"},
+        "twin_b": {"output_format": "parquet", "output_destination": "output/./twin"},
+        "solo": {"output_format": "csv", "output_destination": "output/solo.csv"},
+    }
+    for name, output in outputs.items():
+        (specs / f"{name}.yaml").write_text(yaml.safe_dump({"integration_config": source, "output_config": output}))
+    result = run([str(MEMORIES), "validate"], tmp_path, {"MEMORIES_ASSETS_DIR": str(tmp_path / "assets")})
+    assert result.returncode == 1
+    errors = [line for line in result.stdout.splitlines() if line.startswith("error:")]
+    assert any("inner.yaml" in e and "is inside the destination of pipeline 'outer'" in e for e in errors)
+    assert any("outer.yaml" in e and "holds the destination of pipeline 'inner'" in e for e in errors)
+    assert any("twin_a.yaml" in e and "is the destination of pipeline 'twin_b'" in e for e in errors)
+    assert any("twin_b.yaml" in e and "is the destination of pipeline 'twin_a'" in e for e in errors)
+    assert "1 valid, 4 invalid" in result.stdout and f"ok: {specs / 'solo.yaml'}" in result.stdout
