@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL, make_url
 
 from memories_dagster.connectors.file_outputs import DestinationError
 from memories_dagster.connectors.files import ConnectorError, UnavailableError
-from memories_dagster.connectors.sql_arrow import ResultTypes, postgres_text_casters, result_types
+from memories_dagster.connectors.sql_arrow import ResultTypes, mysql_text_casters, postgres_text_casters, result_types
 from memories_dagster.engine.errors import error_detail
 from memories_dagster.engine.window import Window, zone_of
 from memories_dagster.secrets import redact
@@ -164,7 +164,7 @@ def read_query(
     None: column = low), and those in no window, provided the query returns that column; the
     session runs as ``use_zone`` says. Columns keep the
     database's types (see ``sql_arrow``). Returns the files, whether the filter applied, and the
-    DuckDB type each decimal column (read as exact text) takes once all parts are read.
+    DuckDB type each decimal or date/time column (read as exact text) takes once all parts are read.
     """
     engine = create_engine(url, engine_options)
     quote = engine.dialect.identifier_preparer.quote
@@ -176,6 +176,8 @@ def read_query(
         with engine.connect() as conn:
             if engine.dialect.name == "postgresql":
                 postgres_text_casters(conn.connection.dbapi_connection)
+            elif engine.dialect.name in ("mysql", "mariadb"):
+                mysql_text_casters(conn.connection.dbapi_connection)
             use_zone(conn, window.start if window else None)
             probe = conn.execute(sa.text(f"SELECT * FROM ({sql}) AS probe WHERE 1 = 0"), bound)
             types = _result_types(conn, probe)

@@ -314,7 +314,7 @@ def _read_sql(
     how = "query parameters" if binds_window else (f"column {window_column}" if filtered else None)
     files = ", ".join(sql_string(str(p)) for p in parts)
     relation = f"read_parquet([{files}], union_by_name = true)"
-    if casts:  # decimals arrive as exact text; their type is known once every part is read
+    if casts:  # decimals, dates and times arrive as exact text; their type is known once every part is read
         replaced = ", ".join(f"CAST({q(c)} AS {kind}) AS {q(c)}" for c, kind in casts.items())
         relation = f"(SELECT * REPLACE ({replaced}) FROM {relation})"
     return relation, how

@@ -193,3 +193,56 @@ def test_integers_beside_nulls_are_written_exactly(kind_and_database, table_name
     finally:
         with database.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table_name}"))
+
+
+# Values no Arrow type of their column holds exactly: the column is the database's own text of
+# each value; a NULL-only chunk first, the values in a later chunk, so the choice is per column.
+UNHELD = {
+    "postgres": (
+        "id INTEGER, day DATE, local TIMESTAMP, at TIMESTAMPTZ, clock TIME, clocktz TIMETZ, span INTERVAL, "
+        "month INTERVAL, plain DATE",
+        ["(1, NULL, NULL, NULL, NULL, '00:00:00-08', '30 days', '-1 year -2 mons +3 days 04:05:06.5', '2024-02-29')",
+         "(2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+         "(3, 'infinity', 'infinity', '-infinity', '24:00:00', '12:00:00+05:30', '1 mon', '1 mon', '0001-01-01')",
+         "(4, '2024-01-01', '2024-01-01 00:00:00', '2024-01-01 00:00:00+00', '12:00:00', NULL, NULL, NULL, NULL)"],
+        "CAST({} AS TEXT)", {"plain": pa.date32()},
+    ),
+    "mariadb": (
+        "id INTEGER, span TIME(6), negative TIME, clock TIME(6)",
+        ["(1, '12:00:00', '00:00:01', '12:34:56.5')", "(2, NULL, NULL, NULL)",
+         "(3, '838:59:59', '-01:00:00', '23:59:59.999999')", "(4, '00:00:00.000001', '01:00:00', '00:00:00')"],
+        "CAST({} AS CHAR)", {"clock": pa.time64("us")},
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(UNHELD))
+def test_values_no_arrow_type_holds_are_the_databases_text(kind, table_name, tmp_path, monkeypatch, request):
+    database = request.getfixturevalue(kind)
+    columns, rows, as_text, typed = UNHELD[kind]
+    names = [c.split()[0] for c in columns.split(", ")]
+    with database.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {table_name} ({columns})"))
+        conn.execute(sa.text(f"INSERT INTO {table_name} VALUES {', '.join(rows)}"))
+    monkeypatch.setattr(sql_connector, "READ_CHUNK_ROWS", 2)
+    try:
+        with database.connect() as conn:
+            texts = ", ".join(as_text.format(n) for n in names[1:])
+            oracle = [tuple(r) for r in conn.execute(sa.text(f"SELECT id, {texts} FROM {table_name} ORDER BY id"))]
+        source = DataSource(source_name="s", source_type="sql", table=table_name,
+                            connection_string=database.url.render_as_string(hide_password=False))
+        out = tmp_path / "out.parquet"
+        extract(source, source.connection_string, str(out))
+        table = pq.read_table(out).sort_by("id")
+        wrong = {}
+        for name, want in zip(names[1:], list(zip(*oracle))[1:]):
+            have = table.column(name)
+            if name in typed:  # held exactly: the database's text, parsed by Python
+                parse = dt.date.fromisoformat if typed[name] == pa.date32() else dt.time.fromisoformat
+                want = tuple(None if v is None else parse(v) for v in want)
+            if have.type != typed.get(name, pa.string()) or tuple(have.to_pylist()) != want:
+                wrong[name] = (str(have.type), have.to_pylist(), want)
+        assert wrong == {}  # every column named, so a failure shows each rewritten one
+    finally:
+        with database.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {table_name}"))
