@@ -41,6 +41,7 @@ _POSTGRES = {
 _POSTGRES_NUMERIC = 1700
 # read as the server's text, not parsed into dicts, UUIDs, or datetimes that clamp 'infinity'
 _POSTGRES_AS_TEXT = (114, 3802, 2950, 1082, 1114, 1184, 1083, 1266, 1186)
+_POSTGRES_ARRAYS_AS_TEXT = (1270, 1187)  # timetz[], interval[]
 
 # The text of the values a date/time type holds exactly (ISO output); any other text stays text.
 _DIGITS = r"\d{4}-\d\d-\d\d"
@@ -193,6 +194,8 @@ def postgres_text_casters(dbapi_connection) -> None:
 
     as_text = ext.new_type(_POSTGRES_AS_TEXT, "MEMORIES_AS_TEXT", lambda value, cursor: value)
     ext.register_type(as_text, dbapi_connection)
+    # arrays of timetz and interval: lists of each element's text, as their single values are
+    ext.register_type(ext.new_array_type(_POSTGRES_ARRAYS_AS_TEXT, "MEMORIES_ARRAY_AS_TEXT", as_text), dbapi_connection)
     with dbapi_connection.cursor() as cursor:
         cursor.execute("SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'")
 

@@ -246,3 +246,22 @@ def test_values_no_arrow_type_holds_are_the_databases_text(kind, table_name, tmp
     finally:
         with database.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE {table_name}"))
+
+
+def test_arrays_of_intervals_and_zoned_times_are_lists_of_the_databases_text(postgres, table_name, tmp_path):
+    with postgres.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {table_name} (id INTEGER, spans INTERVAL[], zones TIMETZ[])"))
+        conn.execute(sa.text(f"INSERT INTO {table_name} VALUES (1, ARRAY['1 mon', '30 days', NULL]::interval[], "
+                             "ARRAY['12:00:00+05:30']::timetz[]), (2, NULL, NULL)"))
+    try:
+        with postgres.connect() as conn:  # oracle: the server's text of each element
+            oracle = [dict(r._mapping) for r in conn.execute(
+                sa.text(f"SELECT id, spans::text[] AS spans, zones::text[] AS zones FROM {table_name} ORDER BY id"))]
+        source = DataSource(source_name="s", source_type="sql", table=table_name,
+                            connection_string=postgres.url.render_as_string(hide_password=False))
+        out = tmp_path / "out.parquet"
+        extract(source, source.connection_string, str(out))
+        assert pq.read_table(out).sort_by("id").to_pylist() == oracle
+    finally:
+        with postgres.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE {table_name}"))
