@@ -55,7 +55,7 @@ def test_nesting_eight_deep_compiles_fast(nest):
         text = nest.format(text)
     started = time.monotonic()
     result = memories(text, x=1.0001 if "**" in nest or "pow" in nest else 10**15)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 8  # the former SQL, exponential in depth, ran for minutes
     expected = python(text, x=1.0001 if "**" in nest or "pow" in nest else 10**15)
     assert result == pytest.approx(expected)
 

@@ -123,7 +123,7 @@ def test_an_alias_bomb_is_refused_quickly(tmp_path):
     started = time.perf_counter()
     with pytest.raises(SpecError) as caught:
         load_integration_spec(file)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0  # the bomb took 42 s and 3.2 GB when aliases were expanded
     message = str(caught.value)
     assert message.startswith(f"{file}: invalid YAML at line "), message
     assert "aliases (*name) add more than 100,000 values to those written" in message
