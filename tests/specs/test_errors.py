@@ -111,13 +111,18 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("change, message", CASES)
-def test_broken_spec_messages(tmp_path, change, message):
-    file = tmp_path / "pipeline.yaml"
+def load_error(file, change) -> str:
+    """The message of loading the broken spec ``change`` makes, written to ``file``."""
     file.write_text(yaml.safe_dump(broken(change)))
     with pytest.raises(SpecError) as caught:
         load_integration_spec(file)
-    text = str(caught.value)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("change, message", CASES)
+def test_broken_spec_messages(tmp_path, change, message):
+    file = tmp_path / "pipeline.yaml"
+    text = load_error(file, change)
     assert text.startswith(f"{file}: ")
     assert message in text, text
 
@@ -211,9 +216,5 @@ def test_a_mainframe_source_needs_its_copybook(tmp_path):
     (set_(["partitions"], {"type": "daily", "start": "2024-01-01", "timezone": "Europe/" + "y" * 100_000}), "partitions"),
 ])
 def test_a_huge_value_is_echoed_cut_short(tmp_path, change, field):
-    file = tmp_path / "big.yaml"
-    file.write_text(yaml.safe_dump(broken(change)))
-    with pytest.raises(SpecError) as raised:
-        load_integration_spec(file)
-    message = str(raised.value)
+    message = load_error(tmp_path / "big.yaml", change)
     assert field in message and "(100" in message and "characters)" in message and len(message) < 1500, message[:300]
