@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def _name_clashes(files: list[Path]) -> dict[Path, SpecError]:
     return clashes
 
 
-def _shared_destinations(files: list[Path]) -> dict[Path, str]:
+def _shared_destinations(files: list[Path], load) -> dict[Path, str]:
     """The problem of each pipeline whose file output is the same place as another declared
     pipeline's, or inside it, or around it (the files given and those of the assets folder): one
     write would replace, or a reader of the outer folder would mix in, the other's files."""
@@ -83,7 +84,7 @@ def _shared_destinations(files: list[Path]) -> dict[Path, str]:
         if _is_region(file):
             continue
         try:
-            loaded = load_integration_spec(file)
+            loaded = load(file)
         except SpecError:
             continue  # its own errors are reported
         location = local_destination(loaded.name, loaded.spec.output_config, loaded.root, loaded.spec.partitions is not None)
@@ -152,7 +153,8 @@ def validate(paths: list[str]) -> int:
         return 1
     failed = 0
     clashes = _name_clashes(files)
-    shared = _shared_destinations(files)
+    load = functools.cache(load_integration_spec)  # each spec read once, here and in the loop below
+    shared = _shared_destinations(files, load)
     roots: set[Path] = set()  # projects whose storage was tidied
     for file in files:
         try:
@@ -163,7 +165,7 @@ def validate(paths: list[str]) -> int:
             if file in clashes:
                 raise clashes[file]
             kind = "region" if _is_region(file) else "pipeline"
-            loaded = load_region(file) if kind == "region" else load_integration_spec(file)
+            loaded = load_region(file) if kind == "region" else load(file)
         except SpecError as exc:
             failed += 1
             for problem in exc.problems:
